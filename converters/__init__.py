@@ -1,0 +1,1 @@
+"""Conversion steps, one module per step, registered by name in edgekit.registry."""

@@ -1,0 +1,1 @@
+"""Bundled device profiles (YAML), package data of edgekit."""

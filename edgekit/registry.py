@@ -1,0 +1,57 @@
+"""Registry: steps and runners looked up by name. The only route from edgekit/ into converters/ and runners/."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Dict, Type
+
+from edgekit.errors import EdgekitError, closest
+
+# name -> "module:Class". Modules are imported on first use, so `edgekit --help` stays fast.
+STEPS: Dict[str, str] = {
+    "export": "edgekit.converters.export:ExportStep",
+    "simplify": "edgekit.converters.simplify:SimplifyStep",
+    "quantize-ort": "edgekit.converters.quantize_ort:QuantizeOrtStep",
+    "fp16": "edgekit.converters.fp16:Fp16Step",
+    "prune": "edgekit.converters.prune:PruneStep",
+    "lowrank": "edgekit.converters.lowrank:LowRankStep",
+    "weight-share": "edgekit.converters.weight_share:WeightShareStep",
+    "openvino": "edgekit.converters.openvino:OpenVinoStep",
+    "tflite": "edgekit.converters.tflite:TfliteStep",
+    "tensorrt": "edgekit.converters.tensorrt:TensorRtStep",
+}
+
+RUNNERS: Dict[str, str] = {
+    "local": "edgekit.runners.local:LocalRunner",
+    "ssh": "edgekit.runners.ssh:SSHRunner",
+}
+
+
+def _load(table: Dict[str, str], kind: str, name: str):
+    if name not in table:
+        near = closest(name, table)
+        hint = (f"did you mean {', '.join(near)}? " if near else "") + f"known {kind}s: {', '.join(sorted(table))}"
+        raise EdgekitError(f"unknown {kind} '{name}'", hint=hint)
+    module, _, attr = table[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def get_step(name: str) -> Type:
+    return _load(STEPS, "step", name)
+
+
+def get_runner(name: str) -> Type:
+    return _load(RUNNERS, "runner", name)
+
+
+def harness_path() -> Path:
+    """Path of the on-device harness script shipped with edgekit."""
+    from importlib import resources
+
+    return Path(str(resources.files("edgekit.runners") / "harness.py"))
+
+
+def harness_module():
+    """The harness imported in-process (its runtime adapters serve fidelity checks on the host)."""
+    return importlib.import_module("edgekit.runners.harness")

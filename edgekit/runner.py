@@ -1,0 +1,82 @@
+"""Runner interface and HarnessSpec: how a benchmark is described and run on a device."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Dict, List, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekit.artifact import Artifact
+from edgekit.results import BenchmarkResult
+
+
+class InputSpec(BaseModel):
+    """A concrete input for the harness: symbolic dims already resolved to ints."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    shape: List[int]
+    dtype: str
+    low: Optional[float] = None  # range for random data (ints: [low, high))
+    high: Optional[float] = None
+
+
+class HarnessSpec(BaseModel):
+    """The JSON document the harness reads. Paths are paths on the device."""
+
+    model_config = ConfigDict(extra="forbid")
+    model_path: str
+    model_format: str  # onnx | tflite | openvino | tensorrt
+    runtime: str  # onnxruntime | openvino | tflite | tensorrt
+    sha256: Optional[str] = None
+    precision: Optional[str] = None
+    threads: int = 1
+    inputs: List[InputSpec] = Field(default_factory=list)
+    inputs_file: Optional[str] = None  # .npz on the device, keyed by input name
+    seed: int = 0
+    warmup_runs: int = 10
+    warmup_seconds: float = 1.0
+    min_runs: int = 50
+    min_seconds: float = 5.0
+    max_seconds: float = 120.0
+    energy_source: str = "none"
+    energy_rails: List[str] = Field(default_factory=list)
+    energy_interval_ms: int = 100
+    idle_seconds: float = 2.0
+    thermal_zones: List[str] = Field(default_factory=list)
+    runtime_options: Dict[str, Any] = Field(default_factory=dict)
+
+
+class Runner(ABC):
+    """Local, SSH and ADB runners share one harness and one result schema. Use as a context manager."""
+
+    name: str = "runner"
+
+    def __enter__(self) -> "Runner":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @abstractmethod
+    def connect(self) -> None: ...
+
+    @abstractmethod
+    def push(self, artifact: Artifact) -> str:
+        """Make the artifact (and its extra files) available on the device; return the device path of its main file."""
+
+    @abstractmethod
+    def run_harness(self, spec: HarnessSpec) -> BenchmarkResult: ...
+
+    @abstractmethod
+    def probe(self) -> Dict[str, Any]:
+        """Arch, OS, Python, runtimes and versions, energy sensors, thermal zones, governor (for `doctor`)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @property
+    def target(self) -> str:
+        return self.name

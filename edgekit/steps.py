@@ -1,0 +1,98 @@
+"""Step: one conversion (export, simplify, quantize, compile...) from an Artifact to a new Artifact."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekit.artifact import Artifact
+from edgekit.profiles import DeviceProfile
+
+
+class FidelityBudget(BaseModel):
+    """Tolerances a produced artifact must meet against its source on reference inputs."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_cosine: float = 0.999
+    max_abs_error: Optional[float] = None
+    max_rel_error: Optional[float] = None
+    min_argmax_agreement: Optional[float] = None
+    min_task_score: Optional[float] = None  # task metric (zoo models) if available, e.g. 0.99 line agreement
+    check: bool = True
+
+
+class StepConfig(BaseModel):
+    """Base for every step's typed config; unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+    fidelity: FidelityBudget = Field(default_factory=FidelityBudget)
+
+
+@dataclass
+class StepContext:
+    """What a step may use: a fresh work dir for its outputs, the profile, data, a runner, and a notes list."""
+
+    work_dir: Path
+    profile: DeviceProfile
+    # Callables returning lists of feeds {input_name: np.ndarray}; None when no data is available.
+    calib_data: Optional[Callable[[int], List[Dict[str, Any]]]] = None
+    eval_data: Optional[Callable[[int], List[Dict[str, Any]]]] = None
+    # Task metric from the zoo (or user): (reference outputs, candidate outputs) -> score in [0, 1].
+    task_metric: Optional[Callable[[List[List[Any]], List[List[Any]]], float]] = None
+    task_metric_name: Optional[str] = None
+    runner: Any = None  # a connected Runner, for steps that build on the device (TensorRT)
+    cache_dir: Optional[Path] = None
+    progress: Optional[Callable[[str], None]] = None
+    notes: List[str] = field(default_factory=list)
+    # Extra records a step wants in the report (e.g. variants tried by a quantization search).
+    report: Dict[str, Any] = field(default_factory=dict)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        if self.progress:
+            self.progress(text)
+
+
+class Step:
+    """Subclass per converter module. Heavy libraries are imported inside `run`, never at module top."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    accepts: ClassVar[Tuple[str, ...]]
+    produces: ClassVar[str]
+    Config: ClassVar[Type[StepConfig]] = StepConfig
+    # (python module, edgekit extra) pairs needed by `run`; used by `doctor` and for clear missing-extra errors.
+    requires: ClassVar[Tuple[Tuple[str, str], ...]] = ()
+    # Set False for steps whose result cannot be compared in-process (e.g. an on-device TensorRT engine).
+    checkable: ClassVar[bool] = True
+
+    def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:  # pragma: no cover
+        raise NotImplementedError
+
+    @classmethod
+    def tool_versions(cls) -> Dict[str, str]:
+        """Versions of the tools this step uses; part of the cache key."""
+        from importlib import metadata
+
+        out: Dict[str, str] = {}
+        for module, _extra in cls.requires:
+            dist = module.split(".")[0].replace("_", "-")
+            for cand in (dist, module.split(".")[0]):
+                try:
+                    out[cand] = metadata.version(cand)
+                    break
+                except metadata.PackageNotFoundError:
+                    continue
+        return out
+
+
+class PlannedStep(BaseModel):
+    """A step chosen by the planner: its name, config, and why it was chosen."""
+
+    model_config = ConfigDict(extra="forbid")
+    step: str
+    config: Dict[str, Any] = Field(default_factory=dict)
+    reason: str

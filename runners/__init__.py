@@ -1,0 +1,1 @@
+"""Runners (local, ssh) and the on-device harness."""
