@@ -149,6 +149,8 @@ class StepRecord(_M):
 
 class DeployReport(_M):
     schema_version: int = SCHEMA_VERSION
+    status: str = "ok"  # ok | failed
+    error: Optional[str] = None
     edgekit_version: str
     created: str
     command: str
@@ -161,5 +163,6 @@ class DeployReport(_M):
     plan_notes: List[str] = Field(default_factory=list)
     steps: List[StepRecord]
     artifact: Dict[str, Any]
+    fidelity_end_to_end: Optional[FidelityResult] = None
     benchmark: Optional[BenchmarkResult] = None
     timings_s: Dict[str, float] = Field(default_factory=dict)

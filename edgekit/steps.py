@@ -73,6 +73,17 @@ class Step:
         raise NotImplementedError
 
     @classmethod
+    def availability(cls) -> Tuple[bool, str]:
+        """(usable here?, detail) without importing heavy modules; steps with tool envs override this."""
+        import importlib.util
+
+        missing = [(m, e) for m, e in cls.requires if importlib.util.find_spec(m.split(".")[0]) is None]
+        if missing:
+            return False, "missing " + ", ".join(m for m, _ in missing) + f" (pip install 'edgekit[{missing[0][1]}]')"
+        versions = cls.tool_versions()
+        return True, ", ".join(f"{k} {v}" for k, v in versions.items()) or "ok"
+
+    @classmethod
     def tool_versions(cls) -> Dict[str, str]:
         """Versions of the tools this step uses; part of the cache key."""
         from importlib import metadata

@@ -1,0 +1,47 @@
+"""`edgekit bench`: benchmark an existing artifact."""
+
+from __future__ import annotations
+
+import click
+
+from edgekit.cli.common import bench_options, console, json_option, print_json, profile_option, progress_printer, shape_option, ssh_options
+
+
+@click.command()
+@click.argument("artifact", type=click.Path())
+@profile_option()
+@ssh_options
+@shape_option
+@click.option("--runtime", type=click.Choice(["onnxruntime", "openvino", "tflite", "tensorrt"]), default=None, help="Runtime (default: from the file's format).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Write the BenchmarkResult JSON here.")
+@bench_options
+@json_option
+@click.option("--quiet", "-q", is_flag=True)
+def bench(artifact, profile, host, ssh, shapes, runtime, out, bench, as_json, quiet):
+    """Benchmark ARTIFACT (.onnx, .tflite, OpenVINO .xml, TensorRT engine) on a device profile."""
+    from edgekit.artifact import load_artifact
+    from edgekit.deploy import benchmark, make_runner
+    from edgekit.fsutil import atomic_write_text
+    from edgekit.profiles import load_profile
+    from edgekit.report import bench_rows
+    from edgekit.shapes import parse_shape_options, resolve_inputs
+
+    prof = load_profile(profile)
+    art = load_artifact(artifact)
+    inputs = resolve_inputs(art.inputs, overrides=parse_shape_options(shapes), model=str(artifact))
+    progress = progress_printer(not quiet and not as_json)
+    with make_runner(prof, host, ssh) as runner:
+        result = benchmark(art, prof, runner, inputs, runtime=runtime, bench=bench, progress=progress)
+    if out:
+        atomic_write_text(out, result.model_dump_json(indent=2))
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{art.path.name} on {result.host or 'this machine'} ({prof.name})", show_header=False, title_justify="left")
+    t.add_column("metric", style="bold")
+    t.add_column("value")
+    for row in bench_rows(result):
+        t.add_row(*row)
+    console().print(t)

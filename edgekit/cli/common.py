@@ -1,0 +1,120 @@
+"""Options and printing shared by the commands."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Dict, Optional
+
+import click
+
+from edgekit.errors import UsageError
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def profile_option(required: bool = True, default: Optional[str] = None):
+    return click.option(
+        "--profile", "-p", "profile", required=required and default is None, default=default,
+        help="Device profile: a bundled name (edgekit profiles list) or a path to your own YAML.",
+    )
+
+
+def ssh_options(f):
+    """--host and the SSH connection options, collected into kwargs host= and ssh={...}."""
+
+    @click.option("--host", default=None, help="Run on this device over SSH: user@host[:port] or an ~/.ssh/config alias.")
+    @click.option("--accept-new-host-key", is_flag=True, help="Trust and record an unknown host key (like OpenSSH accept-new). A changed key is always refused.")
+    @click.option("--known-hosts", type=click.Path(dir_okay=False), default=None, help="known_hosts file (default ~/.ssh/known_hosts).")
+    @click.option("--identity-file", "-i", type=click.Path(dir_okay=False), default=None, help="Private key file.")
+    @click.option("--ssh-config", type=click.Path(dir_okay=False), default=None, help="ssh config file (default ~/.ssh/config).")
+    @click.option("--remote-workdir", default=None, help="Work directory on the device (default ~/.cache/edgekit there).")
+    @click.option("--connect-timeout", type=float, default=10.0, show_default=True, help="SSH connect timeout, seconds.")
+    @functools.wraps(f)
+    def wrapper(*args, host, accept_new_host_key, known_hosts, identity_file, ssh_config, remote_workdir, connect_timeout, **kwargs):
+        ssh: Dict[str, Any] = {"accept_new_host_key": accept_new_host_key, "connect_timeout": connect_timeout}
+        if known_hosts:
+            ssh["known_hosts"] = known_hosts
+        if identity_file:
+            ssh["identity_file"] = identity_file
+        if ssh_config:
+            ssh["ssh_config"] = ssh_config
+        if remote_workdir:
+            ssh["workdir"] = remote_workdir
+        return f(*args, host=host, ssh=ssh, **kwargs)
+
+    return wrapper
+
+
+def bench_options(f):
+    @click.option("--warmup-runs", type=int, default=10, show_default=True, help="Warm-up inferences (and at least --warmup-seconds).")
+    @click.option("--warmup-seconds", type=float, default=1.0, show_default=True)
+    @click.option("--min-runs", type=int, default=50, show_default=True, help="Timed inferences: at least this many AND at least --min-seconds.")
+    @click.option("--min-seconds", type=float, default=5.0, show_default=True)
+    @click.option("--max-seconds", type=float, default=120.0, show_default=True, help="Stop the timed phase here even if --min-runs is not reached (reported).")
+    @click.option("--threads", type=int, default=None, help="Inference threads (default: the profile's).")
+    @functools.wraps(f)
+    def wrapper(*args, warmup_runs, warmup_seconds, min_runs, min_seconds, max_seconds, threads, **kwargs):
+        for name, v in (("--warmup-runs", warmup_runs), ("--min-runs", min_runs)):
+            if v < 0:
+                raise UsageError(f"{name} must be >= 0, got {v}")
+        if min_runs < 1:
+            raise UsageError("--min-runs must be at least 1")
+        bench = {
+            "warmup_runs": warmup_runs,
+            "warmup_seconds": warmup_seconds,
+            "min_runs": min_runs,
+            "min_seconds": min_seconds,
+            "max_seconds": max_seconds,
+            "threads": threads,
+        }
+        return f(*args, bench=bench, **kwargs)
+
+    return wrapper
+
+
+def shape_option(f):
+    return click.option("--shape", "shapes", multiple=True, metavar="NAME=1x3x640x640", help="Concrete shape for an input with symbolic dims (repeatable).")(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")(f)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def progress_printer(enabled: bool):
+    """Progress lines on stderr (never on stdout, which may carry --json)."""
+    if not enabled:
+        return lambda msg: None
+    err = console(stderr=True)
+
+    def show(msg: str) -> None:
+        err.print(f"[dim]›[/dim] {msg}", markup=True, highlight=False, soft_wrap=True)
+
+    return show
+
+
+def parse_max_drop(value: Optional[str]) -> Optional[float]:
+    """'0.5%' -> 0.005, '0.005' -> 0.005."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        v = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        raise UsageError(f"--max-drop '{value}': expected a fraction (0.005) or a percentage (0.5%)") from None
+    if not 0.0 <= v < 1.0:
+        raise UsageError(f"--max-drop '{value}' must be between 0 and 100%")
+    return v
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,70 @@
+"""`edgekit deploy`: the main job."""
+
+from __future__ import annotations
+
+import click
+
+from edgekit.cli.common import bench_options, console, json_option, parse_max_drop, print_json, profile_option, progress_printer, shape_option, ssh_options
+
+
+@click.command()
+@click.argument("model")
+@profile_option()
+@ssh_options
+@click.option("--runtime", type=click.Choice(["onnxruntime", "openvino", "tflite", "tensorrt"]), default=None, help="Override the profile's runtime preference.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Override the profile's default precision.")
+@click.option("--max-drop", default=None, metavar="0.5%", help="Accuracy budget for compression: max drop of the task metric (or output cosine).")
+@click.option("--calib", type=click.Path(exists=True), default=None, help="Calibration data: image folder, .npy or .npz keyed by input name.")
+@click.option("--calib-preprocess", default=None, metavar="SPEC", help="For an image folder: size=640x640,layout=NCHW,color=RGB,mean=...,std=...,scale=1/255")
+@shape_option
+@click.option("--no-simplify", is_flag=True, help="Skip the onnxsim step.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Write artifacts, manifest.json, report.json and report.md here.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Artifact cache (default: the user cache dir, or $EDGEKIT_CACHE_DIR).")
+@click.option("--no-cache", is_flag=True, help="Rebuild every step even if a cached result exists.")
+@click.option("--no-bench", is_flag=True, help="Convert only; do not benchmark.")
+@click.option("--fidelity-samples", type=int, default=8, show_default=True, help="Reference inputs used for each step's fidelity check.")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading pickled PyTorch files that contain code (runs arbitrary code).")
+@bench_options
+@json_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def deploy(model, profile, host, ssh, runtime, precision, max_drop, calib, calib_preprocess, shapes, no_simplify, out, cache_dir, no_cache, no_bench, fidelity_samples, trust_pickle, bench, as_json, quiet):
+    """Plan, convert, ship and benchmark MODEL (a file or zoo:NAME) on a device profile.
+
+    \b
+    Examples:
+      edgekit deploy zoo:ppocr-det --profile x86-cpu --out out/
+      edgekit deploy model.onnx --profile jetson-orin-nano --host nano.local
+      edgekit deploy zoo:minilm --profile x86-cpu --precision int8 --max-drop 0.5%
+    """
+    from edgekit.deploy import command_line, deploy as run_deploy
+    from edgekit.report import render_terminal
+    from edgekit.shapes import parse_shape_options
+
+    report = run_deploy(
+        model,
+        profile,
+        host=host,
+        ssh=ssh,
+        runtime=runtime,
+        precision=precision,
+        max_drop=parse_max_drop(max_drop),
+        calib=calib,
+        calib_preprocess=calib_preprocess,
+        shapes=parse_shape_options(shapes),
+        simplify=not no_simplify,
+        out=out,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        bench=bench,
+        run_benchmark=not no_bench,
+        trust_pickle=trust_pickle,
+        fidelity_samples=fidelity_samples,
+        progress=progress_printer(not quiet and not as_json),
+        command=command_line(),
+    )
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+        return
+    render_terminal(report, console())
+    if out:
+        console().print(f"wrote {out}/report.json, report.md, manifest.json")

@@ -1,0 +1,142 @@
+"""`edgekit doctor`: what can run here (or on --host), with versions, and what to install for the rest."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import click
+
+from edgekit.cli.common import console, json_option, print_json, ssh_options
+
+RUNTIME_HINTS = {
+    "onnxruntime": "pip install onnxruntime",
+    "openvino": "pip install 'edgekit[openvino]'",
+    "ai_edge_litert": "pip install 'edgekit[tflite]'",
+    "tflite_runtime": "pip install tflite-runtime (devices only; ai-edge-litert is preferred)",
+    "tensorrt": "TensorRT ships with JetPack on Jetson boards",
+    "trtexec": "TensorRT ships with JetPack (/usr/src/tensorrt/bin/trtexec)",
+}
+
+
+def _local_python_packages() -> List[Dict[str, Any]]:
+    import importlib.util
+    from importlib import metadata
+
+    rows = []
+    for module, dist, extra in (
+        ("torch", "torch", "torch"),
+        ("onnxscript", "onnxscript", "torch"),
+        ("onnxsim", "onnxsim", "simplify"),
+        ("nncf", "nncf", "openvino"),
+        ("paramiko", "paramiko", "ssh"),
+        ("transformers", "transformers", "zoo"),
+        ("rapidocr_onnxruntime", "rapidocr-onnxruntime", "zoo"),
+        ("torch_pruning", "torch-pruning", "prune"),
+    ):
+        ok = importlib.util.find_spec(module) is not None
+        try:
+            version = metadata.version(dist) if ok else None
+        except metadata.PackageNotFoundError:
+            version = None
+        rows.append({"package": dist, "ok": ok, "version": version, "install": f"pip install 'edgekit[{extra}]'"})
+    return rows
+
+
+def _steps() -> List[Dict[str, Any]]:
+    from edgekit.registry import STEPS, get_step
+
+    rows = []
+    for name in STEPS:
+        try:
+            cls = get_step(name)
+            ok, detail = cls.availability()
+            summary = cls.summary
+        except ImportError as exc:
+            ok, detail, summary = False, f"not in this install ({exc})", ""
+        rows.append({"step": name, "ok": ok, "detail": detail, "summary": summary})
+    return rows
+
+
+def _mismatches(probe: Dict[str, Any], profile) -> List[str]:
+    out = []
+    arch = probe.get("arch")
+    if arch and arch != profile.cpu.isa and not (arch == "arm64" and profile.cpu.isa == "aarch64"):
+        out.append(f"host arch is {arch} but profile '{profile.name}' describes {profile.cpu.isa}")
+    cores = probe.get("cores")
+    if cores and cores != profile.cpu.cores:
+        out.append(f"host has {cores} cores, profile says {profile.cpu.cores}")
+    rts = probe.get("runtimes", {})
+    for rt in profile.runtimes:
+        key = {"tflite": ("ai_edge_litert", "tflite_runtime"), "tensorrt": ("tensorrt", "trtexec")}.get(rt, (rt,))
+        if not any((rts.get(k) or {}).get("available") for k in key):
+            out.append(f"profile runtime '{rt}' is not usable on the host")
+    return out
+
+
+@click.command()
+@ssh_options
+@click.option("--profile", "-p", default=None, help="Check the host against this profile.")
+@json_option
+def doctor(host, ssh, profile, as_json):
+    """Show which runtimes and converters are usable here, or on --host, with versions and install hints."""
+    from edgekit.deploy import make_runner
+    from edgekit.profiles import load_profile
+
+    prof = load_profile(profile or "x86-cpu") if (profile or not host) else None
+    if host and prof is None:
+        prof = load_profile("x86-cpu").model_copy(update={"name": "(none)"})
+    with make_runner(prof, host, ssh) as runner:
+        probe = runner.probe()
+    report: Dict[str, Any] = {"target": runner.target, "device": probe}
+    if not host:
+        report["converters"] = _steps()
+        report["python_packages"] = _local_python_packages()
+    if profile:
+        report["profile"] = prof.name
+        report["profile_mismatches"] = _mismatches(probe, prof)
+    if as_json:
+        print_json(report)
+        return
+    _render(report)
+
+
+def _render(report: Dict[str, Any]) -> None:
+    from rich.table import Table
+
+    c = console()
+    p = report["device"]
+    c.print(f"[bold]{report['target']}[/bold]: {p.get('hostname')} — {p.get('arch')}, {p.get('os')}, Python {p.get('python')}, {p.get('cores')} cores, {p.get('cpu_model') or ''}")
+    t = Table(title="runtimes", title_justify="left")
+    for col in ("runtime", "usable", "version / reason"):
+        t.add_column(col)
+    for name, info in sorted(p.get("runtimes", {}).items()):
+        ok = bool(info.get("available"))
+        detail = info.get("version") if ok else (info.get("reason") or "") + (f" — {RUNTIME_HINTS[name]}" if name in RUNTIME_HINTS else "")
+        t.add_row(name, "yes" if ok else "no", str(detail or ""))
+    c.print(t)
+    energy = p.get("energy", {})
+    if energy:
+        e = Table(title="energy sources", title_justify="left")
+        e.add_column("source")
+        e.add_column("readable")
+        e.add_column("detail")
+        for name, info in energy.items():
+            e.add_row(name, "yes" if info.get("available") else "no", str(info.get("detail") or info.get("reason") or ""))
+        c.print(e)
+    thermal = p.get("thermal_zones") or []
+    c.print(f"thermal zones: {', '.join(z if isinstance(z, str) else z.get('name', '?') for z in thermal) or 'none readable'}; governor: {p.get('governor') or 'unknown'}")
+    if "converters" in report:
+        s = Table(title="conversion steps", title_justify="left")
+        for col in ("step", "usable", "detail"):
+            s.add_column(col)
+        for row in report["converters"]:
+            s.add_row(row["step"], "yes" if row["ok"] else "no", row["detail"])
+        c.print(s)
+        pk = Table(title="optional packages", title_justify="left")
+        for col in ("package", "installed", "how to install"):
+            pk.add_column(col)
+        for row in report["python_packages"]:
+            pk.add_row(row["package"], row["version"] or "no", "" if row["ok"] else row["install"])
+        c.print(pk)
+    for m in report.get("profile_mismatches", []):
+        c.print(f"[yellow]warning:[/yellow] {m}")

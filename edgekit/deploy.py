@@ -1,0 +1,267 @@
+"""The main job as a Python API: resolve model and profile, plan, run the pipeline, benchmark, report."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from edgekit import __version__
+from edgekit.artifact import Artifact, load_artifact
+from edgekit.errors import EdgekitError, PlanError, UsageError
+from edgekit.fsutil import ensure_writable_dir
+from edgekit.pipeline import DataSources, Pipeline, PipelineResult
+from edgekit.plan import Plan, PlanOptions, make_plan
+from edgekit.profiles import DeviceProfile, load_profile
+from edgekit.registry import get_runner
+from edgekit.results import BenchmarkResult, DeployReport
+from edgekit.runner import HarnessSpec, InputSpec, Runner
+from edgekit.shapes import resolve_inputs
+
+Progress = Callable[[str], None]
+
+
+class ResolvedModel:
+    """A model given by the user: the source artifact, a label, and the zoo entry if it came from the zoo."""
+
+    def __init__(self, artifact: Artifact, label: str, zoo: Any = None):
+        self.artifact = artifact
+        self.label = label
+        self.zoo = zoo
+
+
+def resolve_model(spec: Union[str, Path, Artifact], trust_pickle: bool = False) -> ResolvedModel:
+    if isinstance(spec, Artifact):
+        return ResolvedModel(spec, str(spec.path))
+    text = str(spec)
+    if text.startswith("zoo:"):
+        from edgekit import zoo
+
+        model = zoo.resolve(text)
+        return ResolvedModel(model.artifact(), text, model)
+    art = load_artifact(text, trust_pickle=trust_pickle)
+    if trust_pickle:
+        art = art.model_copy(update={"metadata": {**art.metadata, "trust_pickle": True}})
+    return ResolvedModel(art, text)
+
+
+def build_data(
+    model: ResolvedModel,
+    shapes: Optional[Dict[str, List[int]]] = None,
+    calib: Optional[Any] = None,
+    calib_preprocess: Optional[str] = None,
+    calib_samples: int = 64,
+) -> DataSources:
+    """Calibration/evaluation data and concrete input shapes: user data first, else the zoo's, else none."""
+    zoo = model.zoo
+    sample = None
+    if zoo is not None:
+        sample = zoo.eval_feeds(1)[0]
+    inputs = resolve_inputs(
+        model.artifact.inputs,
+        overrides=shapes,
+        defaults=getattr(zoo, "default_shapes", None),
+        sample=sample,
+        model=model.label,
+    )
+    if calib is not None:
+        from edgekit import calib as calib_mod
+
+        calib_feeds, eval_feeds, fingerprint = calib_mod.split_calibration(calib, model.artifact.inputs, calib_samples, calib_preprocess)
+        return DataSources(
+            inputs=inputs,
+            calib=lambda n: calib_feeds[:n],
+            eval=(lambda n: eval_feeds[:n]) if eval_feeds else None,
+            task_metric=zoo.task_metric if zoo is not None else None,
+            task_metric_name=zoo.task_metric_name if zoo is not None else None,
+            fingerprint=fingerprint,
+        )
+    if zoo is not None:
+        return DataSources(
+            inputs=inputs,
+            calib=lambda n: zoo.calib_feeds(n),
+            eval=lambda n: zoo.eval_feeds(n),
+            task_metric=zoo.task_metric,
+            task_metric_name=zoo.task_metric_name,
+            fingerprint=f"zoo:{zoo.name}",
+        )
+    return DataSources(inputs=inputs)
+
+
+def make_runner(profile: DeviceProfile, host: Optional[str] = None, ssh: Optional[Dict[str, Any]] = None, on_progress=None) -> Runner:
+    """A LocalRunner for local profiles without --host, else an SSHRunner for the host."""
+    if host:
+        return get_runner("ssh")(host, profile, on_progress=on_progress, **(ssh or {}))
+    if profile.connection.type == "local":
+        return get_runner("local")(profile, on_progress=on_progress)
+    raise UsageError(
+        f"profile '{profile.name}' describes a device reached over {profile.connection.type}; edgekit needs to know where it is",
+        hint="pass --host user@device (an ~/.ssh/config alias works too), or use --profile x86-cpu to run here",
+    )
+
+
+def harness_spec(artifact: Artifact, device_path: str, profile: DeviceProfile, runtime: str, inputs: Sequence[InputSpec], bench: Dict[str, Any]) -> HarnessSpec:
+    return HarnessSpec(
+        model_path=device_path,
+        model_format=artifact.format,
+        runtime=runtime,
+        sha256=artifact.sha256,
+        precision=artifact.precision,
+        threads=bench.get("threads") or profile.threads,
+        inputs=_device_inputs(artifact, inputs),
+        warmup_runs=bench.get("warmup_runs", 10),
+        warmup_seconds=bench.get("warmup_seconds", 1.0),
+        min_runs=bench.get("min_runs", 50),
+        min_seconds=bench.get("min_seconds", 5.0),
+        max_seconds=bench.get("max_seconds", 120.0),
+        energy_source=profile.energy.source,
+        energy_rails=profile.energy.rails,
+        energy_interval_ms=profile.energy.interval_ms,
+        idle_seconds=bench.get("idle_seconds", 2.0) if profile.energy.source != "none" else 0.0,
+        thermal_zones=profile.thermal_zones,
+    )
+
+
+def _device_inputs(artifact: Artifact, inputs: Sequence[InputSpec]) -> List[InputSpec]:
+    """Inputs in the artifact's own names/layout (e.g. NHWC for TFLite) from source-layout specs."""
+    meta = artifact.metadata
+    name_map = meta.get("input_name_map", {})
+    transpose = meta.get("feed_transpose", {})
+    out = []
+    for s in inputs:
+        name = name_map.get(s.name, s.name)
+        shape = list(s.shape)
+        if name in transpose:
+            shape = [shape[i] for i in transpose[name]]
+        out.append(s.model_copy(update={"name": name, "shape": shape}))
+    return out
+
+
+def runtime_for(artifact: Artifact, requested: Optional[str] = None) -> str:
+    from edgekit.fidelity import RUNTIME_FOR_FORMAT
+
+    if requested:
+        return requested
+    if artifact.format == "tensorrt":
+        return "tensorrt"
+    rt = RUNTIME_FOR_FORMAT.get(artifact.format)
+    if rt is None:
+        raise PlanError(f"{artifact.path}: a {artifact.format} model cannot be benchmarked directly", hint="run `edgekit deploy` to convert it first")
+    return rt
+
+
+def benchmark(
+    artifact: Artifact,
+    profile: DeviceProfile,
+    runner: Runner,
+    inputs: Sequence[InputSpec],
+    runtime: Optional[str] = None,
+    bench: Optional[Dict[str, Any]] = None,
+    progress: Optional[Progress] = None,
+) -> BenchmarkResult:
+    rt = runtime_for(artifact, runtime)
+    if progress:
+        progress(f"pushing {artifact.path.name} to {runner.target}")
+    device_path = runner.push(artifact)
+    spec = harness_spec(artifact, device_path, profile, rt, inputs, bench or {})
+    if progress:
+        progress(f"benchmarking on {runner.target} with {rt} ({spec.threads} threads, ≥{spec.min_runs} runs and ≥{spec.min_seconds:g} s)")
+    return runner.run_harness(spec)
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def deploy(
+    model: Union[str, Path, Artifact],
+    profile: Union[str, DeviceProfile],
+    *,
+    host: Optional[str] = None,
+    ssh: Optional[Dict[str, Any]] = None,
+    runtime: Optional[str] = None,
+    precision: Optional[str] = None,
+    max_drop: Optional[float] = None,
+    calib: Optional[Any] = None,
+    calib_preprocess: Optional[str] = None,
+    shapes: Optional[Dict[str, List[int]]] = None,
+    simplify: bool = True,
+    out: Optional[Union[str, Path]] = None,
+    cache_dir: Optional[Union[str, Path]] = None,
+    use_cache: bool = True,
+    bench: Optional[Dict[str, Any]] = None,
+    run_benchmark: bool = True,
+    trust_pickle: bool = False,
+    fidelity_samples: int = 8,
+    progress: Optional[Progress] = None,
+    command: Optional[str] = None,
+) -> DeployReport:
+    """Plan, convert (cached), push and benchmark; writes artifacts and reports to `out` atomically."""
+    progress = progress or (lambda m: None)
+    t_start = time.perf_counter()
+    timings: Dict[str, float] = {}
+    out_dir = ensure_writable_dir(out, "--out directory") if out else None
+    prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    resolved = resolve_model(model, trust_pickle=trust_pickle)
+    timings["load_s"] = time.perf_counter() - t_start
+    data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess)
+    plan = make_plan(
+        resolved.artifact,
+        resolved.label,
+        prof,
+        PlanOptions(runtime=runtime, precision=precision, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host),
+    )
+    for line in plan.describe():
+        progress(line)
+    runner: Optional[Runner] = None
+    needs_device = run_benchmark or any(s.step == "tensorrt" for s in plan.steps)
+    if needs_device:
+        runner = make_runner(prof, host, ssh, on_progress=None)
+    pipeline = Pipeline(plan, prof, data, cache_dir=Path(cache_dir) if cache_dir else None, runner=runner, fidelity_samples=fidelity_samples, progress=progress, use_cache=use_cache)
+    result: Optional[PipelineResult] = None
+    bench_result: Optional[BenchmarkResult] = None
+    try:
+        if runner is not None:
+            progress(f"connecting to {host or 'this machine'}")
+            runner.connect()
+        t0 = time.perf_counter()
+        try:
+            result = pipeline.run(resolved.artifact)
+        finally:
+            timings["pipeline_s"] = time.perf_counter() - t0
+        if run_benchmark and runner is not None:
+            t0 = time.perf_counter()
+            bench_result = benchmark(result.artifact, prof, runner, data.inputs, runtime=plan.runtime, bench=bench, progress=progress)
+            timings["benchmark_s"] = time.perf_counter() - t0
+    except EdgekitError:
+        if out_dir is not None and pipeline.records:
+            from edgekit.report import write_partial
+
+            write_partial(out_dir, pipeline, plan, resolved, prof, command or "")
+        raise
+    finally:
+        if runner is not None:
+            runner.close()
+    timings["total_s"] = time.perf_counter() - t_start
+    from edgekit.report import build_report, write_outputs
+
+    report = build_report(
+        command=command or "edgekit.deploy(...)",
+        resolved=resolved,
+        profile=prof,
+        plan=plan,
+        result=result,
+        bench=bench_result,
+        target=runner.target if runner is not None else plan.target,
+        timings=timings,
+    )
+    if out_dir is not None:
+        report = write_outputs(out_dir, report, result)
+    return report
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["edgekit", *sys.argv[1:]])

@@ -1,0 +1,250 @@
+"""Planner: (source artifact, device profile, options) -> an ordered, explained list of steps. Pure."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Callable, Dict, List, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekit.artifact import Artifact
+from edgekit.errors import PlanError
+from edgekit.profiles import RUNTIMES, DeviceProfile
+from edgekit.steps import PlannedStep
+
+TORCH_FORMATS = ("pytorch", "torchscript", "exported_program")
+
+# Formats each runtime can load directly, and the format it needs when converting from ONNX.
+RUNTIME_FORMATS = {
+    "onnxruntime": ("onnx",),
+    "openvino": ("openvino", "onnx"),
+    "tflite": ("tflite",),
+    "tensorrt": ("tensorrt",),
+}
+
+# Python modules that make a runtime usable on THIS host (only consulted for local targets).
+LOCAL_RUNTIME_MODULES = {
+    "onnxruntime": (("onnxruntime",), "onnxruntime"),
+    "openvino": (("openvino",), "openvino"),
+    "tflite": (("ai_edge_litert", "tflite_runtime"), "tflite"),
+    "tensorrt": (("tensorrt",), "tensorrt"),
+}
+
+
+class PlanOptions(BaseModel):
+    """Everything the user chose that changes the plan."""
+
+    model_config = ConfigDict(extra="forbid")
+    runtime: Optional[str] = None
+    precision: Optional[str] = None
+    max_drop: Optional[float] = Field(default=None, description="accuracy budget as a fraction, e.g. 0.005")
+    simplify: bool = True
+    has_calib: bool = False
+    host: Optional[str] = None
+
+
+class Plan(BaseModel):
+    """The steps to run, the runtime and precision chosen, where it runs, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    source_format: str
+    profile: str
+    runtime: str
+    precision: str
+    target: str
+    steps: List[PlannedStep]
+    notes: List[str] = Field(default_factory=list)
+
+    def describe(self) -> List[str]:
+        lines = [
+            f"model    {self.model} ({self.source_format})",
+            f"profile  {self.profile}",
+            f"runtime  {self.runtime}   precision {self.precision}",
+            f"runs on  {self.target}",
+        ]
+        for i, s in enumerate(self.steps, 1):
+            cfg = ", ".join(f"{k}={v}" for k, v in s.config.items())
+            lines.append(f"  {i}. {s.step}" + (f" [{cfg}]" if cfg else "") + f" — {s.reason}")
+        if not self.steps:
+            lines.append("  (no conversion needed)")
+        for n in self.notes:
+            lines.append(f"note: {n}")
+        return lines
+
+
+def runtime_available_locally(runtime: str) -> bool:
+    modules, _ = LOCAL_RUNTIME_MODULES[runtime]
+    return any(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def _step_available(name: str) -> tuple:
+    from edgekit.registry import get_step
+
+    try:
+        return get_step(name).availability()
+    except ImportError as exc:  # the step's module itself is not present in this install
+        return False, f"step module missing ({exc})"
+
+
+def _reachable(source_format: str, runtime: str) -> bool:
+    if source_format in RUNTIME_FORMATS[runtime]:
+        return True
+    return source_format in ("onnx", *TORCH_FORMATS) and runtime in RUNTIMES
+
+
+def make_plan(
+    artifact: Artifact,
+    model_label: str,
+    profile: DeviceProfile,
+    options: PlanOptions,
+    step_available: Callable[[str], tuple] = _step_available,
+    runtime_available: Callable[[str], bool] = runtime_available_locally,
+) -> Plan:
+    """Choose runtime, precision and steps. Same inputs (incl. what is installed here), same plan."""
+    fmt = artifact.format
+    local = options.host is None and profile.connection.type == "local"
+    notes: List[str] = []
+
+    # --- runtime
+    if options.runtime:
+        if options.runtime not in RUNTIMES:
+            raise PlanError(f"unknown runtime '{options.runtime}'", hint=f"choose one of {', '.join(RUNTIMES)}")
+        if options.runtime not in profile.runtimes:
+            raise PlanError(
+                f"profile '{profile.name}' does not list runtime '{options.runtime}'",
+                hint=f"it lists {', '.join(profile.runtimes)}; pick one of those or use a profile that has {options.runtime}",
+            )
+        if not _reachable(fmt, options.runtime):
+            raise PlanError(
+                f"a {fmt} model cannot be converted for {options.runtime}",
+                hint=f"{fmt} models run on {', '.join(r for r in profile.runtimes if _reachable(fmt, r)) or 'no runtime of this profile'}",
+            )
+        runtime = options.runtime
+        reason_rt = "requested with --runtime"
+    else:
+        runtime = ""
+        for cand in profile.runtimes:
+            if not _reachable(fmt, cand):
+                notes.append(f"{cand} skipped: a {fmt} model cannot be converted for it")
+                continue
+            if local and not runtime_available(cand):
+                _, extra = LOCAL_RUNTIME_MODULES[cand]
+                notes.append(f"{cand} is preferred by the profile but is not installed here (pip install 'edgekit[{extra}]'); trying the next runtime")
+                continue
+            conv = _conversion_step(fmt, cand)
+            if conv is not None:
+                ok, detail = step_available(conv)
+                if not ok:
+                    notes.append(f"{cand} is preferred by the profile but its converter '{conv}' is unavailable here: {detail}")
+                    continue
+            runtime = cand
+            break
+        if not runtime:
+            raise PlanError(
+                f"no runtime of profile '{profile.name}' can run this {fmt} model here",
+                hint="; ".join(notes) or f"the profile lists {', '.join(profile.runtimes)}",
+            )
+        reason_rt = f"first usable runtime in the profile's preference order ({', '.join(profile.runtimes)})"
+    notes.insert(0, f"runtime {runtime}: {reason_rt}")
+
+    # --- precision
+    precision = options.precision or profile.default_precision
+    if precision == "auto":
+        precision = "fp32"
+        notes.append("precision auto resolves to fp32 (pass --precision int8/fp16 with --max-drop to compress under a budget)")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise PlanError(f"unknown precision '{precision}'", hint="choose fp32, fp16 or int8")
+    if not profile.supports_precision(precision, runtime):
+        accel = [a for a in profile.accelerators if runtime in a.runtimes]
+        why = f" ({accel[0].name}: {accel[0].note})" if accel and accel[0].note else ""
+        supported = [p for p in ("fp32", "fp16", "int8") if profile.supports_precision(p, runtime)]
+        raise PlanError(
+            f"profile '{profile.name}' cannot run {precision} on {runtime}{why}",
+            hint=f"use --precision {' or '.join(supported)}",
+        )
+
+    # --- steps
+    steps: List[PlannedStep] = []
+    cur = fmt
+    if cur in TORCH_FORMATS:
+        steps.append(PlannedStep(step="export", config={}, reason="runtimes load ONNX, not PyTorch; export to ONNX (dynamo exporter, legacy fallback recorded)"))
+        cur = "onnx"
+    if cur == "onnx" and options.simplify:
+        steps.append(PlannedStep(step="simplify", config={}, reason="fold constants and drop redundant nodes with onnxsim (skipped visibly if it fails)"))
+    if cur == "onnx":
+        steps.extend(_compile_steps(runtime, precision, options, profile, notes))
+    elif precision != "fp32" and cur not in ("onnx",):
+        raise PlanError(
+            f"a {cur} model is run as it is; edgekit compresses from ONNX or PyTorch",
+            hint="give the ONNX/PyTorch source to quantize, or use --precision fp32",
+        )
+    if local:
+        target = "local (this machine)"
+    elif options.host:
+        target = f"ssh:{options.host}"
+    else:
+        target = f"the {profile.name} device over {profile.connection.type} (pass --host to run there)"
+    return Plan(
+        model=model_label,
+        source_format=fmt,
+        profile=profile.name,
+        runtime=runtime,
+        precision=precision,
+        target=target,
+        steps=steps,
+        notes=notes,
+    )
+
+
+def _conversion_step(fmt: str, runtime: str) -> Optional[str]:
+    if runtime == "openvino" and fmt != "openvino":
+        return "openvino"
+    if runtime == "tflite" and fmt != "tflite":
+        return "tflite"
+    return None
+
+
+def _compile_steps(runtime: str, precision: str, options: PlanOptions, profile: DeviceProfile, notes: List[str]) -> List[PlannedStep]:
+    md = options.max_drop
+    budget = {} if md is None else {"max_drop": md}
+    if runtime == "onnxruntime":
+        if precision == "int8":
+            return [PlannedStep(step="quantize-ort", config={"precision": "int8", **budget}, reason=_int8_reason(profile, md))]
+        if precision == "fp16":
+            return [PlannedStep(step="fp16", config={}, reason="convert weights and compute to float16 (inputs/outputs stay float32)")]
+        return []
+    if runtime == "openvino":
+        reason = "convert ONNX to OpenVINO IR (xml/bin)"
+        if precision == "int8":
+            reason += "; INT8 with NNCF post-training quantization" + (f" under a {md:.2%} accuracy budget" if md is not None else "")
+        elif precision == "fp16":
+            reason += "; FP16 weight compression"
+        return [PlannedStep(step="openvino", config={"precision": precision, **budget}, reason=reason)]
+    if runtime == "tflite":
+        tp = precision
+        if precision == "int8":
+            tp = "int8" if options.has_calib else "int8-dynamic"
+            if not options.has_calib:
+                notes.append("tflite int8: no --calib data given, so dynamic-range INT8 (weights only) was chosen instead of full-integer INT8")
+        return [PlannedStep(step="tflite", config={"precision": tp}, reason=f"convert ONNX to TFLite with onnx2tf ({tp}) in its isolated tool environment")]
+    if runtime == "tensorrt":
+        out: List[PlannedStep] = []
+        if precision == "int8":
+            out.append(PlannedStep(step="quantize-ort", config={"precision": "int8", "mode": "static", **budget}, reason="TensorRT builds INT8 from a QDQ ONNX (trtexec has no calibrator)"))
+        out.append(PlannedStep(step="tensorrt", config={"precision": precision}, reason=f"build a {precision} engine ON THE DEVICE with trtexec (engines are specific to GPU and TensorRT version); cached on the device"))
+        return out
+    raise PlanError(f"no compile path for runtime '{runtime}'")
+
+
+def _int8_reason(profile: DeviceProfile, max_drop: Optional[float]) -> str:
+    if profile.cpu.isa == "x86_64":
+        isa = "x86 with VNNI" if profile.has_feature("vnni") else "x86 without VNNI (avoids u8s8 saturation)"
+    else:
+        isa = "ARM " + ("with dotprod" if profile.has_feature("dotprod") else "NEON without dotprod")
+    budget = f" under a {max_drop:.2%} accuracy budget" if max_drop is not None else ""
+    return f"ONNX Runtime INT8 with defaults for {isa}{budget}"
+
+
+def plan_dict(plan: Plan) -> Dict:
+    return plan.model_dump(mode="json")
