@@ -81,10 +81,12 @@ def runtime_available_locally(runtime: str) -> bool:
 def _step_available(name: str) -> tuple:
     from edgekit.registry import get_step
 
+    from edgekit.errors import EdgekitError
+
     try:
         return get_step(name).availability()
-    except ImportError as exc:  # the step's module itself is not present in this install
-        return False, f"step module missing ({exc})"
+    except EdgekitError as exc:  # the step's module itself is not present in this install
+        return False, exc.message
 
 
 def _reachable(source_format: str, runtime: str) -> bool:

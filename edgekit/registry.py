@@ -34,7 +34,13 @@ def _load(table: Dict[str, str], kind: str, name: str):
         hint = (f"did you mean {', '.join(near)}? " if near else "") + f"known {kind}s: {', '.join(sorted(table))}"
         raise EdgekitError(f"unknown {kind} '{name}'", hint=hint)
     module, _, attr = table[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        raise EdgekitError(f"{kind} '{name}' is not part of this edgekit installation ({module} is missing)", hint="reinstall edgekit: pip install --force-reinstall edgekit") from exc
+    return getattr(mod, attr)
 
 
 def get_step(name: str) -> Type:

@@ -43,6 +43,7 @@ def _local_python_packages() -> List[Dict[str, Any]]:
 
 
 def _steps() -> List[Dict[str, Any]]:
+    from edgekit.errors import EdgekitError
     from edgekit.registry import STEPS, get_step
 
     rows = []
@@ -51,8 +52,8 @@ def _steps() -> List[Dict[str, Any]]:
             cls = get_step(name)
             ok, detail = cls.availability()
             summary = cls.summary
-        except ImportError as exc:
-            ok, detail, summary = False, f"not in this install ({exc})", ""
+        except EdgekitError as exc:
+            ok, detail, summary = False, exc.message, ""
         rows.append({"step": name, "ok": ok, "detail": detail, "summary": summary})
     return rows
 

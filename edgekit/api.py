@@ -1,0 +1,42 @@
+"""The Python API in one place: deploy, plan, benchmark, profiles, artifacts from in-memory modules."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Union
+
+from edgekit.artifact import Artifact, load_artifact
+from edgekit.deploy import deploy, resolve_model
+from edgekit.plan import Plan, PlanOptions, make_plan
+from edgekit.profiles import DeviceProfile, load_profile
+from edgekit.results import BenchmarkResult, DeployReport
+
+
+def plan(model: Union[str, Artifact], profile: Union[str, DeviceProfile], **options: Any) -> Plan:
+    """What `deploy` would do for this model and profile (same options as PlanOptions)."""
+    prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    resolved = resolve_model(model)
+    options.setdefault("has_calib", resolved.zoo is not None)
+    return make_plan(resolved.artifact, resolved.label, prof, PlanOptions(**options))
+
+
+def bench(
+    artifact: Union[str, Artifact],
+    profile: Union[str, DeviceProfile],
+    *,
+    host: Optional[str] = None,
+    ssh: Optional[Dict[str, Any]] = None,
+    shapes: Optional[Dict[str, List[int]]] = None,
+    bench: Optional[Dict[str, Any]] = None,
+) -> BenchmarkResult:
+    """Benchmark an existing artifact on a profile's device (locally or over SSH)."""
+    from edgekit.deploy import benchmark, make_runner
+    from edgekit.shapes import resolve_inputs
+
+    prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    inputs = resolve_inputs(art.inputs, overrides=shapes, model=str(art.path))
+    with make_runner(prof, host, ssh) as runner:
+        return benchmark(art, prof, runner, inputs, bench=bench)
+
+
+__all__ = ["Artifact", "BenchmarkResult", "DeployReport", "DeviceProfile", "Plan", "bench", "deploy", "load_artifact", "load_profile", "plan"]

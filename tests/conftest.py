@@ -1,0 +1,62 @@
+"""Shared fixtures: real model paths, an isolated cache, and a helper to run the CLI as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Keep tests out of the user's real cache; every test session starts cold."""
+    cache = tmp_path_factory.mktemp("edgekit-cache")
+    old = os.environ.get("EDGEKIT_CACHE_DIR")
+    os.environ["EDGEKIT_CACHE_DIR"] = str(cache)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    yield cache
+    if old is None:
+        os.environ.pop("EDGEKIT_CACHE_DIR", None)
+    else:
+        os.environ["EDGEKIT_CACHE_DIR"] = old
+
+
+def _models_dir() -> Path:
+    import rapidocr_onnxruntime
+
+    return Path(rapidocr_onnxruntime.__file__).parent / "models"
+
+
+@pytest.fixture(scope="session")
+def ppocr_det_path() -> Path:
+    return _models_dir() / "ch_PP-OCRv4_det_infer.onnx"
+
+
+@pytest.fixture(scope="session")
+def ppocr_rec_path() -> Path:
+    return _models_dir() / "ch_PP-OCRv4_rec_infer.onnx"
+
+
+def run_cli(*args: str, env=None, timeout: float = 600, cwd=None) -> subprocess.CompletedProcess:
+    """Run `edgekit ARGS` in a subprocess exactly as a user would, capturing output."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.pop("EDGEKIT_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "edgekit.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=cwd,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli
