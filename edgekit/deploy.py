@@ -205,31 +205,36 @@ def deploy(
     timings: Dict[str, float] = {}
     out_dir = ensure_writable_dir(out, "--out directory") if out else None
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    if run_benchmark and not host and prof.connection.type != "local":
+        make_runner(prof, host)  # raises the clear "pass --host" error before any work starts
     resolved = resolve_model(model, trust_pickle=trust_pickle)
     timings["load_s"] = time.perf_counter() - t_start
     data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess)
-    plan = make_plan(
-        resolved.artifact,
-        resolved.label,
-        prof,
-        PlanOptions(runtime=runtime, precision=precision, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host),
-    )
-    for line in plan.describe():
-        progress(line)
+    want = precision or prof.default_precision
+    options = PlanOptions(runtime=runtime, precision=None if want == "auto" else want, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host)
+    plan = make_plan(resolved.artifact, resolved.label, prof, options)
+    if want != "auto":
+        for line in plan.describe():
+            progress(line)
     runner: Optional[Runner] = None
-    needs_device = run_benchmark or any(s.step == "tensorrt" for s in plan.steps)
+    needs_device = run_benchmark or want == "auto" or any(s.step == "tensorrt" for s in plan.steps)
     if needs_device:
         runner = make_runner(prof, host, ssh, on_progress=None)
-    pipeline = Pipeline(plan, prof, data, cache_dir=Path(cache_dir) if cache_dir else None, runner=runner, fidelity_samples=fidelity_samples, progress=progress, use_cache=use_cache)
+    pipeline: Optional[Pipeline] = None
     result: Optional[PipelineResult] = None
     bench_result: Optional[BenchmarkResult] = None
+    variants: List[Dict[str, Any]] = []
     try:
         if runner is not None:
             progress(f"connecting to {host or 'this machine'}")
             runner.connect()
         t0 = time.perf_counter()
         try:
-            result = pipeline.run(resolved.artifact)
+            if want == "auto":
+                plan, result, variants = _auto(resolved, prof, data, runner, runtime, max_drop, host, simplify, cache_dir, use_cache, fidelity_samples, progress)
+            else:
+                pipeline = Pipeline(plan, prof, data, cache_dir=Path(cache_dir) if cache_dir else None, runner=runner, fidelity_samples=fidelity_samples, progress=progress, use_cache=use_cache)
+                result = pipeline.run(resolved.artifact)
         finally:
             timings["pipeline_s"] = time.perf_counter() - t0
         if run_benchmark and runner is not None:
@@ -237,7 +242,7 @@ def deploy(
             bench_result = benchmark(result.artifact, prof, runner, data.inputs, runtime=plan.runtime, bench=bench, progress=progress)
             timings["benchmark_s"] = time.perf_counter() - t0
     except EdgekitError:
-        if out_dir is not None and pipeline.records:
+        if out_dir is not None and pipeline is not None and pipeline.records:
             from edgekit.report import write_partial
 
             write_partial(out_dir, pipeline, plan, resolved, prof, command or "")
@@ -258,9 +263,31 @@ def deploy(
         target=runner.target if runner is not None else plan.target,
         timings=timings,
     )
+    if variants:
+        report = report.model_copy(update={"variants": variants})
     if out_dir is not None:
         report = write_outputs(out_dir, report, result)
     return report
+
+
+def _auto(resolved, prof, data, runner, runtime, max_drop, host, simplify, cache_dir, use_cache, fidelity_samples, progress):
+    """--precision auto: build and measure every feasible variant, keep the fastest within budget."""
+    from edgekit.search import DEFAULT_MAX_DROP, search
+
+    md = DEFAULT_MAX_DROP if max_drop is None else max_drop
+    progress(f"precision auto: building and measuring each runtime x precision of '{prof.name}' on {runner.target}; budget: drop ≤ {md:.2%} of {data.task_metric_name or 'output cosine'}")
+    variants, best = search(
+        resolved, prof, data, runner, max_drop=md, host=host, simplify=simplify,
+        cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, fidelity_samples=fidelity_samples,
+        runtimes=[runtime] if runtime else None, progress=progress, benchmark=benchmark,
+    )
+    rows = [v.model_dump(mode="json") for v in variants]
+    if best is None:
+        lines = "\n".join(f"  {v.runtime}/{v.precision}: {v.status} {v.reason}" for v in variants)
+        raise EdgekitError(f"no variant of {resolved.label} meets the budget on {prof.name}:\n{lines}", hint="raise --max-drop, or pick --runtime/--precision explicitly")
+    plan, result = best
+    plan = plan.model_copy(update={"notes": [*plan.notes, f"chosen by --precision auto among {len(variants)} variants (see variants in the report)"]})
+    return plan, result, rows
 
 
 def command_line() -> str:

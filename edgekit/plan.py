@@ -151,7 +151,7 @@ def make_plan(
     notes.insert(0, f"runtime {runtime}: {reason_rt}")
 
     # --- precision
-    precision = options.precision or profile.default_precision
+    precision = options.precision or profile.default_precision_for(runtime)
     if precision == "auto":
         precision = "fp32"
         notes.append("precision auto resolves to fp32 (pass --precision int8/fp16 with --max-drop to compress under a budget)")

@@ -154,6 +154,24 @@ def step_rows(report: DeployReport) -> List[tuple]:
     return rows
 
 
+def variant_rows(report: DeployReport) -> List[tuple]:
+    rows = []
+    for v in report.variants:
+        fid = v.get("fidelity")
+        fid_txt = ""
+        if fid:
+            fid_txt = f"{fid['task_metric']} {fid['task_score']:.4f}" if fid.get("task_score") is not None else f"cos {fid['cosine_min']:.5f}"
+        rows.append((
+            f"{v['runtime']}/{v['precision']}",
+            v["status"],
+            "—" if v.get("median_ms") is None else f"{v['median_ms']:.2f} ms",
+            fid_txt or "—",
+            _mb(v.get("size_bytes")),
+            v.get("reason") or "",
+        ))
+    return rows
+
+
 def render_terminal(report: DeployReport, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -164,6 +182,13 @@ def render_terminal(report: DeployReport, console=None) -> None:
         t.add_column(col)
     for row in step_rows(report):
         t.add_row(*row)
+    if report.variants:
+        vt = Table(title="variants measured (--precision auto)", title_justify="left")
+        for col in ("variant", "status", "median", "fidelity", "size", "reason"):
+            vt.add_column(col)
+        for row in variant_rows(report):
+            vt.add_row(*row)
+        console.print(vt)
     if report.steps:
         console.print(t)
     for r in report.steps:
@@ -199,6 +224,10 @@ def to_markdown(report: DeployReport) -> str:
         lines.append(f"{i}. **{s['step']}**" + (f" ({cfg})" if cfg else "") + f" — {s['reason']}")
     for n in report.plan_notes:
         lines.append(f"- note: {n}")
+    if report.variants:
+        lines += ["", "## Variants measured (--precision auto)", "", "| variant | status | median | fidelity | size | reason |", "|---|---|---|---|---|---|"]
+        for row in variant_rows(report):
+            lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
     lines += ["", "## Steps", "", "| step | status | time | size | fidelity vs source |", "|---|---|---|---|---|"]
     for row in step_rows(report):
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")

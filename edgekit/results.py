@@ -164,5 +164,6 @@ class DeployReport(_M):
     steps: List[StepRecord]
     artifact: Dict[str, Any]
     fidelity_end_to_end: Optional[FidelityResult] = None
+    variants: List[Dict[str, Any]] = Field(default_factory=list)  # --precision auto: every candidate tried
     benchmark: Optional[BenchmarkResult] = None
     timings_s: Dict[str, float] = Field(default_factory=dict)

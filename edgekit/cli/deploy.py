@@ -12,7 +12,7 @@ from edgekit.cli.common import bench_options, console, json_option, parse_max_dr
 @profile_option()
 @ssh_options
 @click.option("--runtime", type=click.Choice(["onnxruntime", "openvino", "tflite", "tensorrt"]), default=None, help="Override the profile's runtime preference.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Override the profile's default precision.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "auto"]), default=None, help="fp32, fp16, int8, or auto: build every feasible runtime x precision, measure each on the target, keep the fastest within --max-drop (default 1%%).")
 @click.option("--max-drop", default=None, metavar="0.5%", help="Accuracy budget for compression: max drop of the task metric (or output cosine).")
 @click.option("--calib", type=click.Path(exists=True), default=None, help="Calibration data: image folder, .npy or .npz keyed by input name.")
 @click.option("--calib-preprocess", default=None, metavar="SPEC", help="For an image folder: size=640x640,layout=NCHW,color=RGB,mean=...,std=...,scale=1/255")
