@@ -43,6 +43,7 @@ class HarnessSpec(BaseModel):
     energy_source: str = "none"
     energy_rails: List[str] = Field(default_factory=list)
     energy_interval_ms: int = 100
+    energy_options: Dict[str, Any] = Field(default_factory=dict)  # e.g. sysfs_root / command overrides for a sensor
     idle_seconds: float = 2.0
     thermal_zones: List[str] = Field(default_factory=list)
     runtime_options: Dict[str, Any] = Field(default_factory=dict)

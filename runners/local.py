@@ -1,0 +1,230 @@
+"""LocalRunner: runs the on-device harness as a subprocess on this machine, exactly as a remote device would."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from edgekit.artifact import Artifact
+from edgekit.errors import ModelLoadError, RunnerError
+from edgekit.fsutil import atomic_write_text
+from edgekit.results import BenchmarkResult
+from edgekit.runner import HarnessSpec, Runner
+
+PROGRESS = "EDGEKIT-PROGRESS "
+ERROR = "EDGEKIT-ERROR "
+
+# Harness exit codes -> what the user should do (the harness's own hint wins when it gives one).
+EXIT_HINTS = {
+    2: "the benchmark spec or its inputs do not match the model; see the message above",
+    3: "install the runtime into the Python that runs the harness",
+    4: "check the model file (re-export it, or verify its sha256)",
+    130: "the run was interrupted",
+}
+
+
+def harness_error(
+    exit_code: int,
+    command: str,
+    stderr_tail: str,
+    info: Optional[Dict[str, Any]],
+    host: Optional[str] = None,
+) -> RunnerError:
+    """A RunnerError from a failed harness run: its EDGEKIT-ERROR line (kind/message/hint) when present."""
+    if info:
+        message = f"harness failed ({info.get('kind', 'error')}): {info.get('message', '')}"
+        hint = info.get("hint") or EXIT_HINTS.get(exit_code)
+    elif exit_code < 0:
+        message = f"harness was killed by signal {-exit_code}"
+        hint = "out of memory? check `dmesg` on the device" if exit_code == -9 else None
+    else:
+        message = f"harness exited with code {exit_code} without an error report"
+        hint = EXIT_HINTS.get(exit_code, "see the stderr lines above")
+    err = RunnerError(message, hint=hint, host=host, command=command, exit_code=exit_code, stderr_tail=stderr_tail)
+    err.kind = (info or {}).get("kind", "error")  # type: ignore[attr-defined]
+    return err
+
+
+def parse_result(stdout: str, command: str, exit_code: int, stderr_tail: str, runner: str,
+                 host: Optional[str]) -> BenchmarkResult:
+    """Validate the harness's stdout JSON as a BenchmarkResult and stamp runner/host."""
+    text = stdout.strip()
+    try:
+        doc = json.loads(text.splitlines()[-1] if text else "")
+    except ValueError as exc:
+        raise RunnerError(
+            f"harness printed no JSON result ({exc})", command=command, exit_code=exit_code,
+            stderr_tail=stderr_tail + ("\nstdout: " + text[-2000:] if text else ""),
+            hint="the harness and this edgekit may be out of sync; reinstall edgekit",
+        ) from exc
+    doc["runner"] = runner
+    doc["host"] = host
+    try:
+        return BenchmarkResult.model_validate(doc)
+    except ValueError as exc:
+        raise RunnerError(
+            f"harness result does not match the BenchmarkResult schema: {exc}", command=command,
+            exit_code=exit_code, stderr_tail=stderr_tail, hint="the harness and edgekit versions differ",
+        ) from exc
+
+
+class LocalRunner(Runner):
+    """Benchmarks on this machine through the same harness subprocess a remote device runs."""
+
+    name = "local"
+
+    def __init__(self, profile=None, workdir: Optional[str] = None, python: Optional[str] = None,
+                 on_progress: Optional[Callable[[Dict[str, Any]], None]] = None, timeout: Optional[float] = None):
+        self.profile = profile
+        self.python = python or sys.executable
+        self.on_progress = on_progress
+        self.timeout = timeout
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir else None
+        self.last_stderr: str = ""
+        self.last_proc: Optional[subprocess.Popen] = None  # the most recent harness process (tests, diagnostics)
+
+    @property
+    def target(self) -> str:
+        return "local"
+
+    def connect(self) -> None:
+        """Create the work directory (a temp dir unless one was given)."""
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="edgekit-local-"))
+        else:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        if self._own_workdir and self.workdir is not None and self.workdir.exists():
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def _ensure(self) -> Path:
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="edgekit-local-"))
+        return self.workdir
+
+    @staticmethod
+    def harness() -> Path:
+        from edgekit.registry import harness_path
+
+        return Path(harness_path())
+
+    def push(self, artifact: Artifact) -> str:
+        """Local files need no copy: return the artifact's own path after checking its files exist."""
+        for f in artifact.files:
+            if not Path(f).exists():
+                raise ModelLoadError(f"{f}: artifact file is missing", hint="re-run the step that produced it")
+        return str(Path(artifact.path).resolve())
+
+    def _command(self, args: List[str]) -> List[str]:
+        return [self.python, str(self.harness()), *args]
+
+    def _run(self, args: List[str]) -> tuple:
+        """Run the harness; stream progress; return (exit code, stdout, stderr tail, error info, command)."""
+        argv = self._command(args)
+        command = " ".join(shlex.quote(a) for a in argv)
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                    cwd=str(self._ensure()))
+            self.last_proc = proc
+        except OSError as exc:
+            raise RunnerError(f"cannot start the harness: {exc}", command=command,
+                              hint=f"check that {self.python} is a working Python") from exc
+        tail: collections.deque = collections.deque(maxlen=200)
+        info: Dict[str, Any] = {}
+        out_chunks: List[str] = []
+
+        def read_stdout() -> None:
+            out_chunks.append(proc.stdout.read())
+
+        def read_stderr() -> None:
+            for line in proc.stderr:
+                line = line.rstrip("\n")
+                if line.startswith(PROGRESS):
+                    try:
+                        data = json.loads(line[len(PROGRESS):])
+                    except ValueError:
+                        tail.append(line)
+                        continue
+                    if self.on_progress is not None:
+                        self.on_progress(data)
+                    continue
+                if line.startswith(ERROR):
+                    try:
+                        info.update(json.loads(line[len(ERROR):]))
+                    except ValueError:
+                        pass
+                tail.append(line)
+
+        threads = [threading.Thread(target=read_stdout, daemon=True),
+                   threading.Thread(target=read_stderr, daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            rc = proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self._kill(proc)
+            raise RunnerError(f"harness did not finish within {self.timeout} s and was stopped", command=command,
+                              stderr_tail="\n".join(tail), hint="lower min_seconds/max_seconds or raise the timeout")
+        except BaseException:  # Ctrl-C (KeyboardInterrupt) or any error here: never leave the child running
+            self._kill(proc)
+            raise
+        for t in threads:
+            t.join(timeout=10)
+        self.last_stderr = "\n".join(tail)
+        return rc, "".join(out_chunks), self.last_stderr, info, command
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def run_harness(self, spec: HarnessSpec,
+                    on_progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> BenchmarkResult:
+        """Write the spec to a temp file, run `python harness.py spec.json`, return the validated result."""
+        if on_progress is not None:
+            self.on_progress = on_progress
+        wd = self._ensure()
+        fd, spec_path = tempfile.mkstemp(prefix="spec-", suffix=".json", dir=str(wd))
+        os.close(fd)
+        try:
+            atomic_write_text(spec_path, spec.model_dump_json())
+            rc, out, err, info, command = self._run([spec_path])
+        finally:
+            try:
+                os.unlink(spec_path)
+            except OSError:
+                pass
+        if rc != 0:
+            raise harness_error(rc, command, err, info or None)
+        return parse_result(out, command, rc, err, runner="local", host=socket.gethostname())
+
+    def probe(self) -> Dict[str, Any]:
+        """`harness.py --probe WORKDIR` as a dict."""
+        rc, out, err, info, command = self._run(["--probe", str(self._ensure())])
+        if rc != 0:
+            raise harness_error(rc, command, err, info or None)
+        try:
+            return json.loads(out)
+        except ValueError as exc:
+            raise RunnerError(f"harness --probe printed no JSON ({exc})", command=command, exit_code=rc,
+                              stderr_tail=err) from exc

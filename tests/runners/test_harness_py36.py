@@ -1,0 +1,125 @@
+"""The harness must stay Python 3.6 compatible (Jetson Nano / JetPack 4) and self-contained (no edgekit import)."""
+
+from __future__ import annotations
+
+import ast
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgekit.registry import harness_path
+
+HARNESS = Path(harness_path())
+# vermin has no `python -m vermin`; call its console-script entry point with this interpreter.
+VERMIN = [sys.executable, "-c", "import sys; from vermin import main; sys.exit(main())",
+          "-t=3.6-", "--no-tips", "--violations", "--eval-annotations"]
+
+
+def _vermin(path: Path):
+    pytest.importorskip("vermin")
+    return subprocess.run(VERMIN + [str(path)], capture_output=True, text=True, timeout=120)
+
+
+def test_vermin_reports_no_36_violation():
+    p = _vermin(HARNESS)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "requires" not in p.stdout
+
+
+@pytest.mark.parametrize("snippet", [
+    "import time\nT = time.perf_counter_ns()\n",
+    "import subprocess\nP = subprocess.run(['true'], capture_output=True)\n",
+    "from dataclasses import dataclass\n",
+    "if (N := 1):\n    pass\n",
+    "X = 1\nS = f'{X=}'\n",
+])
+def test_vermin_check_catches_37_features(tmp_path, snippet):
+    bad = tmp_path / "harness.py"
+    bad.write_text(HARNESS.read_text() + "\n" + snippet)
+    p = _vermin(bad)
+    assert p.returncode != 0 and "Target versions not met" in p.stdout, p.stdout
+
+
+def test_harness_imports_only_stdlib_numpy_and_runtimes():
+    tree = ast.parse(HARNESS.read_text())
+    allowed_third_party = {"numpy", "onnxruntime", "openvino", "ai_edge_litert", "tflite_runtime", "tensorflow",
+                           "tensorrt", "cuda", "pycuda"}
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    assert "edgekit" not in names
+    third = {n for n in names if n not in sys.stdlib_module_names}
+    assert third <= allowed_third_party, third - allowed_third_party
+    # numpy and the runtimes are imported lazily (inside functions), never at module top
+    top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+    assert not (top & allowed_third_party)
+
+
+def _python36():
+    """A real Python 3.6 interpreter if this machine has one (pyenv or PATH)."""
+    candidates = [os.environ.get("EDGEKIT_PY36", "")] + sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.6*/bin/python3.6")))
+    w = shutil.which("python3.6")
+    if w:
+        candidates.append(w)
+    for c in candidates:
+        if not c or not os.path.exists(c):
+            continue
+        try:
+            out = subprocess.run([c, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True, timeout=30)
+        except OSError:
+            continue
+        if out.returncode == 0 and out.stdout.strip() == "(3, 6)":
+            return c
+    return None
+
+
+PY36 = _python36()
+needs36 = pytest.mark.skipif(PY36 is None, reason="no Python 3.6 interpreter on this machine (set EDGEKIT_PY36)")
+
+
+@needs36
+def test_probe_runs_under_python36():
+    p = subprocess.run([PY36, str(HARNESS), "--probe"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["python"].startswith("3.6.") and "runtimes" in d and "energy" in d
+
+
+@needs36
+def test_spec_errors_and_missing_runtime_under_python36(tmp_path):
+    p = subprocess.run([PY36, str(HARNESS), "-"], input='{"model_path": "m.onnx", "runtime": "onnxruntime"}',
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "'model_format' is required" in p.stderr
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"\x08\x07")
+    spec = {"model_path": str(model), "model_format": "onnx", "runtime": "tensorrt"}
+    p = subprocess.run([PY36, str(HARNESS), "-"], input=json.dumps(spec), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 3 and "EDGEKIT-ERROR" in p.stderr
+
+
+@needs36
+def test_full_benchmark_under_python36_when_onnxruntime_is_there(tmp_path):
+    has = subprocess.run([PY36, "-c", "import numpy, onnxruntime"], capture_output=True, timeout=60).returncode == 0
+    if not has:
+        pytest.skip(f"{PY36} has no numpy+onnxruntime (e.g. a venv with numpy==1.19.5 onnxruntime==1.10.0; set EDGEKIT_PY36)")
+    import importlib.util
+
+    det = Path(importlib.util.find_spec("rapidocr_onnxruntime").origin).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
+    spec = {"model_path": str(det), "model_format": "onnx", "runtime": "onnxruntime", "threads": 1,
+            "inputs": [{"name": "x", "shape": [1, 3, 64, 64], "dtype": "float32"}], "warmup_runs": 1,
+            "warmup_seconds": 0.0, "min_runs": 3, "min_seconds": 0.0, "idle_seconds": 0.0}
+    p = subprocess.run([PY36, str(HARNESS), "-"], input=json.dumps(spec), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    from edgekit.results import BenchmarkResult
+
+    r = BenchmarkResult.model_validate_json(p.stdout)
+    assert r.device.python.startswith("3.6.") and r.timing.runs == 3
