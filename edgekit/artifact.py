@@ -241,7 +241,7 @@ def load_artifact(
         size_bytes=size,
         extra_files=[p.resolve() for p in extra],
         lineage=lineage or [],
-        metadata={**meta, **(metadata or {})},
+        metadata={**meta, **({"trust_pickle": True} if trust_pickle else {}), **(metadata or {})},
     )
     return art
 

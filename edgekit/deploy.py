@@ -42,10 +42,23 @@ def resolve_model(spec: Union[str, Path, Artifact], trust_pickle: bool = False) 
 
         model = zoo.resolve(text)
         return ResolvedModel(model.artifact(), text, model)
-    art = load_artifact(text, trust_pickle=trust_pickle)
-    if trust_pickle:
-        art = art.model_copy(update={"metadata": {**art.metadata, "trust_pickle": True}})
-    return ResolvedModel(art, text)
+    return ResolvedModel(load_artifact(text, trust_pickle=trust_pickle), text)
+
+
+def _signature_from_shapes(resolved: ResolvedModel, shapes: Optional[Dict[str, List[int]]]) -> ResolvedModel:
+    """A PyTorch file that carries no signature (TorchScript, pickled module) takes its inputs from --shape."""
+    art = resolved.artifact
+    if art.inputs or art.format not in ("torchscript", "pytorch") or art.module is not None:
+        return resolved
+    if not shapes:
+        raise UsageError(
+            f"{resolved.label}: a {art.format} file carries no input signature; edgekit needs example input shapes to export it",
+            hint="pass one --shape per forward() argument, e.g. --shape x=1x3x224x224",
+        )
+    from edgekit.artifact import TensorSpec
+
+    inputs = [TensorSpec(name=n, shape=list(s), dtype="float32") for n, s in shapes.items()]
+    return ResolvedModel(art.model_copy(update={"inputs": inputs}), resolved.label, resolved.zoo)
 
 
 def build_data(
@@ -207,11 +220,11 @@ def deploy(
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     if run_benchmark and not host and prof.connection.type != "local":
         make_runner(prof, host)  # raises the clear "pass --host" error before any work starts
-    resolved = resolve_model(model, trust_pickle=trust_pickle)
+    resolved = _signature_from_shapes(resolve_model(model, trust_pickle=trust_pickle), shapes)
     timings["load_s"] = time.perf_counter() - t_start
     data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess)
     want = precision or prof.default_precision
-    options = PlanOptions(runtime=runtime, precision=None if want == "auto" else want, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host)
+    options = PlanOptions(runtime=runtime, precision=None if want == "auto" else want, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host, shapes=shapes or None)
     plan = make_plan(resolved.artifact, resolved.label, prof, options)
     if want != "auto":
         for line in plan.describe():
@@ -231,7 +244,7 @@ def deploy(
         t0 = time.perf_counter()
         try:
             if want == "auto":
-                plan, result, variants = _auto(resolved, prof, data, runner, runtime, max_drop, host, simplify, cache_dir, use_cache, fidelity_samples, progress)
+                plan, result, variants = _auto(resolved, prof, data, runner, runtime, max_drop, host, simplify, shapes or None, cache_dir, use_cache, fidelity_samples, progress)
             else:
                 pipeline = Pipeline(plan, prof, data, cache_dir=Path(cache_dir) if cache_dir else None, runner=runner, fidelity_samples=fidelity_samples, progress=progress, use_cache=use_cache)
                 result = pipeline.run(resolved.artifact)
@@ -270,14 +283,14 @@ def deploy(
     return report
 
 
-def _auto(resolved, prof, data, runner, runtime, max_drop, host, simplify, cache_dir, use_cache, fidelity_samples, progress):
+def _auto(resolved, prof, data, runner, runtime, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress):
     """--precision auto: build and measure every feasible variant, keep the fastest within budget."""
     from edgekit.search import DEFAULT_MAX_DROP, search
 
     md = DEFAULT_MAX_DROP if max_drop is None else max_drop
     progress(f"precision auto: building and measuring each runtime x precision of '{prof.name}' on {runner.target}; budget: drop ≤ {md:.2%} of {data.task_metric_name or 'output cosine'}")
     variants, best = search(
-        resolved, prof, data, runner, max_drop=md, host=host, simplify=simplify,
+        resolved, prof, data, runner, max_drop=md, host=host, simplify=simplify, shapes=shapes,
         cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, fidelity_samples=fidelity_samples,
         runtimes=[runtime] if runtime else None, progress=progress, benchmark=benchmark,
     )

@@ -41,6 +41,7 @@ class PlanOptions(BaseModel):
     simplify: bool = True
     has_calib: bool = False
     host: Optional[str] = None
+    shapes: Optional[Dict[str, List[int]]] = Field(default=None, description="--shape values: example inputs for export, test shapes for onnxsim")
 
 
 class Plan(BaseModel):
@@ -170,10 +171,10 @@ def make_plan(
     steps: List[PlannedStep] = []
     cur = fmt
     if cur in TORCH_FORMATS:
-        steps.append(PlannedStep(step="export", config={}, reason="runtimes load ONNX, not PyTorch; export to ONNX (dynamo exporter, legacy fallback recorded)"))
+        steps.append(PlannedStep(step="export", config={"input_shapes": options.shapes} if options.shapes else {}, reason="runtimes load ONNX, not PyTorch; export to ONNX (dynamo exporter, legacy fallback recorded)"))
         cur = "onnx"
     if cur == "onnx" and options.simplify:
-        steps.append(PlannedStep(step="simplify", config={}, reason="fold constants and drop redundant nodes with onnxsim (skipped visibly if it fails)"))
+        steps.append(PlannedStep(step="simplify", config={"test_input_shapes": options.shapes} if options.shapes else {}, reason="fold constants and drop redundant nodes with onnxsim (skipped visibly if it fails)"))
     if cur == "onnx":
         steps.extend(_compile_steps(runtime, precision, options, profile, notes))
     elif precision != "fp32" and cur not in ("onnx",):

@@ -57,6 +57,7 @@ def search(
     max_drop: Optional[float],
     host: Optional[str],
     simplify: bool = True,
+    shapes: Optional[Dict[str, List[int]]] = None,
     cache_dir=None,
     use_cache: bool = True,
     fidelity_samples: int = 8,
@@ -78,7 +79,7 @@ def search(
         try:
             plan = make_plan(
                 resolved.artifact, resolved.label, profile,
-                PlanOptions(runtime=runtime, precision=precision, max_drop=md if precision != "fp32" else None, simplify=simplify, has_calib=data.calib is not None, host=host),
+                PlanOptions(runtime=runtime, precision=precision, max_drop=md if precision != "fp32" else None, simplify=simplify, has_calib=data.calib is not None, host=host, shapes=shapes),
             )
         except PlanError as exc:
             variants.append(Variant(runtime=runtime, precision=precision, status="infeasible", reason=exc.message))
