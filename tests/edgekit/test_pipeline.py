@@ -27,9 +27,11 @@ class CorruptWeightsStep(Step):
 
     def run(self, artifact, config, ctx):
         model = onnx.load(str(artifact.path))
-        init = max(model.graph.initializer, key=lambda t: len(t.raw_data))
-        arr = onnx.numpy_helper.to_array(init) * -3.0
-        init.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), init.name))
+        # PP-OCR keeps its weights in Constant nodes, not initializers
+        tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+        target = max(tensors, key=lambda t: len(t.raw_data))
+        arr = onnx.numpy_helper.to_array(target) * -3.0
+        target.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), target.name))
         out = ctx.work_dir / "corrupt.onnx"
         onnx.save(model, str(out))
         return load_artifact(out, lineage=[*artifact.lineage, LineageEntry(step=self.name)])
