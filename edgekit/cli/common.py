@@ -34,10 +34,15 @@ def ssh_options(f):
     @click.option("--identity-file", "-i", type=click.Path(dir_okay=False), default=None, help="Private key file.")
     @click.option("--ssh-config", type=click.Path(dir_okay=False), default=None, help="ssh config file (default ~/.ssh/config).")
     @click.option("--remote-workdir", default=None, help="Work directory on the device (default ~/.cache/edgekit there).")
-    @click.option("--connect-timeout", type=float, default=10.0, show_default=True, help="SSH connect timeout, seconds.")
+    @click.option("--remote-python", default=None, help="Python on the device (default: the profile's, usually python3).")
+    @click.option("--connect-timeout", type=float, default=None, help="SSH connect timeout in seconds (default: ssh config ConnectTimeout, else 10).")
     @functools.wraps(f)
-    def wrapper(*args, host, accept_new_host_key, known_hosts, identity_file, ssh_config, remote_workdir, connect_timeout, **kwargs):
-        ssh: Dict[str, Any] = {"accept_new_host_key": accept_new_host_key, "connect_timeout": connect_timeout}
+    def wrapper(*args, host, accept_new_host_key, known_hosts, identity_file, ssh_config, remote_workdir, remote_python, connect_timeout, **kwargs):
+        ssh: Dict[str, Any] = {"accept_new_host_key": accept_new_host_key}
+        if connect_timeout is not None:
+            ssh["connect_timeout"] = connect_timeout
+        if remote_python:
+            ssh["python"] = remote_python
         if known_hosts:
             ssh["known_hosts"] = known_hosts
         if identity_file:
