@@ -112,7 +112,7 @@ def _render(report: Dict[str, Any]) -> None:
         t.add_column(col)
     for name, info in sorted(p.get("runtimes", {}).items()):
         ok = bool(info.get("available"))
-        detail = info.get("version") if ok else (info.get("reason") or "") + (f" — {RUNTIME_HINTS[name]}" if name in RUNTIME_HINTS else "")
+        detail = info.get("version") if ok else " — ".join(x for x in (info.get("reason"), RUNTIME_HINTS.get(name)) if x)
         t.add_row(name, "yes" if ok else "no", str(detail or ""))
     c.print(t)
     energy = p.get("energy", {})
