@@ -38,12 +38,13 @@ def test_fresh_venv_runs_profiles_list(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
     subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], check=True, timeout=900)
-    out = subprocess.run([str(venv / "bin" / "edgekit"), "profiles", "list", "--json"], capture_output=True, text=True, timeout=120)
+    # run outside the source tree so the checkout's own edgekit/ cannot shadow the installed package
+    out = subprocess.run([str(venv / "bin" / "edgekit"), "profiles", "list", "--json"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     for name in ("jetson-nano", "jetson-orin-nano", "raspberry-pi-4", "raspberry-pi-5", "android-arm64", "x86-cpu"):
         assert name in out.stdout
-    where = subprocess.run([str(py), "-c", "import edgekit, edgekit.converters; print(edgekit.__file__)"], capture_output=True, text=True)
+    where = subprocess.run([str(py), "-c", "import edgekit, edgekit.converters; print(edgekit.__file__)"], capture_output=True, text=True, cwd=tmp_path)
     assert str(venv) in where.stdout
     # heavy optional libraries are not needed for the core CLI
-    has_torch = subprocess.run([str(py), "-c", "import torch"], capture_output=True)
+    has_torch = subprocess.run([str(py), "-c", "import torch"], capture_output=True, cwd=tmp_path)
     assert has_torch.returncode != 0

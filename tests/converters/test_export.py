@@ -191,7 +191,7 @@ def test_torchscript_file_needs_input_shapes_and_keeps_control_flow(tmp_path):
 
     with pytest.raises(StepError) as err:
         _run(art, tmp_path, "w1")
-    assert "--input-shape x=" in str(err.value)  # the hint names the real forward() argument
+    assert "--shape x=" in str(err.value)  # the hint names the real forward() argument
 
     with pytest.raises(StepError) as err:
         _run(art, tmp_path, "w2", input_shapes={"image": [2, 8]})
@@ -223,9 +223,10 @@ def test_pickled_module_is_refused_without_trust(tmp_path):
         Artifact.from_file(path)
     assert "--trust-pickle" in str(err.value)
 
-    # An artifact described from the file (signature read while trusted) is still not unpickled by export
-    # unless its metadata says the user trusts it.
+    # Loading with trust records it in the metadata; without that record export refuses to unpickle.
     described = Artifact.from_file(path, trust_pickle=True)
+    assert described.metadata.get("trust_pickle") is True
+    described = described.model_copy(update={"metadata": {k: v for k, v in described.metadata.items() if k != "trust_pickle"}})
     with pytest.raises(ModelLoadError) as err:
         _run(described, tmp_path, "w1", input_shapes={"input": [2, 4]})
     assert "--trust-pickle" in str(err.value) and "contains code" in str(err.value)
