@@ -218,6 +218,20 @@ class LocalRunner(Runner):
             raise harness_error(rc, command, err, info or None)
         return parse_result(out, command, rc, err, runner="local", host=socket.gethostname())
 
+    def exec(self, argv, timeout=600.0):
+        """Run one program here, as a device would (used by on-device build steps)."""
+        try:
+            proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise TimeoutError(f"{argv[0]} did not finish within {timeout:.0f} s") from exc
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def pull(self, remote_path, local_path):
+        """'Download' from this machine: an atomic copy."""
+        from edgekit.fsutil import atomic_copy
+
+        atomic_copy(remote_path, local_path)
+
     def probe(self) -> Dict[str, Any]:
         """`harness.py --probe WORKDIR` as a dict."""
         rc, out, err, info, command = self._run(["--probe", str(self._ensure())])

@@ -692,6 +692,34 @@ class SSHRunner(Runner):
             ) from exc
         return result.model_copy(update={"runner": "ssh", "host": self.host_spec})
 
+    def exec(self, argv: List[str], timeout: float = 600.0) -> Tuple[int, str, str]:
+        """Run one program on the device (no shell features; every argument quoted). TimeoutError past `timeout`."""
+        command = " ".join(shlex.quote(str(a)) for a in argv)
+        t0 = time.monotonic()
+        try:
+            return self._exec(command, f"'{argv[0]}'", timeout=timeout)
+        except RunnerError as exc:
+            if time.monotonic() - t0 >= timeout and not isinstance(exc, ConnectionFailed):
+                raise TimeoutError(f"{argv[0]} did not finish within {timeout:.0f} s on {self.display}") from exc
+            raise
+
+    def pull(self, remote_path: str, local_path: Path) -> None:
+        """Copy a file from the device (e.g. a TensorRT engine) to `local_path` atomically."""
+        import paramiko
+
+        local_path = Path(local_path)
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local_path.with_name("." + local_path.name + ".part")
+        try:
+            self._sftp_client().get(remote_path, str(tmp))
+            os.replace(tmp, local_path)
+        except (paramiko.SSHException, EOFError, socket.error) as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._lost(f"download of {remote_path}", exc) from exc
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise RunnerError(f"cannot download {remote_path}: {exc}", host=self.display, hint="check the path on the device and free space here") from exc
+
     def probe(self) -> Dict[str, Any]:
         """Run `harness.py --probe` on the device and add the SSH facts (target, work dir, Python)."""
         if self._client is None:

@@ -1,0 +1,225 @@
+"""Peer comparison: common ways to get a CPU model (PyTorch eager, ORT, Optimum-style ORT INT8, OpenVINO+NNCF,
+onnx2tf/LiteRT) side by side with the artifact `edgekit deploy` picks for x86-cpu; latency + task fidelity.
+
+    python benchmarks/peers.py                          # all zoo models, writes benchmarks/PEERS.md
+    python benchmarks/peers.py --models ppocr-rec --runs 30 --no-tflite --out /tmp/peers.md
+
+Each variant is timed in-process through the harness adapters (runners/harness.py open_session), 2 threads,
+after warm-up, median of at least --runs runs and --seconds seconds. Fidelity is the zoo task metric of the
+variant vs the FP32 source on the zoo's evaluation feeds (never the calibration feeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+THREADS = 2
+
+
+def _time(fn: Callable[[], Any], runs: int, seconds: float) -> Dict[str, float]:
+    for _ in range(3):
+        fn()
+    samples: List[float] = []
+    t_end = time.perf_counter() + seconds
+    while len(samples) < runs or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000.0)
+        if len(samples) > 20 * runs:
+            break
+    samples.sort()
+    return {"median_ms": statistics.median(samples), "p90_ms": samples[int(0.9 * (len(samples) - 1))], "runs": len(samples)}
+
+
+def _harness_timer(runtime: str, path: Path, artifact, feed: Dict[str, np.ndarray]) -> Callable[[], Any]:
+    from edgekit.fidelity import _to_model_feed
+    from edgekit.registry import harness_module
+
+    h = harness_module()
+    sess = h.open_session(runtime, str(path), THREADS, {})
+    return sess.bind(_to_model_feed(artifact, feed))
+
+
+def _onnx_source(z, work: Path):
+    """The FP32 ONNX of a zoo model (PP-OCR ships ONNX; MiniLM is exported with the legacy exporter)."""
+    from edgekit.artifact import load_artifact
+
+    art = z.artifact()
+    if art.format == "onnx":
+        return art
+    import torch
+
+    path = work / f"{z.name}.onnx"
+    torch.onnx.export(
+        art.module, art.example_inputs, str(path), input_names=list(z.input_names), output_names=list(z.output_names),
+        dynamic_axes={k: {0: "batch", 1: "seq"} for k in z.input_names}, opset_version=17, dynamo=False,
+    )
+    return load_artifact(path)
+
+
+def _ort_dynamic_int8(src, work: Path):
+    """What Optimum's AutoQuantizationConfig.avx2(is_static=False) does: dynamic QInt8 weights, per-channel."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgekit.artifact import load_artifact
+
+    work.mkdir(parents=True, exist_ok=True)
+    pre = work / "pre.onnx"
+    quant_pre_process(str(src.path), str(pre), skip_symbolic_shape=True)
+    out = work / "ort_dyn_int8.onnx"
+    quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=True)
+    return load_artifact(out)
+
+
+def _step(name: str, src, config: Dict[str, Any], z, work: Path, shapes):
+    from edgekit.registry import get_step
+    from edgekit.steps import StepContext
+
+    cls = get_step(name)
+    ctx = StepContext(
+        work_dir=work, profile=None,
+        calib_data=lambda n: z.calib_feeds(n, shapes=shapes),
+        eval_data=lambda n: z.eval_feeds(n, shapes=shapes),
+        task_metric=z.task_metric, task_metric_name=z.task_metric_name,
+    )
+    return cls().run(src, cls.Config(**config), ctx)
+
+
+def _deploy_pick(z, work: Path, shapes):
+    from edgekit.artifact import load_artifact
+    from edgekit.deploy import deploy
+
+    rep = deploy(z.spec, "x86-cpu", out=work, run_benchmark=False, shapes=shapes)
+    path = rep.artifact.get("path")
+    art = load_artifact(path, format=rep.artifact.get("format"), metadata=rep.artifact.get("metadata") or {}) if path else None
+    label = f"edgekit deploy x86-cpu ({rep.runtime} {rep.precision})"
+    return art, label, rep
+
+
+RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "tflite"}
+
+
+def bench_model(name: str, runs: int, seconds: float, with_tflite: bool, eval_n: int, work_root: Path) -> List[Dict[str, Any]]:
+    from edgekit import fidelity, zoo
+
+    z = zoo.resolve("zoo:" + name)
+    shapes = dict(z.default_shapes)
+    work = work_root / name
+    work.mkdir(parents=True, exist_ok=True)
+    src = _onnx_source(z, work)
+    feeds = z.eval_feeds(eval_n, shapes=shapes)
+    source_art = z.artifact()
+    ref = fidelity.predict(source_art, feeds)
+    rows: List[Dict[str, Any]] = []
+
+    def add(label: str, make: Callable[[], Any]):
+        row: Dict[str, Any] = {"model": name, "variant": label}
+        try:
+            t0 = time.perf_counter()
+            made = make()
+            art = made[0] if isinstance(made, tuple) else made
+            if isinstance(made, tuple):
+                row["variant"] = made[1]
+            row["build_s"] = round(time.perf_counter() - t0, 1)
+            if art is None:
+                raise RuntimeError("no artifact")
+            if art.format == "pytorch":
+                import torch
+
+                torch.set_num_threads(THREADS)
+                args = [torch.from_numpy(feeds[0][k]) for k in z.input_names]
+                with torch.no_grad():
+                    row.update(_time(lambda: art.module(*args), runs, seconds))
+            else:
+                row.update(_time(_harness_timer(RUNTIME[art.format], art.path, art, feeds[0]), runs, seconds))
+            row["score"] = z.task_metric(ref, fidelity.predict(art, feeds, threads=THREADS))
+            row["size_mb"] = round(art.total_size_bytes / 1e6, 2) if art.format != "pytorch" else None
+        except Exception as exc:  # a peer that fails is a result too: record it and go on
+            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            traceback.print_exc()
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+
+    if source_art.format == "pytorch":
+        add("PyTorch eager FP32", lambda: source_art)
+    add("ORT FP32", lambda: src)
+    add("ORT dynamic INT8 (Optimum avx2 style)", lambda: _ort_dynamic_int8(src, work / "ortq"))
+    add("OpenVINO FP32", lambda: _step("openvino", src, {"precision": "fp32"}, z, work / "ov32", shapes))
+    add("OpenVINO + NNCF INT8 (defaults, 300 calib)", lambda: _step("openvino", src, {"precision": "int8", "calib_samples": 300}, z, work / "ov8", shapes))
+    if with_tflite:
+        add("onnx2tf -> LiteRT dynamic-range INT8", lambda: _step("tflite", src, {"precision": "int8-dynamic", "calib_samples": 4}, z, work / "tfl", shapes))
+    add("edgekit deploy", lambda: _deploy_pick(z, work / "deploy", shapes)[:2])
+    return rows
+
+
+def to_markdown(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
+    lines = [
+        "# Peer comparison (generated by benchmarks/peers.py)",
+        "",
+        f"Machine: {meta['machine']}; {THREADS} threads; median of >= {meta['runs']} runs and >= {meta['seconds']} s after warm-up; "
+        f"fidelity = zoo task metric vs the FP32 source on {meta['eval_n']} evaluation samples. Generated {meta['when']}.",
+        "Timings from a shared, noisy machine unless re-run quietly; compare within a model only.",
+        "",
+        "| model | variant | median ms | p90 ms | task metric | score | size MB | build s |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
+    ]
+    from edgekit import zoo
+
+    for r in rows:
+        metric = zoo.resolve("zoo:" + r["model"]).task_metric_name
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['variant']} | failed | | {metric} | | | {r.get('build_s', '')} |")
+            continue
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {metric} | {r['score']:.3f} | "
+            f"{'' if r.get('size_mb') is None else r['size_mb']} | {r.get('build_s', '')} |"
+        )
+    errs = [r for r in rows if "error" in r]
+    if errs:
+        lines += ["", "Failures:", ""] + [f"- {r['model']} / {r['variant']}: `{r['error']}`" for r in errs]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="ppocr-det,ppocr-rec,minilm")
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--eval", type=int, default=10, dest="eval_n")
+    ap.add_argument("--no-tflite", action="store_true", help="skip onnx2tf (minutes per model on 2 cores)")
+    ap.add_argument("--out", default=str(Path(__file__).with_name("PEERS.md")))
+    ap.add_argument("--json", default=None, help="also write the raw rows as JSON")
+    a = ap.parse_args(argv)
+    import logging
+
+    import nncf
+
+    nncf.set_log_level(logging.ERROR)
+    rows: List[Dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-peers-") as d:
+        for m in [x.strip() for x in a.models.split(",") if x.strip()]:
+            rows += bench_model(m, a.runs, a.seconds, not a.no_tflite, a.eval_n, Path(d))
+    meta = {"machine": f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs), Python {sys.version.split()[0]}", "runs": a.runs, "seconds": a.seconds, "eval_n": a.eval_n, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    Path(a.out).write_text(to_markdown(rows, meta))
+    if a.json:
+        Path(a.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""OpenVINO step: ONNX -> IR (xml/bin), FP16 weight compression, or NNCF INT8 held to an accuracy budget."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+
+from pydantic import Field
+
+from edgekit.artifact import Artifact, LineageEntry, load_artifact
+from edgekit.errors import CalibrationError, StepError, require
+from edgekit.steps import Step, StepConfig, StepContext
+
+
+class OpenVinoConfig(StepConfig):
+    """precision fp32/fp16/int8; int8 is calibrated by NNCF and, with max_drop, held to an accuracy budget."""
+
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    max_drop: Optional[float] = Field(default=None, ge=0.0, description="allowed drop of the task score (or mean cosine) vs FP32")
+    calib_samples: int = Field(default=100, gt=0)
+    eval_samples: int = Field(default=20, gt=0)
+    preset: Literal["performance", "mixed"] = "performance"
+    model_type: Optional[Literal["transformer"]] = None
+    ignored_scope: List[str] = Field(default_factory=list, description="node names never quantized")
+    ignored_types: List[str] = Field(default_factory=list, description="op types never quantized, e.g. ['Multiply']")
+    fast_bias_correction: bool = True
+    max_search_rounds: int = Field(default=4, ge=0, description="sensitivity-search rounds when the budget is missed")
+    search_start: int = Field(default=2, gt=0, description="nodes ignored in the first search round (doubles each round)")
+    on_budget_miss: Literal["error", "fp16", "fp32"] = "error"
+    input_shapes: Dict[str, List[int]] = Field(default_factory=dict, description="fix input shapes before conversion")
+
+
+class OpenVinoStep(Step):
+    name = "openvino"
+    summary = "ONNX -> OpenVINO IR; fp16 weight compression or NNCF int8 within an accuracy budget"
+    accepts = ("onnx",)
+    produces = "openvino"
+    Config = OpenVinoConfig
+    requires = (("openvino", "openvino"), ("nncf", "openvino"))
+
+    def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
+        cfg = config if isinstance(config, OpenVinoConfig) else OpenVinoConfig.model_validate(config.model_dump())
+        ov = require("openvino", "openvino", "the OpenVINO step")
+        if cfg.precision == "int8" and ctx.calib_data is None:
+            raise CalibrationError(
+                "step 'openvino': INT8 needs calibration data, and none was given",
+                hint="pass --calib DIR (images or .npz/.npy feeds matching the model inputs), or choose --precision fp16/fp32",
+            )
+        work = Path(ctx.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        model = _convert(ov, artifact, cfg)
+        lineage_notes: List[str] = []
+        if cfg.precision in ("fp32", "fp16"):
+            xml = _save(ov, model, work / "model.xml", compress_fp16=cfg.precision == "fp16")
+            return _artifact(xml, cfg.precision, artifact, cfg, lineage_notes)
+
+        # INT8: keep the FP32 IR first, so a failure later still leaves it on disk.
+        fp32_xml = _save(ov, model, work / "model_fp32.xml", compress_fp16=False)
+        ctx.note(f"openvino: FP32 IR kept at {fp32_xml} (reference for the INT8 search)")
+        result = _Int8Search(ov, model, cfg, ctx, artifact).run()
+        if result.model is None:  # budget missed and the config allows a float fallback
+            prec = cfg.on_budget_miss
+            msg = f"openvino: no INT8 variant met max_drop={cfg.max_drop} (best drop {result.best_drop:.4f}); returned {prec.upper()} as configured (on_budget_miss={prec})"
+            ctx.note(msg)
+            lineage_notes.append(msg)
+            xml = _save(ov, model, work / "model.xml", compress_fp16=prec == "fp16")
+            return _artifact(xml, prec, artifact, cfg, lineage_notes, extra_meta={"int8_budget_missed": True})
+        xml = _save(ov, result.model, work / "model.xml", compress_fp16=False)
+        lineage_notes.append(result.summary)
+        meta = {"ignored_scope": result.ignored, "int8_score": result.score, "int8_drop": result.drop}
+        return _artifact(xml, "int8", artifact, cfg, lineage_notes, extra_meta=meta)
+
+
+def _convert(ov, artifact: Artifact, cfg: OpenVinoConfig):
+    """ov.convert_model on the ONNX file; an unconvertible op becomes a StepError naming the op and its node(s)."""
+    kwargs: Dict[str, Any] = {}
+    if cfg.input_shapes:
+        kwargs["input"] = {name: shape for name, shape in cfg.input_shapes.items()}
+    try:
+        return ov.convert_model(str(artifact.path), **kwargs)
+    except Exception as exc:  # OpenVINO raises OpConversionFailure/GeneralFailure (RuntimeError subclasses) with its report
+        text = str(exc)
+        ops = re.findall(r"No conversion rule found for operations: ([^\n]+)", text)
+        op_types = [re.sub(r"-\d+$", "", o.strip()) for o in ",".join(ops).split(",") if o.strip()]
+        nodes = _nodes_of_types(artifact.path, op_types) if op_types else []
+        raise StepError(
+            "openvino",
+            f"OpenVINO cannot convert {artifact.path.name}" + (f": no conversion rule for {', '.join(op_types)}" if op_types else ""),
+            hint="replace or remove that op before export (or pick another runtime: --runtime onnxruntime / tflite)",
+            node=", ".join(nodes[:5]) or None,
+            op=", ".join(op_types) or None,
+            tool_message=text,
+        ) from exc
+
+
+def _nodes_of_types(path: Path, op_types: Sequence[str]) -> List[str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [n.name or f"{n.op_type}#{i}" for i, n in enumerate(model.graph.node) if n.op_type in set(op_types)]
+
+
+def _save(ov, model, xml: Path, compress_fp16: bool) -> Path:
+    """Save xml+bin into a temp dir beside the target, then rename (bin first), so no half-written IR is left."""
+    tmp = Path(tempfile.mkdtemp(prefix=".ov-", dir=str(xml.parent)))
+    try:
+        ov.save_model(model, str(tmp / xml.name), compress_to_fp16=compress_fp16)
+        os.replace(tmp / xml.with_suffix(".bin").name, xml.with_suffix(".bin"))
+        os.replace(tmp / xml.name, xml)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return xml
+
+
+def _artifact(xml: Path, precision: str, source: Artifact, cfg: OpenVinoConfig, notes: List[str], extra_meta: Optional[Dict[str, Any]] = None) -> Artifact:
+    out = load_artifact(xml, format="openvino", precision=precision, lineage=list(source.lineage), metadata=extra_meta or {})
+    entry = LineageEntry(step="openvino", config=cfg.model_dump(mode="json"), tools=OpenVinoStep.tool_versions(), notes=notes, source_sha256=source.sha256)
+    return out.with_lineage(entry)
+
+
+# --------------------------------------------------------------------------------------------- INT8 search
+
+
+class _SearchResult:
+    def __init__(self, model, ignored: List[str], score: Optional[float], drop: Optional[float], best_drop: float, summary: str):
+        self.model = model
+        self.ignored = ignored
+        self.score = score
+        self.drop = drop
+        self.best_drop = best_drop
+        self.summary = summary
+
+
+def _cosine(a, b) -> float:
+    import numpy as np
+
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 and nb == 0:
+        return 1.0
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+class _Int8Search:
+    """Quantize with NNCF; if the measured drop exceeds max_drop, ignore the most error-introducing nodes and retry."""
+
+    def __init__(self, ov, model, cfg: OpenVinoConfig, ctx: StepContext, source: Artifact):
+        self.ov = ov
+        self.model = model
+        self.cfg = cfg
+        self.ctx = ctx
+        self.source = source
+        self.core = ov.Core()
+        self.variants: List[Dict[str, Any]] = ctx.report.setdefault("variants", [])
+
+    def _feeds(self) -> Tuple[list, list, str]:
+        cfg, ctx = self.cfg, self.ctx
+        if ctx.eval_data is not None:
+            calib = ctx.calib_data(cfg.calib_samples)  # type: ignore[misc]
+            evals = ctx.eval_data(cfg.eval_samples) if cfg.max_drop is not None else []
+            return calib, evals, "eval"
+        pool = ctx.calib_data(cfg.calib_samples + (cfg.eval_samples if cfg.max_drop is not None else 0))  # type: ignore[misc]
+        if cfg.max_drop is None:
+            return pool, [], "none"
+        n_eval = min(cfg.eval_samples, max(1, len(pool) // 4))
+        if len(pool) < 2:
+            raise CalibrationError(
+                f"step 'openvino': max_drop={cfg.max_drop} needs evaluation data and only {len(pool)} calibration sample(s) were given",
+                hint="pass more --calib samples, or evaluation data, or drop the accuracy budget",
+            )
+        self.ctx.note(f"openvino: no evaluation set; the budget is measured on {n_eval} held-out calibration samples not used for calibration")
+        return pool[:-n_eval], pool[-n_eval:], "held-out calibration samples"
+
+    def _infer(self, model, feeds: list) -> List[list]:
+        compiled = self.core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 2})
+        req = compiled.create_infer_request()
+        outs = []
+        for feed in feeds:
+            res = req.infer(feed)
+            outs.append([res[o].copy() for o in compiled.outputs])
+        return outs
+
+    def _score(self, ref: List[list], cand: List[list]) -> float:
+        if self.ctx.task_metric is not None:
+            return float(self.ctx.task_metric(ref, cand))
+        sims = [_cosine(r, c) for rs, cs in zip(ref, cand) for r, c in zip(rs, cs)]
+        return float(sum(sims) / len(sims)) if sims else 1.0
+
+    def _quantize(self, calib: list, ignored: List[str]):
+        nncf = require("nncf", "openvino", "INT8 quantization with NNCF")
+        from nncf.parameters import ModelType
+        from nncf.common.quantization.structs import QuantizationPreset
+
+        scope = nncf.IgnoredScope(names=list(ignored), types=list(self.cfg.ignored_types), validate=False)
+        try:
+            return nncf.quantize(
+                self.model,
+                nncf.Dataset(calib),
+                preset=QuantizationPreset.MIXED if self.cfg.preset == "mixed" else QuantizationPreset.PERFORMANCE,
+                subset_size=len(calib),
+                fast_bias_correction=self.cfg.fast_bias_correction,
+                model_type=ModelType.TRANSFORMER if self.cfg.model_type == "transformer" else None,
+                ignored_scope=scope,
+            )
+        except Exception as exc:  # NNCF raises nncf.* errors / RuntimeError from OpenVINO with its own message
+            raise StepError("openvino", "NNCF INT8 quantization failed", hint="try --precision fp16, or ignore the failing node", tool_message=f"{type(exc).__name__}: {exc}") from exc
+
+    def _record(self, ignored: List[str], score: Optional[float], drop: Optional[float], model, note: str) -> None:
+        size = None
+        with tempfile.TemporaryDirectory() as d:
+            self.ov.save_model(model, os.path.join(d, "m.xml"), compress_to_fp16=False)
+            size = os.path.getsize(os.path.join(d, "m.bin"))
+        self.variants.append({"step": "openvino", "precision": "int8", "ignored": list(ignored), "score": score, "drop": drop, "size_bytes": size, "note": note})
+
+    def _sensitivity(self, qmodel, feeds: list) -> List[str]:
+        """Quantized nodes ranked by how much output error they add (their error minus their worst input's)."""
+        import numpy as np
+
+        fmodel = self.model.clone()
+        q = qmodel.clone()
+        by_name_f = {op.get_friendly_name(): op for op in fmodel.get_ordered_ops()}
+        by_name_q = {op.get_friendly_name(): op for op in q.get_ordered_ops()}
+        # candidates: every op NNCF put a quantizer in front of (weights or activations), present in both models
+        names = [
+            op.get_friendly_name()
+            for op in fmodel.get_ordered_ops()
+            if op.get_friendly_name() in by_name_q and _is_quantized(by_name_q[op.get_friendly_name()])
+        ]
+        if not names:
+            return []
+        fmodel.add_outputs([by_name_f[n].output(0) for n in names])
+        q.add_outputs([by_name_q[n].output(0) for n in names])
+        nf = len(self.model.outputs)
+        ref = self._infer(fmodel, feeds[:2])
+        got = self._infer(q, feeds[:2])
+        err: Dict[str, float] = {}
+        for i, n in enumerate(names):
+            vals = []
+            for r, g in zip(ref, got):
+                a, b = r[nf + i].astype(np.float64), g[nf + i].astype(np.float64)
+                vals.append(float(np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12)))
+            err[n] = max(vals)
+        # error a node introduces = its error minus the largest error arriving at its inputs from earlier ranked nodes
+        order = {n: i for i, n in enumerate(names)}
+        jump: Dict[str, float] = {}
+        for n in names:
+            upstream = [err[m] for m in _weighted_ancestors(by_name_f[n], order)]
+            jump[n] = err[n] - (max(upstream) if upstream else 0.0)
+        return sorted(names, key=lambda n: -jump[n])
+
+    def run(self) -> _SearchResult:
+        cfg = self.cfg
+        calib, evals, eval_kind = self._feeds()
+        if not calib:
+            raise CalibrationError("step 'openvino': the calibration data source returned no samples", hint="check the --calib directory/file")
+        ignored = list(cfg.ignored_scope)
+        qmodel = self._quantize(calib, ignored)
+        if cfg.max_drop is None:
+            self._record(ignored, None, None, qmodel, "no accuracy budget given; not measured")
+            self.ctx.note("openvino: INT8 accuracy not checked here (no max_drop); the pipeline's fidelity check still applies")
+            return _SearchResult(qmodel, ignored, None, None, 0.0, f"NNCF INT8 ({len(calib)} calibration samples, ignored {len(ignored)} nodes)")
+        ref = self._infer(self.model, evals)
+        base = self._score(ref, ref)
+        score = self._score(ref, self._infer(qmodel, evals))
+        drop = base - score
+        self._record(ignored, score, drop, qmodel, f"plain NNCF INT8 on {eval_kind}")
+        best = (drop, qmodel, list(ignored), score)
+        ranked: Optional[List[str]] = None
+        k = cfg.search_start
+        rounds = 0
+        while drop > cfg.max_drop and rounds < cfg.max_search_rounds:
+            if ranked is None:
+                ranked = [n for n in self._sensitivity(qmodel, evals) if n not in ignored]
+            if not ranked:
+                break
+            extra = ranked[:k]
+            trial_ignored = list(cfg.ignored_scope) + extra
+            trial = self._quantize(calib, trial_ignored)
+            t_score = self._score(ref, self._infer(trial, evals))
+            t_drop = base - t_score
+            self._record(trial_ignored, t_score, t_drop, trial, f"search round {rounds + 1}: ignore top {len(extra)} sensitive nodes")
+            self.ctx.note(f"openvino: INT8 drop {t_drop:.4f} with {len(extra)} sensitive nodes kept in float (budget {cfg.max_drop})")
+            rounds += 1
+            if t_drop < best[0]:
+                best = (t_drop, trial, trial_ignored, t_score)
+            elif len(extra) >= len(ranked):
+                break  # nothing more to gain
+            drop = t_drop
+            if k >= len(ranked):
+                break
+            k *= 2
+        best_drop, best_model, best_ignored, best_score = best
+        self.ctx.report["int8_search"] = {"max_drop": cfg.max_drop, "metric": self.ctx.task_metric_name or ("task" if self.ctx.task_metric else "mean cosine"), "eval_data": eval_kind, "eval_samples": len(evals), "best_drop": best_drop, "rounds": rounds}
+        if best_drop <= cfg.max_drop:
+            return _SearchResult(best_model, best_ignored, best_score, best_drop, best_drop, f"NNCF INT8, drop {best_drop:.4f} <= {cfg.max_drop} with {len(best_ignored)} ignored nodes")
+        if cfg.on_budget_miss != "error":
+            return _SearchResult(None, best_ignored, best_score, best_drop, best_drop, "budget missed")
+        raise StepError(
+            "openvino",
+            f"no INT8 variant met the accuracy budget: best drop {best_drop:.4f} > max_drop {cfg.max_drop} "
+            f"(score {best_score:.4f} vs FP32 {base:.4f}, {len(best_ignored)} nodes kept in float, {rounds} search rounds, {len(self.variants)} variants in the report)",
+            hint="raise the budget (--max-drop), use --precision fp16, or set on_budget_miss to fp16/fp32; the FP32 IR is kept in the work dir",
+        )
+
+
+def _is_quantized(op) -> bool:
+    """True if any input of `op` comes (possibly through a Convert) from a FakeQuantize."""
+    for inp in op.inputs():
+        src = inp.get_source_output().get_node()
+        if src.get_type_name() == "Convert":
+            src = src.input(0).get_source_output().get_node()
+        if src.get_type_name() == "FakeQuantize":
+            return True
+    return False
+
+
+def _weighted_ancestors(op, order: Dict[str, int]) -> List[str]:
+    """Nearest ranked (quantized) ops upstream of `op`, walking through the others."""
+    seen = set()
+    found: List[str] = []
+    stack = [inp.get_source_output().get_node() for inp in op.inputs()]
+    while stack:
+        node = stack.pop()
+        name = node.get_friendly_name()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in order:
+            found.append(name)
+            continue
+        if node.get_type_name() in ("Parameter", "Constant"):
+            continue
+        stack.extend(inp.get_source_output().get_node() for inp in node.inputs())
+    return found

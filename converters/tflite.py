@@ -1,0 +1,387 @@
+"""TFLite step: ONNX -> .tflite through onnx2tf, run as a subprocess in its own pinned env (see onnx2tf_env).
+
+onnx2tf writes NHWC models and may rename/reorder inputs and outputs; the step maps them back to the source
+model by shape and checks the mapping numerically on a sample, recording it in the artifact metadata
+(input_name_map, feed_transpose, output_order, output_transpose) for edgekit.fidelity and the harness.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+
+from pydantic import Field
+
+from edgekit.artifact import Artifact, LineageEntry, load_artifact
+from edgekit.errors import CalibrationError, StepError, require
+from edgekit.fsutil import atomic_copy, atomic_write_text
+from edgekit.steps import Step, StepConfig, StepContext
+
+# onnx2tf output file suffix per precision
+_SUFFIX = {
+    "fp32": "_float32.tflite",
+    "fp16": "_float16.tflite",
+    "int8-dynamic": "_dynamic_range_quant.tflite",
+    "int8": "_integer_quant.tflite",  # int8 weights+activations, float32 IO
+}
+_PRECISION_TAG = {"fp32": "fp32", "fp16": "fp16", "int8-dynamic": "int8", "int8": "int8"}
+SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"  # onnx2tf downloads this unless it is in cwd
+
+
+class TfliteConfig(StepConfig):
+    """precision: fp32, fp16 (weights), int8-dynamic (weights, dynamic-range), int8 (calibrated; full_integer_io for int8 IO)."""
+
+    precision: Literal["fp32", "fp16", "int8-dynamic", "int8"] = "fp32"
+    calib_samples: int = Field(default=50, gt=0)
+    full_integer_io: bool = Field(default=False, description="int8 only: int8 inputs/outputs too (else float32 IO)")
+    input_shapes: Dict[str, List[int]] = Field(default_factory=dict, description="fix dynamic input dims (source layout)")
+    timeout_s: float = Field(default=1800.0, gt=0)
+    per_tensor: bool = False
+    extra_args: List[str] = Field(default_factory=list, description="more onnx2tf arguments")
+
+
+class TfliteStep(Step):
+    name = "tflite"
+    summary = "ONNX -> TFLite/LiteRT (fp32, fp16, dynamic-range int8, calibrated int8) via onnx2tf in an isolated env"
+    accepts = ("onnx",)
+    produces = "tflite"
+    Config = TfliteConfig
+    requires = (("ai_edge_litert", "tflite"),)
+
+    @classmethod
+    def availability(cls) -> Tuple[bool, str]:
+        from edgekit.converters import onnx2tf_env
+
+        st = onnx2tf_env.status(measure_size=False)
+        if st.ready:
+            return True, f"onnx2tf env ready at {st.path} ({st.detail})"
+        return True, f"onnx2tf env {st.detail} [{st.path}]"
+
+    @classmethod
+    def tool_versions(cls) -> Dict[str, str]:
+        from edgekit.converters import onnx2tf_env
+
+        return {**super().tool_versions(), "onnx2tf": onnx2tf_env.ONNX2TF_VERSION}
+
+    def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
+        import numpy as np
+
+        from edgekit.converters import onnx2tf_env
+
+        cfg = config if isinstance(config, TfliteConfig) else TfliteConfig.model_validate(config.model_dump())
+        if cfg.precision == "int8" and ctx.calib_data is None:
+            raise CalibrationError(
+                "step 'tflite': calibrated INT8 needs calibration data, and none was given",
+                hint="pass --calib DIR (images or .npz/.npy feeds), or use --precision int8-dynamic (no calibration needed)",
+            )
+        work = Path(ctx.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        feeds = ctx.calib_data(cfg.calib_samples) if ctx.calib_data is not None else []
+        shapes = _concrete_shapes(artifact, cfg, feeds)
+        if not feeds:
+            feeds = [_random_feed(artifact, shapes, seed=0)]
+            ctx.note("tflite: no calibration data; onnx2tf's own check runs on random inputs (no download)")
+        python = onnx2tf_env.ensure_env(progress=ctx.progress)
+
+        run_dir = Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=str(work)))
+        model_copy = run_dir / "model.onnx"  # onnx2tf rewrites its input in place: give it a copy
+        shutil.copyfile(artifact.path, model_copy)
+        np.save(run_dir / SAMPLE_FILE, _sample_images(artifact, feeds))
+        args = ["-i", str(model_copy), "-o", str(run_dir / "out"), "-v", "error"]
+        dyn = {n: s for n, s in shapes.items() if _is_dynamic(_spec(artifact, n).shape)}
+        if dyn:
+            args += ["-ois", *[f"{n}:{','.join(str(d) for d in s)}" for n, s in dyn.items()]]
+        if cfg.precision == "int8-dynamic":
+            args.append("-odrqt")
+        if cfg.precision == "int8":
+            args.append("-oiqt")
+            if cfg.per_tensor:
+                args += ["-qt", "per-tensor"]
+            for spec in artifact.inputs:
+                data = np.stack([np.asarray(f[spec.name]) for f in feeds]).astype(np.float32)
+                data = data.reshape((data.shape[0] * data.shape[1],) + data.shape[2:]) if data.ndim >= 2 and data.shape[1] == 1 else data
+                perm = _channels_last(data.ndim)
+                path = run_dir / f"calib_{_safe(spec.name)}.npy"
+                np.save(path, np.transpose(data, perm) if perm else data)
+                args += ["-cind", spec.name, str(path), "[0.0]", "[1.0]"]  # feeds are already normalised
+        args += list(cfg.extra_args)
+        ctx.note(f"tflite: onnx2tf {' '.join(args[2:])}")
+        try:
+            proc = onnx2tf_env.run_onnx2tf(python, args, cwd=run_dir, timeout_s=cfg.timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise StepError("tflite", f"onnx2tf did not finish within {cfg.timeout_s:.0f} s; partial output kept in {run_dir}", hint="raise timeout_s", tool_message=str(exc.stderr or "")[-3000:]) from exc
+        log = (proc.stdout or "") + "\n" + (proc.stderr or "")
+        atomic_write_text(run_dir / "onnx2tf.log", log)
+        stem = model_copy.stem
+        suffix = "_full_integer_quant.tflite" if cfg.precision == "int8" and cfg.full_integer_io else _SUFFIX[cfg.precision]
+        produced = run_dir / "out" / f"{stem}{suffix}"
+        if proc.returncode != 0 or not produced.exists():
+            # onnx2tf rewrites (and may rename nodes in) its copy, so look node names up there first
+            node, op, message = parse_onnx2tf_error(log, model_copy)
+            if op is None and node is not None:
+                op = _op_of_node(artifact.path, node)
+            raise StepError(
+                "tflite",
+                f"onnx2tf failed on {artifact.path.name} (exit {proc.returncode}); its log and any partial output are kept in {run_dir}",
+                hint="if an op is unsupported, replace it before export; for dynamic inputs pass --shape NAME=DIMS",
+                node=node,
+                op=op,
+                tool_message=message,
+            )
+        out_path = atomic_copy(produced, work / "model.tflite")
+        layout = map_layout(artifact, out_path, feeds[0])
+        prec = _PRECISION_TAG[cfg.precision]
+        art = load_artifact(out_path, format="tflite", precision=prec, lineage=list(artifact.lineage), metadata={**layout, "onnx2tf_precision": cfg.precision})
+        notes = [f"onnx2tf {onnx2tf_env.ONNX2TF_VERSION}: {cfg.precision}", f"layout map verified on a sample (min cosine {layout['layout_check_cosine']:.4f})"]
+        entry = LineageEntry(step="tflite", config=cfg.model_dump(mode="json"), tools=self.tool_versions(), notes=notes, source_sha256=artifact.sha256)
+        shutil.rmtree(run_dir / "out" / "variables", ignore_errors=True)  # the SavedModel is large and not needed
+        return art.with_lineage(entry)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def _spec(artifact: Artifact, name: str):
+    return next(t for t in artifact.inputs if t.name == name)
+
+
+def _is_dynamic(shape: Sequence[Any]) -> bool:
+    return any(not isinstance(d, int) or d <= 0 for d in shape)
+
+
+def _concrete_shapes(artifact: Artifact, cfg: TfliteConfig, feeds: List[Dict[str, Any]]) -> Dict[str, List[int]]:
+    out: Dict[str, List[int]] = {}
+    for t in artifact.inputs:
+        if t.name in cfg.input_shapes:
+            out[t.name] = list(cfg.input_shapes[t.name])
+        elif feeds and t.name in feeds[0]:
+            out[t.name] = list(feeds[0][t.name].shape)
+        elif not _is_dynamic(t.shape):
+            out[t.name] = [int(d) for d in t.shape]
+        else:
+            raise CalibrationError(f"step 'tflite': input '{t.name}' has dynamic shape {t.shape} and no data or shape fixes it", hint=f"pass --shape {t.name}=1x...")
+    return out
+
+
+def _random_feed(artifact: Artifact, shapes: Dict[str, List[int]], seed: int) -> Dict[str, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for t in artifact.inputs:
+        dt = np.dtype(t.dtype) if t.dtype in ("float32", "float16", "int64", "int32", "uint8", "int8", "bool") else np.float32
+        feed[t.name] = (rng.integers(0, 2, shapes[t.name]) if dt.kind in "iub" else rng.standard_normal(shapes[t.name])).astype(dt)
+    return feed
+
+
+def _channels_last(ndim: int) -> Optional[List[int]]:
+    return {3: [0, 2, 1], 4: [0, 2, 3, 1], 5: [0, 2, 3, 4, 1]}.get(ndim)
+
+
+def _sample_images(artifact: Artifact, feeds: List[Dict[str, Any]]):
+    """20x128x128x3 images in [0, 1] from our own data, so onnx2tf finds its sample file and never downloads."""
+    import numpy as np
+
+    imgs = []
+    for f in feeds:
+        for v in f.values():
+            a = np.asarray(v, dtype=np.float32)
+            if a.ndim == 4 and a.shape[1] == 3:
+                a = np.transpose(a[0], (1, 2, 0))
+            elif a.ndim == 4 and a.shape[-1] == 3:
+                a = a[0]
+            else:
+                continue
+            ys = np.linspace(0, a.shape[0] - 1, 128).astype(int)
+            xs = np.linspace(0, a.shape[1] - 1, 128).astype(int)
+            a = a[ys][:, xs]
+            lo, hi = float(a.min()), float(a.max())
+            imgs.append((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a))
+    if not imgs:
+        imgs = [np.full((128, 128, 3), 0.5, np.float32)]
+    return np.stack([imgs[i % len(imgs)] for i in range(20)]).astype(np.float32)
+
+
+def parse_onnx2tf_error(log: str, onnx_path: Path) -> Tuple[Optional[str], Optional[str], str]:
+    """(node, op, message) from an onnx2tf failure log: its 'onnx_op_name:' line, or TFLite's custom-op report."""
+    clean = re.sub(r"\x1b\[[0-9;]*m", "", log)
+    lines = [
+        (ln[:300] + " ...") if len(ln) > 300 else ln
+        for ln in clean.splitlines()
+        if ln.strip() and "computation placer" not in ln and not ln.startswith(("W0000", "I0000", "E0000", "loc("))
+    ]
+    node = op = None
+    # the failing node is on onnx2tf's ERROR line; INFO lines name every node converted before it
+    hits = re.findall(r"ERROR:\s*onnx_op_name: (\S+)", clean) or re.findall(r"onnx_op_name:? (\S+)", clean)
+    if hits:
+        node = hits[-1]
+        op = _op_of_node(onnx_path, node) if onnx_path.exists() else None
+    m1 = re.search(r"ERROR:\s*(\w+) OP is not yet implemented", clean)
+    if m1:
+        op = m1.group(1)
+        names = _nodes_of_type(onnx_path, op) if onnx_path.exists() else []
+        node = node or (", ".join(names[:5]) or None)
+    m2 = re.search(r"Custom ops: ([^\n]+)", clean)
+    if m2 and op is None:
+        op = m2.group(1).strip() + " (no TFLite builtin or Flex kernel)"
+    errs = [ln for ln in lines if re.search(r"(Error|ERROR|error:|Custom ops:)", ln)]
+    message = "\n".join(dict.fromkeys(errs[-8:] + lines[-6:]))
+    return node, op, message
+
+
+def _nodes_of_type(onnx_path: Path, op_type: str) -> List[str]:
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return [n.name or f"{op_type}#{i}" for i, n in enumerate(model.graph.node) if n.op_type == op_type]
+
+
+def _op_of_node(onnx_path: Path, node_name: str) -> Optional[str]:
+    """Op type of a node named in onnx2tf's log (it prints names starting with '/' as 'wa/...')."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    wanted = {node_name, re.sub(r"^wa/", "/", node_name)}
+    for n in model.graph.node:
+        if n.name in wanted:
+            return n.op_type
+    return None
+
+
+# ------------------------------------------------------------------------------------------ layout mapping
+
+
+def _cos(a, b) -> float:
+    import numpy as np
+
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape:
+        return -1.0
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(a @ b / (na * nb))
+
+
+def _perms_to(src_shape: Sequence[int], model_shape: Sequence[int]) -> List[List[int]]:
+    """Permutations p with np.transpose(array_of_src_shape, p).shape == model_shape; channels-last first."""
+    n = len(src_shape)
+    if n != len(model_shape):
+        return []
+    cands = []
+    pref = [list(range(n))] + ([_channels_last(n)] if _channels_last(n) else [])
+    for p in pref + [list(p) for p in itertools.permutations(range(n)) if list(p) not in pref] if n <= 5 else pref:
+        if [src_shape[i] for i in p] == list(model_shape) and p not in cands:
+            cands.append(p)
+    return cands
+
+
+def _inverse(p: List[int]) -> List[int]:
+    inv = [0] * len(p)
+    for i, v in enumerate(p):
+        inv[v] = i
+    return inv
+
+
+def map_layout(source: Artifact, tflite_path: Path, feed: Dict[str, Any]) -> Dict[str, Any]:
+    """Map source inputs/outputs onto the TFLite model's (names, order, NHWC) and verify on `feed` against ONNX Runtime."""
+    import numpy as np
+
+    ort = require("onnxruntime", "onnx", "checking the TFLite layout against the ONNX model")
+    lite = require("ai_edge_litert.interpreter", "tflite", "checking the converted TFLite model")
+    sess = ort.InferenceSession(str(source.path), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {k: np.asarray(v) for k, v in feed.items()})
+    interp = lite.Interpreter(model_path=str(tflite_path), num_threads=2)
+    ins = interp.get_input_details()
+    outs = interp.get_output_details()
+    if len(ins) != len(source.inputs) or len(outs) != len(ref):
+        raise StepError("tflite", f"the converted model has {len(ins)} inputs / {len(outs)} outputs, the source {len(source.inputs)} / {len(ref)}", hint="check onnx2tf's log in the work dir")
+
+    # inputs: by name first (onnx2tf usually keeps them, sometimes with a serving_default_ prefix / :0 suffix), else by shape
+    def bare(n: str) -> str:
+        return re.sub(r"^serving_default_|:\d+$", "", n)
+
+    name_map: Dict[str, str] = {}
+    feed_tr: Dict[str, List[int]] = {}
+    options: List[Tuple[str, Dict[str, Any], List[List[int]]]] = []
+    free = list(ins)
+    for spec in source.inputs:
+        src_shape = list(np.asarray(feed[spec.name]).shape)
+        match = [d for d in free if bare(d["name"]) in (spec.name, _safe(spec.name))]
+        if not match:
+            match = [d for d in free if _perms_to(src_shape, list(d["shape"]))]
+        if not match:
+            raise StepError("tflite", f"cannot find source input '{spec.name}' {src_shape} among the TFLite inputs {[(d['name'], list(d['shape'])) for d in ins]}")
+        d = match[0]
+        free.remove(d)
+        perms = _perms_to(src_shape, list(d["shape"]))
+        if not perms:
+            raise StepError("tflite", f"TFLite input {d['name']} {list(d['shape'])} is no permutation of source input '{spec.name}' {src_shape}")
+        options.append((spec.name, d, perms))
+
+    def run(perm_choice: Sequence[List[int]]) -> List[Any]:
+        for (sname, d, _), p in zip(options, perm_choice):
+            x = np.transpose(np.asarray(feed[sname]), p)
+            if d["dtype"] in (np.int8, np.uint8):
+                scale, zero = d["quantization"]
+                x = np.clip(np.round(x / scale + zero), np.iinfo(d["dtype"]).min, np.iinfo(d["dtype"]).max)
+            interp.set_tensor(d["index"], np.ascontiguousarray(x.astype(d["dtype"])))
+        interp.invoke()
+        res = []
+        for od in outs:
+            y = interp.get_tensor(od["index"])
+            if od["dtype"] in (np.int8, np.uint8):
+                scale, zero = od["quantization"]
+                y = (y.astype(np.float32) - zero) * scale
+            res.append(y)
+        return res
+
+    interp.allocate_tensors()
+    best: Optional[Tuple[float, Dict[str, Any]]] = None
+    for choice in itertools.product(*[o[2] for o in options]):
+        got = run(choice)
+        order: List[int] = []
+        out_tr: Dict[str, List[int]] = {}
+        sims = []
+        used: set = set()
+        for i, r in enumerate(ref):
+            cand = []
+            for j, g in enumerate(got):
+                if j in used:
+                    continue
+                for p in _perms_to(list(g.shape), list(r.shape)):
+                    cand.append((_cos(np.transpose(g, p), r), j, p))
+            if not cand:
+                break
+            c, j, p = max(cand, key=lambda t: t[0])
+            used.add(j)
+            order.append(j)
+            if p != list(range(len(p))):
+                out_tr[str(i)] = p
+            sims.append(c)
+        if len(order) != len(ref):
+            continue
+        score = min(sims)
+        meta = {
+            "input_name_map": {sname: d["name"] for (sname, d, _) in options},
+            "feed_transpose": {d["name"]: list(p) for (sname, d, _), p in zip(options, choice) if list(p) != list(range(len(p)))},
+            "output_order": order,
+            "output_transpose": out_tr,
+            "layout_check_cosine": score,
+        }
+        if best is None or score > best[0]:
+            best = (score, meta)
+    if best is None:
+        raise StepError("tflite", "cannot match the TFLite outputs to the source outputs by shape", hint="check onnx2tf's log in the work dir")
+    if best[0] < 0.5:
+        raise StepError("tflite", f"the converted TFLite model's outputs do not match the ONNX model's on a sample (best cosine {best[0]:.3f})", hint="onnx2tf may have mis-converted an op; try another precision or runtime")
+    meta = best[1]
+    meta["layout"] = "NHWC" if meta["feed_transpose"] else "same as source"
+    return meta

@@ -1,0 +1,155 @@
+"""OpenVINO step on the real PP-OCRv4 models: IR conversion vs ONNX Runtime, FP16, NNCF INT8 held to a budget."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from edgekit.artifact import load_artifact
+from edgekit.errors import CalibrationError, StepError
+from edgekit.steps import StepContext
+from edgekit.converters.openvino import OpenVinoConfig, OpenVinoStep
+
+DET_SHAPE = {"x": [1, 3, 128, 128]}
+INT8_SHAPE = {"x": [1, 3, 256, 256]}  # at 128x128 the text mask is too small for INT8 to be meaningful
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _quiet_nncf():
+    import nncf
+
+    nncf.set_log_level(logging.ERROR)
+
+
+@pytest.fixture(scope="module")
+def rec():
+    from edgekit import zoo
+
+    return zoo.resolve("zoo:ppocr-rec")
+
+
+@pytest.fixture(scope="module")
+def det():
+    from edgekit import zoo
+
+    return zoo.resolve("zoo:ppocr-det")
+
+
+def _ort(path, feeds):
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return [s.run(None, f) for f in feeds]
+
+
+def _ov(xml, feeds):
+    import openvino as ov
+
+    c = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": 2})
+    return [[c(f)[o] for o in c.outputs] for f in feeds]
+
+
+@pytest.mark.parametrize("precision,atol", [("fp32", 2e-4), ("fp16", 2e-2)])
+def test_rec_ir_matches_onnxruntime(tmp_path, rec, precision, atol):
+    art = rec.artifact()
+    ctx = StepContext(work_dir=tmp_path, profile=None)
+    out = OpenVinoStep().run(art, OpenVinoConfig(precision=precision), ctx)
+    assert out.format == "openvino" and out.path.suffix == ".xml" and out.path.with_suffix(".bin").exists()
+    assert out.precision == precision
+    assert out.lineage[-1].step == "openvino" and out.lineage[-1].source_sha256 == art.sha256
+    feeds = rec.eval_feeds(3)
+    ref, got = _ort(art.path, feeds), _ov(out.path, feeds)
+    for r, g in zip(ref, got):
+        np.testing.assert_allclose(g[0], r[0], atol=atol)
+    assert rec.task_metric(ref, got) == 1.0
+    if precision == "fp16":  # weights really compressed: the .bin is about half of the FP32 one
+        fp32 = OpenVinoStep().run(art, OpenVinoConfig(precision="fp32"), StepContext(work_dir=tmp_path / "f", profile=None))
+        assert out.path.with_suffix(".bin").stat().st_size < 0.6 * fp32.path.with_suffix(".bin").stat().st_size
+
+
+def test_det_fp32_small_shape_matches_onnxruntime(tmp_path, det):
+    art = det.artifact()
+    out = OpenVinoStep().run(art, OpenVinoConfig(precision="fp32"), StepContext(work_dir=tmp_path, profile=None))
+    feeds = det.eval_feeds(2, shapes=DET_SHAPE)
+    ref, got = _ort(art.path, feeds), _ov(out.path, feeds)
+    np.testing.assert_allclose(got[0][0], ref[0][0], atol=1e-3)
+    assert det.task_metric(ref, got) > 0.99
+
+
+def test_int8_without_calibration_is_calibration_error(tmp_path, det):
+    with pytest.raises(CalibrationError, match="--calib"):
+        OpenVinoStep().run(det.artifact(), OpenVinoConfig(precision="int8"), StepContext(work_dir=tmp_path, profile=None))
+
+
+def _det_ctx(tmp_path, det):
+    return StepContext(
+        work_dir=tmp_path,
+        profile=None,
+        calib_data=lambda n: det.calib_feeds(n, shapes=INT8_SHAPE),
+        eval_data=lambda n: det.eval_feeds(n, shapes=INT8_SHAPE),
+        task_metric=det.task_metric,
+        task_metric_name=det.task_metric_name,
+    )
+
+
+@pytest.mark.slow
+def test_int8_within_a_loose_budget(tmp_path, det):
+    ctx = _det_ctx(tmp_path, det)
+    out = OpenVinoStep().run(det.artifact(), OpenVinoConfig(precision="int8", calib_samples=4, eval_samples=2, max_drop=0.25), ctx)
+    assert out.precision == "int8"
+    assert out.metadata["int8_drop"] <= 0.25
+    assert len(ctx.report["variants"]) == 1 and ctx.report["variants"][0]["ignored"] == []
+    assert (tmp_path / "model_fp32.xml").exists()  # the FP32 reference IR is kept beside the INT8 one
+    # the model is really quantized: OpenVINO IR carries FakeQuantize ops
+    import openvino as ov
+
+    types = {op.get_type_name() for op in ov.Core().read_model(str(out.path)).get_ordered_ops()}
+    assert "FakeQuantize" in types
+
+
+@pytest.mark.slow
+def test_int8_tight_budget_searches_ignored_scope_then_refuses(tmp_path, det):
+    """A zero-drop budget that plain INT8 misses: the sensitive-node search runs, records variants, then refuses."""
+    ctx = _det_ctx(tmp_path, det)
+    with pytest.raises(StepError) as ei:
+        OpenVinoStep().run(det.artifact(), OpenVinoConfig(precision="int8", calib_samples=4, eval_samples=2, max_drop=0.0, max_search_rounds=2, search_start=2), ctx)
+    msg = str(ei.value)
+    assert "no INT8 variant met the accuracy budget" in msg and "best drop" in msg
+    variants = ctx.report["variants"]
+    assert len(variants) == 3
+    assert variants[0]["ignored"] == [] and variants[0]["drop"] > 0.0
+    assert len(variants[1]["ignored"]) == 2 and len(variants[2]["ignored"]) == 4
+    assert set(variants[1]["ignored"]) <= set(variants[2]["ignored"])  # the ranking is stable across rounds
+    assert all(v["size_bytes"] > 0 and v["score"] is not None for v in variants)
+    assert variants[2]["size_bytes"] >= variants[0]["size_bytes"]  # float nodes take more space
+    assert (tmp_path / "model_fp32.xml").exists()  # produced before the failure and kept
+    assert not (tmp_path / "model.xml").exists()  # nothing that violates the budget is written as the result
+
+
+@pytest.mark.slow
+def test_budget_miss_can_fall_back_to_fp16_visibly(tmp_path, det):
+    ctx = _det_ctx(tmp_path, det)
+    out = OpenVinoStep().run(det.artifact(), OpenVinoConfig(precision="int8", calib_samples=4, eval_samples=2, max_drop=0.0, max_search_rounds=0, on_budget_miss="fp16"), ctx)
+    assert out.precision == "fp16" and out.metadata["int8_budget_missed"] is True
+    assert any("returned FP16" in n for n in ctx.notes)
+    assert any("returned FP16" in n for n in out.lineage[-1].notes)
+
+
+def test_unconvertible_op_names_node_op_and_tool_message(tmp_path):
+    """`Det` is a standard ONNX op (opset 11) that OpenVINO 2026.4 has no conversion rule for."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu0"),
+        helper.make_node("Det", ["r"], ["d"], name="determinant0"),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])], [helper.make_tensor_value_info("d", TensorProto.FLOAT, [])])
+    p = tmp_path / "det.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), str(p))
+    with pytest.raises(StepError) as ei:
+        OpenVinoStep().run(load_artifact(p), OpenVinoConfig(), StepContext(work_dir=tmp_path / "w", profile=None))
+    err = ei.value
+    assert err.step == "openvino" and err.op == "Det" and err.node == "determinant0"
+    assert "No conversion rule found for operations: Det" in err.tool_message
+    assert not list((tmp_path / "w").glob("*.xml"))
