@@ -1561,22 +1561,20 @@ def _rss_mb():
 
 
 def peak_rss():
-    """(peak MB, source): max of getrusage ru_maxrss and /proc/self/status VmHWM."""
-    vals, sources = [], []
+    """(peak MB, source): /proc/self/status VmHWM, else getrusage ru_maxrss.
+
+    VmHWM belongs to this process image. Linux keeps ru_maxrss across execve, so a harness started by a
+    large parent (e.g. `edgekit deploy` after loading torch) would report the parent's peak instead.
+    """
+    hwm = _proc_status_kib("VmHWM")
+    if hwm is not None:
+        return hwm / 1024.0, "VmHWM"
     try:
         import resource
         r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        vals.append(r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0)  # bytes on macOS, KiB Linux
-        sources.append("getrusage")
+        return (r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0), "getrusage"  # bytes on macOS
     except (ImportError, OSError):
-        pass
-    hwm = _proc_status_kib("VmHWM")
-    if hwm is not None:
-        vals.append(hwm / 1024.0)
-        sources.append("VmHWM")
-    if not vals:
         return None, "unavailable"
-    return max(vals), "+".join(sources)
 
 
 # ----------------------------------------------------------------------------------------------------------

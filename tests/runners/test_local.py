@@ -113,3 +113,18 @@ def test_timeout_stops_the_harness():
         r.run_harness(spec(min_seconds=120.0, max_seconds=120.0))
     assert r.last_proc.poll() is not None
     r.close()
+
+
+def test_peak_rss_is_the_harness_own_not_its_parents():
+    """Linux keeps ru_maxrss across exec: a big parent must not inflate the harness's reported peak."""
+    import numpy as np
+
+    ballast = np.ones(700 * 1024 * 1024 // 8)  # ~700 MB resident in this (parent) process
+    try:
+        with LocalRunner(None) as r:
+            res = r.run_harness(spec())
+    finally:
+        del ballast
+    assert res.memory.peak_rss_mb is not None
+    assert res.memory.peak_rss_mb < 500, res.memory
+    assert res.memory.peak_rss_mb >= res.memory.rss_after_load_mb
