@@ -142,7 +142,8 @@ def compare(
             abs_errs.append(float(diff.max()) if diff.size else 0.0)
             scale = float(np.abs(rf).max()) if rf.size else 0.0
             rel_errs.append(float(diff.max() / scale) if scale > 0 else float(diff.max()))
-            if rf.ndim >= 2 and rf.shape[-1] > 1:
+            # argmax over the last axis means something for [N, C] scores and [N, T, C] sequences, not for maps
+            if rf.ndim in (2, 3) and rf.shape[-1] > 1:
                 agree.append(float(np.mean(np.argmax(rf, axis=-1) == np.argmax(nf, axis=-1))))
     task_score = None
     if task_metric is not None and not failures:
