@@ -224,13 +224,16 @@ def deploy(
     timings["load_s"] = time.perf_counter() - t_start
     data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess)
     want = precision or prof.default_precision
+    # int8 under a budget without a forced runtime: which runtime's INT8 keeps accuracy is model-dependent
+    # (OpenVINO/NNCF wins on PP-OCR det, ORT dynamic INT8 on MiniLM), so measure each instead of guessing.
+    searching = want == "auto" or (want == "int8" and max_drop is not None and runtime is None)
     options = PlanOptions(runtime=runtime, precision=None if want == "auto" else want, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host, shapes=shapes or None)
     plan = make_plan(resolved.artifact, resolved.label, prof, options)
-    if want != "auto":
+    if not searching:
         for line in plan.describe():
             progress(line)
     runner: Optional[Runner] = None
-    needs_device = run_benchmark or want == "auto" or any(s.step == "tensorrt" for s in plan.steps)
+    needs_device = run_benchmark or searching or any(s.step == "tensorrt" for s in plan.steps)
     if needs_device:
         runner = make_runner(prof, host, ssh, on_progress=None)
     pipeline: Optional[Pipeline] = None
@@ -243,8 +246,9 @@ def deploy(
             runner.connect()
         t0 = time.perf_counter()
         try:
-            if want == "auto":
-                plan, result, variants = _auto(resolved, prof, data, runner, runtime, max_drop, host, simplify, shapes or None, cache_dir, use_cache, fidelity_samples, progress)
+            if searching:
+                precisions = None if want == "auto" else [want]
+                plan, result, variants = _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes or None, cache_dir, use_cache, fidelity_samples, progress)
             else:
                 pipeline = Pipeline(plan, prof, data, cache_dir=Path(cache_dir) if cache_dir else None, runner=runner, fidelity_samples=fidelity_samples, progress=progress, use_cache=use_cache)
                 result = pipeline.run(resolved.artifact)
@@ -283,23 +287,24 @@ def deploy(
     return report
 
 
-def _auto(resolved, prof, data, runner, runtime, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress):
-    """--precision auto: build and measure every feasible variant, keep the fastest within budget."""
+def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress):
+    """Build and measure every feasible runtime x precision variant (or only `precisions`); keep the fastest within budget."""
     from edgekit.search import DEFAULT_MAX_DROP, search
 
     md = DEFAULT_MAX_DROP if max_drop is None else max_drop
-    progress(f"precision auto: building and measuring each runtime x precision of '{prof.name}' on {runner.target}; budget: drop ≤ {md:.2%} of {data.task_metric_name or 'output cosine'}")
+    what = "each runtime x precision" if not precisions else f"the {'/'.join(precisions)} path of each runtime"
+    progress(f"variant search: building and measuring {what} of '{prof.name}' on {runner.target}; budget: drop ≤ {md:.2%} of {data.task_metric_name or 'output cosine'}")
     variants, best = search(
         resolved, prof, data, runner, max_drop=md, host=host, simplify=simplify, shapes=shapes,
         cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, fidelity_samples=fidelity_samples,
-        runtimes=[runtime] if runtime else None, progress=progress, benchmark=benchmark,
+        runtimes=[runtime] if runtime else None, precisions=precisions, progress=progress, benchmark=benchmark,
     )
     rows = [v.model_dump(mode="json") for v in variants]
     if best is None:
         lines = "\n".join(f"  {v.runtime}/{v.precision}: {v.status} {v.reason}" for v in variants)
         raise EdgekitError(f"no variant of {resolved.label} meets the budget on {prof.name}:\n{lines}", hint="raise --max-drop, or pick --runtime/--precision explicitly")
     plan, result = best
-    plan = plan.model_copy(update={"notes": [*plan.notes, f"chosen by --precision auto among {len(variants)} variants (see variants in the report)"]})
+    plan = plan.model_copy(update={"notes": [*plan.notes, f"chosen by measurement among {len(variants)} variants (see variants in the report)"]})
     return plan, result, rows
 
 

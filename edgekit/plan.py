@@ -155,7 +155,7 @@ def make_plan(
     precision = options.precision or profile.default_precision_for(runtime)
     if precision == "auto":
         precision = "fp32"
-        notes.append("precision auto resolves to fp32 (pass --precision int8/fp16 with --max-drop to compress under a budget)")
+        notes.append("precision auto: `deploy` builds every runtime x precision of the profile, measures each on the target and keeps the fastest within --max-drop (default 1%); shown here: the fp32 plan of the preferred runtime")
     if precision not in ("fp32", "fp16", "int8"):
         raise PlanError(f"unknown precision '{precision}'", hint="choose fp32, fp16 or int8")
     if not profile.supports_precision(precision, runtime):
@@ -166,6 +166,9 @@ def make_plan(
             f"profile '{profile.name}' cannot run {precision} on {runtime}{why}",
             hint=f"use --precision {' or '.join(supported)}",
         )
+
+    if precision == "int8" and options.max_drop is not None and not options.runtime:
+        notes.append(f"int8 under a budget: `deploy` builds the INT8 path of each runtime ({', '.join(profile.runtimes)}), measures each on the target and keeps the fastest that meets the budget; shown here: {runtime}")
 
     # --- steps
     steps: List[PlannedStep] = []

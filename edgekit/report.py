@@ -174,6 +174,7 @@ def variant_rows(report: DeployReport) -> List[tuple]:
 
 def render_terminal(report: DeployReport, console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -181,19 +182,19 @@ def render_terminal(report: DeployReport, console=None) -> None:
     for col in ("step", "status", "time", "size", "fidelity vs source"):
         t.add_column(col)
     for row in step_rows(report):
-        t.add_row(*row)
+        t.add_row(*[escape(str(c)) for c in row])
     if report.variants:
-        vt = Table(title="variants measured (--precision auto)", title_justify="left")
+        vt = Table(title="variants measured on the target", title_justify="left")
         for col in ("variant", "status", "median", "fidelity", "size", "reason"):
             vt.add_column(col)
         for row in variant_rows(report):
-            vt.add_row(*row)
+            vt.add_row(*[escape(str(c)) for c in row])
         console.print(vt)
     if report.steps:
         console.print(t)
     for r in report.steps:
         for n in r.notes:
-            console.print(f"[dim]{r.step}:[/dim] {n}")
+            console.print(f"[dim]{r.step}:[/dim] {escape(n)}")
     if report.fidelity_end_to_end:
         console.print(f"end-to-end fidelity vs original: {describe(report.fidelity_end_to_end)}")
     if report.benchmark:
@@ -201,7 +202,7 @@ def render_terminal(report: DeployReport, console=None) -> None:
         b.add_column("metric", style="bold")
         b.add_column("value")
         for row in bench_rows(report.benchmark):
-            b.add_row(*row)
+            b.add_row(*[escape(str(c)) for c in row])
         console.print(b)
     console.print(f"artifact: {report.artifact['path']} ({_mb(report.artifact['size_bytes'])}, sha256 {report.artifact['sha256'][:12]}…)")
 
@@ -225,7 +226,7 @@ def to_markdown(report: DeployReport) -> str:
     for n in report.plan_notes:
         lines.append(f"- note: {n}")
     if report.variants:
-        lines += ["", "## Variants measured (--precision auto)", "", "| variant | status | median | fidelity | size | reason |", "|---|---|---|---|---|---|"]
+        lines += ["", "## Variants measured on the target", "", "| variant | status | median | fidelity | size | reason |", "|---|---|---|---|---|---|"]
         for row in variant_rows(report):
             lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
     lines += ["", "## Steps", "", "| step | status | time | size | fidelity vs source |", "|---|---|---|---|---|"]
