@@ -66,7 +66,7 @@ def build_data(
     shapes: Optional[Dict[str, List[int]]] = None,
     calib: Optional[Any] = None,
     calib_preprocess: Optional[str] = None,
-    calib_samples: int = 64,
+    calib_samples: int = 128,
 ) -> DataSources:
     """Calibration/evaluation data and concrete input shapes: user data first, else the zoo's, else none."""
     zoo = model.zoo
@@ -81,13 +81,11 @@ def build_data(
         model=model.label,
     )
     if calib is not None:
-        from edgekit import calib as calib_mod
-
-        calib_feeds, eval_feeds, fingerprint = calib_mod.split_calibration(calib, model.artifact.inputs, calib_samples, calib_preprocess)
+        calib_feeds, eval_feeds, fingerprint = load_user_data(calib, model.artifact.inputs, calib_samples, calib_preprocess)
         return DataSources(
             inputs=inputs,
             calib=lambda n: calib_feeds[:n],
-            eval=(lambda n: eval_feeds[:n]) if eval_feeds else None,
+            eval=lambda n: eval_feeds[:n],
             task_metric=zoo.task_metric if zoo is not None else None,
             task_metric_name=zoo.task_metric_name if zoo is not None else None,
             fingerprint=fingerprint,
@@ -102,6 +100,28 @@ def build_data(
             fingerprint=f"zoo:{zoo.name}",
         )
     return DataSources(inputs=inputs)
+
+
+def load_user_data(source: Any, inputs, n_max: int, preprocess: Optional[str]):
+    """--calib data split into calibration (first 3/4) and held-out evaluation (last 1/4) samples, never shared."""
+    import hashlib
+
+    from edgekit import calib as calib_mod
+    from edgekit.errors import CalibrationError
+
+    feeds = calib_mod.load_calibration(source, list(inputs), n_max, preprocess)
+    if len(feeds) < 2:
+        raise CalibrationError(
+            f"{calib_mod.what_src(source)} gave {len(feeds)} usable sample(s); edgekit needs at least 2 (some are held out to measure accuracy)",
+            hint="add more samples (tens to a few hundred are typical)",
+        )
+    n_eval = max(1, len(feeds) // 4)
+    h = hashlib.sha256()
+    for feed in feeds:
+        for name in sorted(feed):
+            h.update(name.encode())
+            h.update(feed[name].tobytes())
+    return feeds[: len(feeds) - n_eval], feeds[len(feeds) - n_eval :], "user:" + h.hexdigest()[:16]
 
 
 def make_runner(profile: DeviceProfile, host: Optional[str] = None, ssh: Optional[Dict[str, Any]] = None, on_progress=None) -> Runner:

@@ -99,10 +99,12 @@ def progress_printer(enabled: bool):
     """Progress lines on stderr (never on stdout, which may carry --json)."""
     if not enabled:
         return lambda msg: None
+    from rich.markup import escape
+
     err = console(stderr=True)
 
     def show(msg: str) -> None:
-        err.print(f"[dim]›[/dim] {msg}", markup=True, highlight=False, soft_wrap=True)
+        err.print(f"[dim]›[/dim] {escape(msg)}", markup=True, highlight=False, soft_wrap=True)
 
     return show
 

@@ -47,3 +47,14 @@ def test_predict_real_model_is_deterministic(ppocr_rec_path):
     b = predict(art, [{"x": x}], threads=1)
     assert a[0][0].shape[0] == 1 and a[0][0].ndim == 3
     np.testing.assert_array_equal(a[0][0], b[0][0])
+
+
+def test_near_zero_outputs_equal_within_rounding_pass():
+    """A det map of a page without text is ~0 everywhere; 1e-7 noise must not read as cosine 0.87."""
+    rng = np.random.RandomState(1)
+    ref = [[(rng.rand(1, 1, 8, 8) * 1e-6).astype(np.float32)]]
+    new = [[ref[0][0] + (rng.rand(1, 1, 8, 8) * 1e-7).astype(np.float32)]]
+    res = compare(ref, new, FidelityBudget(min_cosine=0.999))
+    assert res.passed and res.cosine_min == 1.0
+    worse = [[ref[0][0] + 1e-3]]
+    assert not compare(ref, worse, FidelityBudget(min_cosine=0.999, max_abs_error=1e-4)).passed
