@@ -71,8 +71,8 @@ def build_data(
     """Calibration/evaluation data and concrete input shapes: user data first, else the zoo's, else none."""
     zoo = model.zoo
     sample = None
-    if zoo is not None:
-        sample = zoo.eval_feeds(1)[0]
+    if zoo is not None and any(not t.dtype.startswith(("float", "bfloat")) for t in model.artifact.inputs):
+        sample = zoo.eval_feeds(1)[0]  # real value ranges for integer inputs (token ids, masks)
     inputs = resolve_inputs(
         model.artifact.inputs,
         overrides=shapes,

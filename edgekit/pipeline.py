@@ -139,6 +139,21 @@ class Pipeline:
         new = self._predict(produced)
         return compare(ref, new, budget, self.data.task_metric, self.data.task_metric_name, data=self._feeds_kind)
 
+    def _end_to_end(self, source: Artifact, final: Artifact) -> FidelityResult:
+        """Final artifact vs the original model; cached like a step so a cached re-run stays near-instant."""
+        from edgekit.steps import FidelityBudget
+
+        key = hashlib.sha256(f"{source.sha256}|{final.sha256}|{self.data.fingerprint}|{self.fidelity_samples}".encode()).hexdigest()
+        path = self.cache_dir / "fidelity" / f"{key}.json"
+        if self.use_cache and path.exists():
+            try:
+                return FidelityResult.model_validate_json(path.read_text())
+            except ValueError:
+                pass  # unreadable entry: recompute
+        res = self.check(source, final, FidelityBudget(min_cosine=0.0))
+        atomic_write_text(path, res.model_dump_json())
+        return res
+
     # ---- cache
     def _key(self, source: Artifact, step_cls, config_json: Dict[str, Any]) -> str:
         payload = {
@@ -282,9 +297,7 @@ class Pipeline:
             current = final
         e2e = None
         if len(self.artifacts) > 2 and current.format in ("onnx", "openvino", "tflite") and any(r.fidelity for r in self.records):
-            from edgekit.steps import FidelityBudget
-
-            e2e = self.check(source, current, FidelityBudget(min_cosine=0.0))
+            e2e = self._end_to_end(source, current)
         return PipelineResult(artifact=current, records=self.records, artifacts=self.artifacts, produced=self.produced, end_to_end=e2e)
 
 
