@@ -195,6 +195,9 @@ class _Int8Search:
 
     def _quantize(self, calib: list, ignored: List[str]):
         nncf = require("nncf", "openvino", "INT8 quantization with NNCF")
+        import logging
+
+        nncf.set_log_level(logging.ERROR)  # NNCF's INFO lines and progress bars would bury edgekit's own progress
         from nncf.parameters import ModelType
         from nncf.common.quantization.structs import QuantizationPreset
 

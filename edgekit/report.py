@@ -154,7 +154,11 @@ def step_rows(report: DeployReport) -> List[tuple]:
     return rows
 
 
-def variant_rows(report: DeployReport) -> List[tuple]:
+def _unprefixed(step: str, note: str) -> str:
+    return note[len(step) + 2 :] if note.startswith(step + ": ") else note
+
+
+def variant_rows(report: DeployReport, reason_width: Optional[int] = None) -> List[tuple]:
     rows = []
     for v in report.variants:
         fid = v.get("fidelity")
@@ -167,9 +171,14 @@ def variant_rows(report: DeployReport) -> List[tuple]:
             "—" if v.get("median_ms") is None else f"{v['median_ms']:.2f} ms",
             fid_txt or "—",
             _mb(v.get("size_bytes")),
-            v.get("reason") or "",
+            _clip(v.get("reason") or "", reason_width),
         ))
     return rows
+
+
+def _clip(text: str, width: Optional[int]) -> str:
+    text = " ".join(text.split())
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
 
 
 def render_terminal(report: DeployReport, console=None) -> None:
@@ -185,16 +194,17 @@ def render_terminal(report: DeployReport, console=None) -> None:
         t.add_row(*[escape(str(c)) for c in row])
     if report.variants:
         vt = Table(title="variants measured on the target", title_justify="left")
-        for col in ("variant", "status", "median", "fidelity", "size", "reason"):
+        vt.add_column("variant", no_wrap=True)
+        for col in ("status", "median", "fidelity", "size", "reason"):
             vt.add_column(col)
-        for row in variant_rows(report):
+        for row in variant_rows(report, reason_width=70):
             vt.add_row(*[escape(str(c)) for c in row])
         console.print(vt)
     if report.steps:
         console.print(t)
     for r in report.steps:
         for n in r.notes:
-            console.print(f"[dim]{r.step}:[/dim] {escape(n)}")
+            console.print(f"[dim]{r.step}:[/dim] {escape(_unprefixed(r.step, n))}")
     if report.fidelity_end_to_end:
         console.print(f"end-to-end fidelity vs original: {describe(report.fidelity_end_to_end)}")
     if report.benchmark:
@@ -234,7 +244,7 @@ def to_markdown(report: DeployReport) -> str:
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
     for r in report.steps:
         for n in r.notes:
-            lines.append(f"- {r.step}: {n}")
+            lines.append(f"- {r.step}: {_unprefixed(r.step, n)}")
     if report.fidelity_end_to_end:
         lines += ["", f"End-to-end fidelity vs the original model: {describe(report.fidelity_end_to_end)}"]
     if report.benchmark:
