@@ -67,4 +67,6 @@ def deploy(model, profile, host, ssh, runtime, precision, max_drop, calib, calib
         return
     render_terminal(report, console())
     if out:
-        console().print(f"wrote {out}/report.json, report.md, manifest.json")
+        from pathlib import Path
+
+        console().print(f"wrote {Path(out) / 'report.json'}, report.md, manifest.json")
