@@ -16,6 +16,7 @@ from edgekit.errors import StepSkipped
 from edgekit.profiles import CPU, DeviceProfile
 from edgekit.registry import get_step
 from edgekit.steps import StepContext
+from stepctx import minimal_context  # noqa: E402  (tests/converters helper)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -24,13 +25,7 @@ pytest.importorskip("onnxsim")
 
 
 def _ctx(tmp_path, name="work"):
-    work = tmp_path / name
-    work.mkdir()
-    profile = DeviceProfile(
-        name="test-x86", os="linux", cpu=CPU(model="test", cores=2, isa="x86_64"), memory_mb=4096,
-        runtimes=["onnxruntime"], precisions=["fp32"], threads=2,
-    )
-    return StepContext(work_dir=work, profile=profile)
+    return minimal_context(tmp_path, name)
 
 
 def _run(art, tmp_path, name="work", **config):
