@@ -248,7 +248,12 @@ def deploy(
     # (OpenVINO/NNCF wins on PP-OCR det, ORT dynamic INT8 on MiniLM), so measure each instead of guessing.
     searching = want == "auto" or (want == "int8" and max_drop is not None and runtime is None)
     options = PlanOptions(runtime=runtime, precision=None if want == "auto" else want, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host, shapes=shapes or None)
-    plan = make_plan(resolved.artifact, resolved.label, prof, options)
+    try:
+        plan = make_plan(resolved.artifact, resolved.label, prof, options)
+    except PlanError:
+        if not searching:
+            raise
+        plan = None  # the preferred runtime cannot do it (e.g. INT8 on the Nano's GPU); the search tries the others
     if not searching:
         for line in plan.describe():
             progress(line)

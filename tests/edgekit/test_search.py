@@ -1,0 +1,37 @@
+"""Variant search: infeasible candidates are recorded, not fatal; the fastest within budget is chosen."""
+
+from __future__ import annotations
+
+from edgekit.deploy import build_data, resolve_model
+from edgekit.profiles import load_profile
+from edgekit.registry import get_runner
+from edgekit.search import candidates, search
+
+
+def test_candidates_follow_profile_order_and_precisions():
+    prof = load_profile("jetson-nano")
+    c = candidates(prof, precisions=["int8"])
+    assert [r for r, _ in c] == list(prof.runtimes)
+
+
+def test_search_records_infeasible_and_chooses_a_measured_variant(ppocr_rec_path, tmp_path):
+    """A runtime the profile cannot use is recorded as infeasible; the measured ORT variant is chosen."""
+    prof = load_profile("x86-cpu")
+    resolved = resolve_model(str(ppocr_rec_path))
+    data = build_data(resolved, shapes={"x": [1, 3, 48, 160]})
+    def short_bench(art, profile, runner, inputs, runtime=None, bench=None):
+        """The real benchmark, shortened for the test."""
+        from edgekit.deploy import benchmark
+
+        return benchmark(art, profile, runner, inputs, runtime=runtime, bench={"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 3, "min_seconds": 0})
+
+    with get_runner("local")(prof) as runner:
+        variants, best = search(
+            resolved, prof, data, runner, max_drop=0.01, host=None, simplify=False, cache_dir=tmp_path,
+            runtimes=["onnxruntime", "tensorrt"], precisions=["fp32"], benchmark=short_bench,
+        )
+    by = {(v.runtime, v.precision): v for v in variants}
+    assert by[("tensorrt", "fp32")].status == "infeasible" and "tensorrt" in by[("tensorrt", "fp32")].reason
+    chosen = [v for v in variants if v.status == "chosen"]
+    assert len(chosen) == 1 and chosen[0].runtime == "onnxruntime" and chosen[0].median_ms > 0
+    assert best is not None and best[1].artifact.format == "onnx"
