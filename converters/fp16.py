@@ -37,12 +37,12 @@ class Fp16Step(Step):
     accepts = ("onnx",)
     produces = "onnx"
     Config = Fp16Config
-    requires = (("onnxruntime", "ort"), ("onnx", "simplify"))
+    requires = (("onnxruntime", "quantize"), ("onnx", "simplify"))
 
     def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
         cfg = config if isinstance(config, Fp16Config) else Fp16Config.model_validate(config.model_dump())
         onnx = require("onnx", "simplify", "FP16 conversion")
-        require("onnxruntime", "ort", "FP16 conversion")
+        require("onnxruntime", "quantize", "FP16 conversion")
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         from edgekit.converters import quantize_ort as Q

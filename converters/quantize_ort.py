@@ -72,11 +72,11 @@ class QuantizeOrtStep(Step):
     accepts = ("onnx",)
     produces = "onnx"
     Config = QuantizeOrtConfig
-    requires = (("onnxruntime", "ort"), ("onnx", "simplify"))
+    requires = (("onnxruntime", "quantize"), ("onnx", "simplify"))
 
     def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
         cfg = config if isinstance(config, QuantizeOrtConfig) else QuantizeOrtConfig.model_validate(config.model_dump())
-        require("onnxruntime", "ort", "INT8 quantization for ONNX Runtime")
+        require("onnxruntime", "quantize", "INT8 quantization for ONNX Runtime")
         require("onnx", "simplify", "INT8 quantization for ONNX Runtime")
         if artifact.format != "onnx":
             raise StepError(STEP, f"expects an ONNX model, got format '{artifact.format}'", hint="run the export step first")
