@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 from pydantic import Field
 
-from edgekit.artifact import Artifact, LineageEntry
+from edgekit.artifact import Artifact, LineageEntry, load_pickled_module
 from edgekit.errors import ModelLoadError, StepError, require
 from edgekit.steps import Step, StepConfig, StepContext
 
@@ -179,7 +179,7 @@ def _load_source(artifact: Artifact, config: ExportConfig, torch) -> _Source:
         module = program.module()
         kind = "ExportedProgram file"
     else:
-        module = _load_pickled(artifact, torch)
+        module = load_pickled_module(artifact.path, bool(artifact.metadata.get("trust_pickle")))
         kind = "pickled module"
     arg_names = _forward_arg_names(module, program, artifact)
     if artifact.example_inputs is not None:
@@ -189,28 +189,6 @@ def _load_source(artifact: Artifact, config: ExportConfig, torch) -> _Source:
     if program is None and hasattr(module, "eval"):  # an ExportedProgram's module() is already in eval form and refuses .eval()
         module.eval()
     return _Source(module, examples, arg_names, program, kind)
-
-
-def _load_pickled(artifact: Artifact, torch):
-    """torch.load a pickled nn.Module; code-carrying pickles only when the user said they trust the file."""
-    trust = bool(artifact.metadata.get("trust_pickle"))
-    path = artifact.path
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=not trust)
-    except Exception as exc:  # weights_only refusal is an UnpicklingError; corrupt files raise others
-        if not trust and "weights_only" in str(exc):
-            raise ModelLoadError(
-                f"{path}: this pickled PyTorch file contains code, which edgekit does not unpickle by default",
-                hint="if you trust the file's origin, pass --trust-pickle (it runs arbitrary code on load); "
-                "better, save it with torch.export.save or torch.jit.save",
-            ) from exc
-        raise ModelLoadError(f"{path}: not a loadable PyTorch file ({exc})", hint="re-save the model") from exc
-    if not isinstance(obj, torch.nn.Module):
-        raise ModelLoadError(
-            f"{path}: holds a {type(obj).__name__} (e.g. a state_dict), not an nn.Module",
-            hint="load it into your nn.Module and use the Python API, or save the model with torch.export.save",
-        )
-    return obj
 
 
 def _forward_arg_names(module: Any, program: Any, artifact: Artifact) -> List[str]:

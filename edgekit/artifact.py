@@ -363,21 +363,30 @@ def _read_torch(path: Path, trust_pickle: bool):
                         TensorSpec(name=spec_.arg.name, shape=[int(s) if str(s).isdigit() else str(s) for s in val.shape], dtype=str(val.dtype).replace("torch.", ""))
                     )
         return inputs, [], "fp32", [], {"torch_kind": "exported_program"}
+    load_pickled_module(path, trust_pickle)
+    return [], [], "fp32", [], {"torch_kind": "pickled_module"}
+
+
+def load_pickled_module(path: Path, trust: bool):
+    """torch.load a pickled nn.Module; pickles that carry code only when the user said they trust the file."""
+    torch = require("torch", "torch", "loading PyTorch files")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
+        obj = torch.load(str(path), map_location="cpu", weights_only=not trust)
     except Exception as exc:  # weights_only refusal is an UnpicklingError; corrupt files raise others
-        if not trust_pickle and "weights_only" in str(exc):
+        if not trust and "weights_only" in str(exc):
             raise ModelLoadError(
                 f"{path}: this pickled PyTorch file contains code, which edgekit does not unpickle by default",
-                hint="if you trust the file's origin, pass --trust-pickle (it runs arbitrary code on load); better, save it with torch.export.save or torch.jit.save",
+                hint="if you trust the file's origin, pass --trust-pickle (it runs arbitrary code on load); "
+                "better, save it with torch.export.save or torch.jit.save",
             ) from exc
         raise ModelLoadError(f"{path}: not a loadable PyTorch file ({exc})", hint="re-save the model") from exc
-    if isinstance(obj, dict):
+    if not isinstance(obj, torch.nn.Module):
+        kind = "a state_dict (weights only)" if isinstance(obj, dict) else f"a {type(obj).__name__}"
         raise ModelLoadError(
-            f"{path}: holds a state_dict (weights only), not a model",
+            f"{path}: holds {kind}, not a model (an nn.Module)",
             hint="load it into your nn.Module and use the Python API (edgekit.api.deploy(module, example_inputs)), or save with torch.export.save",
         )
-    return [], [], "fp32", [], {"torch_kind": "pickled_module"}
+    return obj
 
 
 _READERS = {

@@ -25,7 +25,9 @@ def _torch_module(artifact: Artifact):
         return torch.jit.load(str(artifact.path), map_location="cpu")
     if artifact.format == "exported_program":
         return torch.export.load(str(artifact.path)).module()
-    return torch.load(str(artifact.path), map_location="cpu", weights_only=not artifact.metadata.get("trust_pickle", False))
+    from edgekit.artifact import load_pickled_module
+
+    return load_pickled_module(artifact.path, bool(artifact.metadata.get("trust_pickle")))
 
 
 def _predict_torch(artifact: Artifact, feeds: Sequence[Feeds], threads: int) -> List[Outputs]:
