@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from edgekit import __version__
 from edgekit.artifact import Artifact
-from edgekit.errors import EdgekitError, FidelityError, OutputError, PlanError, StepSkipped
+from edgekit.errors import FidelityError, OutputError, PlanError, StepSkipped
 from edgekit.fidelity import compare, describe, predict
 from edgekit.fsutil import atomic_write_text, sha256_file
 from edgekit.plan import Plan
@@ -299,16 +299,3 @@ class Pipeline:
         if len(self.artifacts) > 2 and current.format in ("onnx", "openvino", "tflite") and any(r.fidelity for r in self.records):
             e2e = self._end_to_end(source, current)
         return PipelineResult(artifact=current, records=self.records, artifacts=self.artifacts, produced=self.produced, end_to_end=e2e)
-
-
-def cache_clear(cache_dir: Optional[Path] = None) -> int:
-    """Remove every cached artifact; returns the number of bytes freed."""
-    d = Path(cache_dir) if cache_dir else default_cache_dir()
-    if not d.exists():
-        return 0
-    size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
-    shutil.rmtree(d)
-    return size
-
-
-__all__ = ["Pipeline", "PipelineResult", "DataSources", "default_cache_dir", "cache_clear", "EdgekitError"]

@@ -250,7 +250,3 @@ def _int8_reason(profile: DeviceProfile, max_drop: Optional[float]) -> str:
         isa = "ARM " + ("with dotprod" if profile.has_feature("dotprod") else "NEON without dotprod")
     budget = f" under a {max_drop:.2%} accuracy budget" if max_drop is not None else ""
     return f"ONNX Runtime INT8 with defaults for {isa}{budget}"
-
-
-def plan_dict(plan: Plan) -> Dict:
-    return plan.model_dump(mode="json")

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edgekit.artifact import Artifact, TensorSpec
+from edgekit.artifact import TensorSpec
 from edgekit.errors import UsageError
 from edgekit.runner import InputSpec
 
@@ -101,7 +101,3 @@ def random_feeds(specs: Sequence[InputSpec], n: int, seed: int = 0) -> List[Dict
                 feed[s.name] = (lo + (hi - lo) * rng.random_sample(s.shape)).astype(dt)
         feeds.append(feed)
     return feeds
-
-
-def signature_of(artifact: Artifact) -> str:
-    return ", ".join(f"{t.name}{list(t.shape)}:{t.dtype}" for t in artifact.inputs)
