@@ -15,12 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgekit.artifact import Artifact, LineageEntry, load_artifact
 from edgekit.errors import CalibrationError, StepError, require
 from edgekit.fsutil import atomic_copy, atomic_write_text
-from edgekit.steps import Step, StepConfig, StepContext
+from edgekit.steps import Step, StepConfig, StepContext, lossy_budget_default
 
 # onnx2tf output file suffix per precision
 _SUFFIX = {
@@ -43,6 +43,12 @@ class TfliteConfig(StepConfig):
     timeout_s: float = Field(default=1800.0, gt=0)
     per_tensor: bool = False
     extra_args: List[str] = Field(default_factory=list, description="more onnx2tf arguments")
+    max_drop: Optional[float] = Field(default=None, ge=0.0, lt=1.0, description="int8/int8-dynamic: accuracy budget on the task metric (checked after conversion)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _int8_fidelity_default(cls, data: Any) -> Any:
+        return lossy_budget_default(data, isinstance(data, dict) and str(data.get("precision", "")).startswith("int8"))
 
 
 class TfliteStep(Step):

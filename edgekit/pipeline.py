@@ -25,7 +25,7 @@ from edgekit.registry import get_step
 from edgekit.results import FidelityResult, StepRecord
 from edgekit.runner import InputSpec
 from edgekit.shapes import random_feeds
-from edgekit.steps import StepContext
+from edgekit.steps import StepContext, task_judged
 
 # Steps whose output depends on calibration/evaluation data, so the data's identity is part of their cache key.
 DATA_STEPS = {"quantize-ort", "openvino", "tflite", "tensorrt", "prune", "lowrank", "weight-share"}
@@ -259,6 +259,8 @@ class Pipeline:
             duration = time.perf_counter() - t0
             fid = None
             budget = getattr(config, "fidelity", None)
+            if budget is not None and self.data.task_metric is not None and "fidelity" not in config.model_fields_set:
+                budget = task_judged(budget)  # the model's task metric judges; cosine guards gross breakage
             if budget is not None and budget.check and step_cls.checkable:
                 self.progress(f"      checking fidelity against the {current.format} source")
                 fid = self.check(current, produced, budget)

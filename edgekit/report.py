@@ -41,6 +41,9 @@ def build_report(command, resolved, profile, plan, result, bench, target, timing
             "size_bytes": final.total_size_bytes,
             "inputs": [t.model_dump(mode="json") for t in final.inputs],
             "outputs": [t.model_dump(mode="json") for t in final.outputs],
+            # layout/name maps (e.g. a .tflite's NHWC input and renamed tensors): what it takes to feed the
+            # artifact with the source model's data, as edgekit's fidelity check does
+            "metadata": json.loads(json.dumps(final.metadata, default=str)),
         },
         fidelity_end_to_end=result.end_to_end,
         benchmark=bench,

@@ -24,6 +24,34 @@ class FidelityBudget(BaseModel):
     check: bool = True
 
 
+# With a task metric (zoo models, user metrics) the task score judges a step and cosine only guards against
+# gross breakage: near-tied softmax outputs can flip between runtimes in FP32 (OpenVINO vs ONNX Runtime on
+# PP-OCR rec: one CTC frame moves from blank to the next character, cosine 0.95, decoded text identical).
+TASK_COSINE_FLOOR = 0.9
+TASK_LOSSLESS_SCORE = 0.999
+
+
+def task_judged(budget: FidelityBudget) -> FidelityBudget:
+    """A step's DEFAULT budget when a task metric exists: task score >= TASK_LOSSLESS_SCORE (unless the step already
+    sets one, e.g. INT8 under --max-drop) and cosine >= min(its own floor, TASK_COSINE_FLOOR)."""
+    return budget.model_copy(update={
+        "min_cosine": min(budget.min_cosine, TASK_COSINE_FLOOR),
+        "min_task_score": TASK_LOSSLESS_SCORE if budget.min_task_score is None else budget.min_task_score,
+    })
+
+
+def lossy_budget_default(data: Any, lossy: bool) -> Any:
+    """For a lossy (INT8) step config given as a dict without `fidelity`: check the task score against 1 - max_drop and
+    keep cosine only as a floor (min(0.9, 1 - max_drop)) against gross breakage. FP32's 0.999 raw-output cosine
+    would reject every INT8 model (MiniLM dynamic INT8: raw cosine 0.997 at pooled cosine 0.998). An explicit
+    `fidelity` always wins; non-lossy configs are returned unchanged."""
+    if isinstance(data, dict) and "fidelity" not in data and lossy:
+        md = data.get("max_drop")
+        floor = 0.9 if md is None else min(0.9, 1.0 - float(md))
+        data = {**data, "fidelity": FidelityBudget(min_cosine=floor, min_task_score=None if md is None else 1.0 - float(md))}
+    return data
+
+
 class StepConfig(BaseModel):
     """Base for every step's typed config; unknown keys are rejected."""
 

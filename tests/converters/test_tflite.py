@@ -4,6 +4,7 @@ Default run: error paths and env management (fast), plus one tiny real conversio
 Opt-in (EDGEKIT_TEST_ONNX2TF=1): PP-OCR conversions and a real onnx2tf failure, minutes each on 2 cores.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -166,6 +167,32 @@ def test_tiny_model_fp32_layout_mapped_and_verified(tmp_path):
         assert [a.shape for a in r] == [a.shape for a in g]
         for a, b in zip(r, g):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_deploy_report_carries_layout_metadata_to_feed_the_tflite(tmp_path):
+    """report.json's artifact keeps the NHWC feed map, so the deployed .tflite can be fed source-layout (NCHW) data."""
+    from edgekit import fidelity
+    from edgekit.deploy import deploy
+
+    src = _tiny_onnx(tmp_path)
+    rep = deploy(str(src), "x86-cpu", runtime="tflite", precision="fp32", run_benchmark=False, out=tmp_path / "out",
+                 cache_dir=tmp_path / "cache")
+    meta = rep.artifact["metadata"]
+    assert list(meta["feed_transpose"].values()) == [[0, 2, 3, 1]]
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())["artifact"]["metadata"]
+    assert saved["feed_transpose"] == meta["feed_transpose"]
+    deployed = load_artifact(rep.artifact["path"], format="tflite", metadata=saved)
+    feeds = _feeds(2, seed=9)
+    for r, g in zip(fidelity.predict(load_artifact(src), feeds), fidelity.predict(deployed, feeds)):
+        for a, b in zip(r, g):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_int8_budget_is_checked_on_the_task_score():
+    assert TfliteConfig(precision="int8", max_drop=0.02).fidelity.min_task_score == pytest.approx(0.98)
+    assert TfliteConfig(precision="int8-dynamic").fidelity.min_cosine == 0.9
+    fp32 = TfliteConfig(precision="fp32", max_drop=0.02).fidelity
+    assert fp32.min_cosine == 0.999 and fp32.min_task_score is None  # lossless precisions keep the strict default
 
 
 # ------------------------------------------------------------------------------ opt-in: PP-OCR + real failure
