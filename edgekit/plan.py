@@ -173,6 +173,9 @@ def make_plan(
     # --- steps
     steps: List[PlannedStep] = []
     cur = fmt
+    if cur in TORCH_FORMATS and runtime == "tflite":
+        steps.extend(_tflite_from_torch(fmt, precision, options, notes, step_available))
+        cur = "tflite" if steps else cur
     if cur in TORCH_FORMATS:
         steps.append(PlannedStep(step="export", config={"input_shapes": options.shapes} if options.shapes else {}, reason="runtimes load ONNX, not PyTorch; export to ONNX (dynamo exporter, legacy fallback recorded)"))
         cur = "onnx"
@@ -180,7 +183,7 @@ def make_plan(
         steps.append(PlannedStep(step="simplify", config={"test_input_shapes": options.shapes} if options.shapes else {}, reason="fold constants and drop redundant nodes with onnxsim (skipped visibly if it fails)"))
     if cur == "onnx":
         steps.extend(_compile_steps(runtime, precision, options, profile, notes))
-    elif precision != "fp32" and cur not in ("onnx",):
+    elif precision != "fp32" and not steps:
         raise PlanError(
             f"a {cur} model is run as it is; edgekit compresses from ONNX or PyTorch",
             hint="give the ONNX/PyTorch source to quantize, or use --precision fp32",
@@ -211,6 +214,30 @@ def _conversion_step(fmt: str, runtime: str) -> Optional[str]:
     return None
 
 
+LITERT_TORCH_FORMATS = ("pytorch", "exported_program")
+
+
+def _tflite_from_torch(fmt: str, precision: str, options: PlanOptions, notes: List[str], step_available: Callable[[str], tuple]) -> List[PlannedStep]:
+    """PyTorch -> .tflite directly with litert-torch when it is installed; [] (with a note saying why) to go through ONNX."""
+    if fmt not in LITERT_TORCH_FORMATS:
+        notes.append(f"tflite from {fmt}: litert-torch takes an nn.Module or ExportedProgram, not {fmt}; converting through ONNX (export -> onnx2tf)")
+        return []
+    ok, detail = step_available("litert-torch")
+    if not ok:
+        notes.append(f"tflite from PyTorch: litert-torch is unavailable here ({detail}); converting through ONNX (export -> onnx2tf) instead (pip install 'edgekit[litert]' for the direct path)")
+        return []
+    tp = "int8-dynamic" if precision == "int8" else precision
+    if precision == "int8":
+        why = "calibration data is not used: " if options.has_calib else ""
+        notes.append(f"tflite int8 from PyTorch: {why}litert-torch builds dynamic-range INT8 (int8 weights, activations quantized at run time); calibrated full-integer INT8 is built only through ONNX (export -> onnx2tf)")
+    config: Dict[str, object] = {"precision": tp}
+    if tp == "int8-dynamic" and options.max_drop is not None:
+        config["max_drop"] = options.max_drop
+    if options.shapes:
+        config["input_shapes"] = options.shapes
+    return [PlannedStep(step="litert-torch", config=config, reason=f"convert PyTorch to TFLite directly with litert-torch ({tp}); no ONNX step, inputs become int32 serving_default_args_N (mapped back for fidelity and the harness)")]
+
+
 def _compile_steps(runtime: str, precision: str, options: PlanOptions, profile: DeviceProfile, notes: List[str]) -> List[PlannedStep]:
     md = options.max_drop
     budget = {} if md is None else {"max_drop": md}
@@ -233,7 +260,8 @@ def _compile_steps(runtime: str, precision: str, options: PlanOptions, profile: 
             tp = "int8" if options.has_calib else "int8-dynamic"
             if not options.has_calib:
                 notes.append("tflite int8: no --calib data given, so dynamic-range INT8 (weights only) was chosen instead of full-integer INT8")
-        return [PlannedStep(step="tflite", config={"precision": tp}, reason=f"convert ONNX to TFLite with onnx2tf ({tp}) in its isolated tool environment")]
+        config = {"precision": tp, **(budget if tp.startswith("int8") else {})}
+        return [PlannedStep(step="tflite", config=config, reason=f"convert ONNX to TFLite with onnx2tf ({tp}) in its isolated tool environment")]
     if runtime == "tensorrt":
         out: List[PlannedStep] = []
         if precision == "int8":

@@ -19,6 +19,7 @@ STEPS: Dict[str, str] = {
     "weight-share": "edgekit.converters.weight_share:WeightShareStep",
     "openvino": "edgekit.converters.openvino:OpenVinoStep",
     "tflite": "edgekit.converters.tflite:TfliteStep",
+    "litert-torch": "edgekit.converters.litert_torch:LitertTorchStep",
     "tensorrt": "edgekit.converters.tensorrt:TensorRtStep",
 }
 

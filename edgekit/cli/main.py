@@ -68,9 +68,25 @@ def cli():
     """
 
 
+# Import-time log noise of optional packages that says nothing about the user's run: torchao (pulled in by
+# litert-torch, imported by transformers) warns that its CUDA kernels cannot load on a CPU-only machine, and torch
+# warns about torchao's Enum registration. EDGEKIT_DEBUG=1 keeps them.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
+def _quiet_import_noise() -> None:
+    import logging
+
+    if not os.environ.get("EDGEKIT_DEBUG"):
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv=None) -> int:
     """Run the CLI; an EdgekitError prints as one clear message (no traceback) and exits non-zero."""
     from edgekit.errors import EdgekitError
+
+    _quiet_import_noise()
 
     try:
         cli.main(args=argv, prog_name="edgekit", standalone_mode=False)

@@ -27,3 +27,15 @@ def test_help_is_light(argv):
 def test_version():
     p = subprocess.run([sys.executable, "-m", "edgekit.cli.main", "--version"], capture_output=True, text=True)
     assert p.returncode == 0 and "edgekit" in p.stdout
+
+
+def test_optional_package_import_noise_is_silenced():
+    """litert-torch pulls in torchao, which transformers imports: its CUDA-kernel warnings must not reach the user."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchao") is None:
+        pytest.skip("torchao is not installed (it comes with edgekit[litert])")
+    p = subprocess.run([sys.executable, "-m", "edgekit.cli.main", "plan", "zoo:minilm", "--profile", "x86-cpu"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "Failed to load" not in p.stderr and "Enum subclass" not in p.stderr, p.stderr[:500]
+    assert "export" in p.stdout  # the plan itself is printed
