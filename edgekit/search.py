@@ -91,9 +91,11 @@ def search(
             result = pipe.run(resolved.artifact)
         except FidelityError as exc:
             variants.append(Variant(runtime=runtime, precision=precision, status="violates budget", reason=exc.message.splitlines()[0], steps=[s.step for s in plan.steps]))
+            progress(f"variant {label}: violates budget: {variants[-1].reason}")
             continue
         except EdgekitError as exc:
             variants.append(Variant(runtime=runtime, precision=precision, status="failed", reason=exc.message.splitlines()[0], steps=[s.step for s in plan.steps]))
+            progress(f"variant {label}: failed: {variants[-1].reason}")
             continue
         build_s = time.perf_counter() - t0
         art = result.artifact
