@@ -9,11 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgekit.artifact import Artifact, LineageEntry, load_artifact
 from edgekit.errors import CalibrationError, StepError, require
-from edgekit.steps import Step, StepConfig, StepContext
+from edgekit.steps import Step, StepConfig, StepContext, lossy_budget_default
 
 
 class OpenVinoConfig(StepConfig):
@@ -23,8 +23,22 @@ class OpenVinoConfig(StepConfig):
     max_drop: Optional[float] = Field(default=None, ge=0.0, description="allowed drop of the task score (or mean cosine) vs FP32")
     calib_samples: int = Field(default=100, gt=0)
     eval_samples: int = Field(default=20, gt=0)
-    preset: Literal["performance", "mixed"] = "performance"
-    model_type: Optional[Literal["transformer"]] = None
+    preset: Literal["mixed", "performance", "auto"] = Field(
+        default="mixed",
+        description="NNCF preset: mixed = asymmetric activations (fits hardswish/negative activations; same OpenVINO CPU speed), "
+        "performance = symmetric; 'auto' tries both and keeps the better-scoring (same ops quantized, so same speed)",
+    )
+    overflow_fix: Literal["first_layer", "enable", "disable"] = Field(
+        default="first_layer", description="NNCF 7-bit weight fix against u8s8 saturation on CPUs without VNNI ('enable' = all layers)"
+    )
+    search: Literal["sensitivity", "accuracy_control"] = Field(
+        default="sensitivity",
+        description="when every full-INT8 candidate misses max_drop: edgekit's sensitivity search (bounded by max_search_rounds) "
+        "or nncf.quantize_with_accuracy_control driven by the task metric (slower: ranks every quantized group)",
+    )
+    ac_max_iterations: int = Field(default=32, gt=0, description="accuracy-control: most quantizer groups reverted to float")
+    model_type: Literal["auto", "transformer", "cnn"] = Field(
+        default="auto", description="NNCF model type; auto = transformer when the graph multiplies two activations (attention)")
     ignored_scope: List[str] = Field(default_factory=list, description="node names never quantized")
     ignored_types: List[str] = Field(default_factory=list, description="op types never quantized, e.g. ['Multiply']")
     fast_bias_correction: bool = True
@@ -32,6 +46,12 @@ class OpenVinoConfig(StepConfig):
     search_start: int = Field(default=2, gt=0, description="nodes ignored in the first search round (doubles each round)")
     on_budget_miss: Literal["error", "fp16", "fp32"] = "error"
     input_shapes: Dict[str, List[int]] = Field(default_factory=dict, description="fix input shapes before conversion")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _int8_fidelity_default(cls, data: Any) -> Any:
+        """INT8 is checked on the task score against 1 - max_drop (cosine only as a floor), like every lossy step."""
+        return lossy_budget_default(data, isinstance(data, dict) and data.get("precision") == "int8")
 
 
 class OpenVinoStep(Step):
@@ -41,6 +61,7 @@ class OpenVinoStep(Step):
     produces = "openvino"
     Config = OpenVinoConfig
     requires = (("openvino", "openvino"), ("nncf", "openvino"))
+    source_modules = ("edgekit.converters.openvino_ac",)
 
     def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
         cfg = config if isinstance(config, OpenVinoConfig) else OpenVinoConfig.model_validate(config.model_dump())
@@ -71,7 +92,7 @@ class OpenVinoStep(Step):
             return _artifact(xml, prec, artifact, cfg, lineage_notes, extra_meta={"int8_budget_missed": True})
         xml = _save(ov, result.model, work / "model.xml", compress_fp16=False)
         lineage_notes.append(result.summary)
-        meta = {"ignored_scope": result.ignored, "int8_score": result.score, "int8_drop": result.drop}
+        meta = {"ignored_scope": result.ignored, "int8_score": result.score, "int8_drop": result.drop, "int8_preset": result.preset}
         return _artifact(xml, "int8", artifact, cfg, lineage_notes, extra_meta=meta)
 
 
@@ -126,8 +147,9 @@ def _artifact(xml: Path, precision: str, source: Artifact, cfg: OpenVinoConfig, 
 
 
 class _SearchResult:
-    def __init__(self, model, ignored: List[str], score: Optional[float], drop: Optional[float], best_drop: float, summary: str):
+    def __init__(self, model, ignored: List[str], score: Optional[float], drop: Optional[float], best_drop: float, summary: str, preset: Optional[str] = None):
         self.model = model
+        self.preset = preset
         self.ignored = ignored
         self.score = score
         self.drop = drop
@@ -159,6 +181,12 @@ class _Int8Search:
         self.source = source
         self.core = ov.Core()
         self.variants: List[Dict[str, Any]] = ctx.report.setdefault("variants", [])
+        self.model_type = cfg.model_type
+        if cfg.model_type == "auto":
+            att = _attention_matmuls(model)
+            self.model_type = "transformer" if att else "cnn"
+            ctx.note(f"openvino int8: NNCF model type {self.model_type} (auto: "
+                     + (f"{len(att)} MatMuls multiply two activations, e.g. {att[0]})" if att else "no activation x activation MatMul)"))
 
     def _feeds(self) -> Tuple[list, list, str]:
         cfg, ctx = self.cfg, self.ctx
@@ -178,8 +206,12 @@ class _Int8Search:
         self.ctx.note(f"openvino: no evaluation set; the budget is measured on {n_eval} held-out calibration samples not used for calibration")
         return pool[:-n_eval], pool[-n_eval:], "held-out calibration samples"
 
-    def _infer(self, model, feeds: list) -> List[list]:
-        compiled = self.core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 2})
+    def _infer(self, model, feeds: list, exact: bool = False) -> List[list]:
+        """Outputs per feed; exact=True forces f32 math (CPUs with AVX512-BF16/AMX default to bf16 even for an FP32 IR)."""
+        props: Dict[str, Any] = {"INFERENCE_NUM_THREADS": 2}
+        if exact:
+            props["INFERENCE_PRECISION_HINT"] = "f32"
+        compiled = self.core.compile_model(model, "CPU", props)
         req = compiled.create_infer_request()
         outs = []
         for feed in feeds:
@@ -193,34 +225,43 @@ class _Int8Search:
         sims = [_cosine(r, c) for rs, cs in zip(ref, cand) for r, c in zip(rs, cs)]
         return float(sum(sims) / len(sims)) if sims else 1.0
 
-    def _quantize(self, calib: list, ignored: List[str]):
+    def _presets(self) -> List[str]:
+        return ["mixed", "performance"] if self.cfg.preset == "auto" else [self.cfg.preset]
+
+    def _nncf_kwargs(self, calib: list, ignored: List[str], preset: str) -> Tuple[Dict[str, Any], Any]:
+        """(keyword arguments, advanced parameters) shared by nncf.quantize and accuracy control."""
         nncf = require("nncf", "openvino", "INT8 quantization with NNCF")
         import logging
 
         nncf.set_log_level(logging.ERROR)  # NNCF's INFO lines and progress bars would bury edgekit's own progress
-        from nncf.parameters import ModelType
         from nncf.common.quantization.structs import QuantizationPreset
+        from nncf.parameters import ModelType
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-        scope = nncf.IgnoredScope(names=list(ignored), types=list(self.cfg.ignored_types), validate=False)
+        fix = {"first_layer": OverflowFix.FIRST_LAYER, "enable": OverflowFix.ENABLE, "disable": OverflowFix.DISABLE}[self.cfg.overflow_fix]
+        return dict(
+            preset=QuantizationPreset.MIXED if preset == "mixed" else QuantizationPreset.PERFORMANCE,
+            subset_size=len(calib),
+            fast_bias_correction=self.cfg.fast_bias_correction,
+            model_type=ModelType.TRANSFORMER if self.model_type == "transformer" else None,
+            ignored_scope=nncf.IgnoredScope(names=list(ignored), types=list(self.cfg.ignored_types), validate=False),
+        ), AdvancedQuantizationParameters(overflow_fix=fix)
+
+    def _quantize(self, calib: list, ignored: List[str], preset: str):
+        nncf = require("nncf", "openvino", "INT8 quantization with NNCF")
+        kwargs, advanced = self._nncf_kwargs(calib, ignored, preset)
         try:
-            return nncf.quantize(
-                self.model,
-                nncf.Dataset(calib),
-                preset=QuantizationPreset.MIXED if self.cfg.preset == "mixed" else QuantizationPreset.PERFORMANCE,
-                subset_size=len(calib),
-                fast_bias_correction=self.cfg.fast_bias_correction,
-                model_type=ModelType.TRANSFORMER if self.cfg.model_type == "transformer" else None,
-                ignored_scope=scope,
-            )
+            return nncf.quantize(self.model, nncf.Dataset(calib), advanced_parameters=advanced, **kwargs)
         except Exception as exc:  # NNCF raises nncf.* errors / RuntimeError from OpenVINO with its own message
             raise StepError("openvino", "NNCF INT8 quantization failed", hint="try --precision fp16, or ignore the failing node", tool_message=f"{type(exc).__name__}: {exc}") from exc
 
-    def _record(self, ignored: List[str], score: Optional[float], drop: Optional[float], model, note: str) -> None:
+    def _record(self, ignored: List[str], score: Optional[float], drop: Optional[float], model, note: str, preset: str) -> None:
         size = None
         with tempfile.TemporaryDirectory() as d:
             self.ov.save_model(model, os.path.join(d, "m.xml"), compress_to_fp16=False)
             size = os.path.getsize(os.path.join(d, "m.bin"))
-        self.variants.append({"step": "openvino", "precision": "int8", "ignored": list(ignored), "score": score, "drop": drop, "size_bytes": size, "note": note})
+        self.variants.append({"step": "openvino", "precision": "int8", "ignored": list(ignored), "score": score, "drop": drop, "size_bytes": size, "preset": preset,
+                              "quantized_ops": len(_quantized_names(model)), "note": note})
 
     def _sensitivity(self, qmodel, feeds: list) -> List[str]:
         """Quantized nodes ranked by how much output error they add (their error minus their worst input's)."""
@@ -241,7 +282,7 @@ class _Int8Search:
         fmodel.add_outputs([by_name_f[n].output(0) for n in names])
         q.add_outputs([by_name_q[n].output(0) for n in names])
         nf = len(self.model.outputs)
-        ref = self._infer(fmodel, feeds[:2])
+        ref = self._infer(fmodel, feeds[:2], exact=True)
         got = self._infer(q, feeds[:2])
         err: Dict[str, float] = {}
         for i, n in enumerate(names):
@@ -264,45 +305,47 @@ class _Int8Search:
         if not calib:
             raise CalibrationError("step 'openvino': the calibration data source returned no samples", hint="check the --calib directory/file")
         ignored = list(cfg.ignored_scope)
-        qmodel = self._quantize(calib, ignored)
+        presets = self._presets()
         if cfg.max_drop is None:
-            self._record(ignored, None, None, qmodel, "no accuracy budget given; not measured")
+            qmodel = self._quantize(calib, ignored, presets[0])
+            self._record(ignored, None, None, qmodel, "no accuracy budget given; not measured", presets[0])
             self.ctx.note("openvino: INT8 accuracy not checked here (no max_drop); the pipeline's fidelity check still applies")
-            return _SearchResult(qmodel, ignored, None, None, 0.0, f"NNCF INT8 ({len(calib)} calibration samples, ignored {len(ignored)} nodes)")
-        ref = self._infer(self.model, evals)
+            return _SearchResult(qmodel, ignored, None, None, 0.0, f"NNCF INT8 preset {presets[0]} ({len(calib)} calibration samples, ignored {len(ignored)} nodes)", presets[0])
+        # the reference is true FP32; candidates run with the device's default settings, as they will be deployed
+        ref = self._infer(self.model, evals, exact=True)
         base = self._score(ref, ref)
-        score = self._score(ref, self._infer(qmodel, evals))
-        drop = base - score
-        self._record(ignored, score, drop, qmodel, f"plain NNCF INT8 on {eval_kind}")
-        best = (drop, qmodel, list(ignored), score)
-        ranked: Optional[List[str]] = None
-        k = cfg.search_start
+        # Full-INT8 candidates (preset auto) quantize the same ops, so they run at the same speed: keep the best-scoring.
+        best = None
+        for preset in presets:
+            qmodel = self._quantize(calib, ignored, preset)
+            score = self._score(ref, self._infer(qmodel, evals))
+            self._record(ignored, score, base - score, qmodel, f"full NNCF INT8, preset {preset}, on {eval_kind}", preset)
+            self.ctx.note(f"openvino: full INT8 preset {preset}: {self._metric_name()} {score:.4f} (drop {base - score:.4f}, budget {cfg.max_drop})")
+            if best is None or base - score < best[0]:
+                best = (base - score, qmodel, list(ignored), score, preset)
+        drop, qmodel, _, _, preset = best
         rounds = 0
-        while drop > cfg.max_drop and rounds < cfg.max_search_rounds:
-            if ranked is None:
-                ranked = [n for n in self._sensitivity(qmodel, evals) if n not in ignored]
-            if not ranked:
-                break
-            extra = ranked[:k]
-            trial_ignored = list(cfg.ignored_scope) + extra
-            trial = self._quantize(calib, trial_ignored)
+        if drop > cfg.max_drop and cfg.search == "accuracy_control":
+            from edgekit.converters.openvino_ac import accuracy_control
+
+            trial, kept, secs = accuracy_control(self, calib, evals, ref, ignored, preset, qmodel)
             t_score = self._score(ref, self._infer(trial, evals))
-            t_drop = base - t_score
-            self._record(trial_ignored, t_score, t_drop, trial, f"search round {rounds + 1}: ignore top {len(extra)} sensitive nodes")
-            self.ctx.note(f"openvino: INT8 drop {t_drop:.4f} with {len(extra)} sensitive nodes kept in float (budget {cfg.max_drop})")
-            rounds += 1
-            if t_drop < best[0]:
-                best = (t_drop, trial, trial_ignored, t_score)
-            elif len(extra) >= len(ranked):
-                break  # nothing more to gain
-            drop = t_drop
-            if k >= len(ranked):
-                break
-            k *= 2
-        best_drop, best_model, best_ignored, best_score = best
-        self.ctx.report["int8_search"] = {"max_drop": cfg.max_drop, "metric": self.ctx.task_metric_name or ("task" if self.ctx.task_metric else "mean cosine"), "eval_data": eval_kind, "eval_samples": len(evals), "best_drop": best_drop, "rounds": rounds}
+            trial_ignored = list(ignored) + kept
+            self._record(trial_ignored, t_score, base - t_score, trial, f"nncf.quantize_with_accuracy_control, preset {preset}: {len(kept)} ops kept in float ({secs:.0f} s)", preset)
+            self.ctx.note(f"openvino: accuracy control kept {len(kept)} ops in float: drop {base - t_score:.4f} (budget {cfg.max_drop}, {secs:.0f} s)")
+            rounds = 1
+            if base - t_score < best[0]:
+                best = (base - t_score, trial, trial_ignored, t_score, preset)
+        elif drop > cfg.max_drop:
+            best, rounds = self._sensitivity_search(calib, evals, ref, base, best)
+        best_drop, best_model, best_ignored, best_score, best_preset = best
+        self.ctx.report["int8_search"] = {
+            "max_drop": cfg.max_drop, "metric": self._metric_name(), "eval_data": eval_kind, "eval_samples": len(evals),
+            "best_drop": best_drop, "preset": best_preset, "search": cfg.search, "rounds": rounds,
+        }
         if best_drop <= cfg.max_drop:
-            return _SearchResult(best_model, best_ignored, best_score, best_drop, best_drop, f"NNCF INT8, drop {best_drop:.4f} <= {cfg.max_drop} with {len(best_ignored)} ignored nodes")
+            return _SearchResult(best_model, best_ignored, best_score, best_drop, best_drop,
+                                 f"NNCF INT8 preset {best_preset}, drop {best_drop:.4f} <= {cfg.max_drop} with {len(best_ignored)} nodes in float", best_preset)
         if cfg.on_budget_miss != "error":
             return _SearchResult(None, best_ignored, best_score, best_drop, best_drop, "budget missed")
         raise StepError(
@@ -311,6 +354,56 @@ class _Int8Search:
             f"(score {best_score:.4f} vs FP32 {base:.4f}, {len(best_ignored)} nodes kept in float, {rounds} search rounds, {len(self.variants)} variants in the report)",
             hint="raise the budget (--max-drop), use --precision fp16, or set on_budget_miss to fp16/fp32; the FP32 IR is kept in the work dir",
         )
+
+    def _metric_name(self) -> str:
+        return self.ctx.task_metric_name or ("task" if self.ctx.task_metric else "mean cosine")
+
+    def _sensitivity_search(self, calib: list, evals: list, ref: list, base: float, best: tuple) -> Tuple[tuple, int]:
+        """Keep the most error-introducing nodes in float, doubling their number each round, until the budget is met."""
+        cfg = self.cfg
+        drop, qmodel, _, _, preset = best
+        ranked: Optional[List[str]] = None
+        k = cfg.search_start
+        rounds = 0
+        while drop > cfg.max_drop and rounds < cfg.max_search_rounds:
+            if ranked is None:
+                ranked = [n for n in self._sensitivity(qmodel, evals) if n not in cfg.ignored_scope]
+            if not ranked:
+                break
+            extra = ranked[:k]
+            trial_ignored = list(cfg.ignored_scope) + extra
+            trial = self._quantize(calib, trial_ignored, preset)
+            t_score = self._score(ref, self._infer(trial, evals))
+            t_drop = base - t_score
+            self._record(trial_ignored, t_score, t_drop, trial, f"search round {rounds + 1}: ignore top {len(extra)} sensitive nodes", preset)
+            self.ctx.note(f"openvino: INT8 drop {t_drop:.4f} with {len(extra)} sensitive nodes kept in float (budget {cfg.max_drop})")
+            rounds += 1
+            if t_drop < best[0]:
+                best = (t_drop, trial, trial_ignored, t_score, preset)
+            elif len(extra) >= len(ranked):
+                break  # nothing more to gain
+            drop = t_drop
+            if k >= len(ranked):
+                break
+            k *= 2
+        return best, rounds
+
+
+def _quantized_names(model) -> List[str]:
+    """Friendly names of the ops that NNCF put a quantizer in front of."""
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() not in ("FakeQuantize", "Convert") and _is_quantized(op)]
+
+
+def _attention_matmuls(model) -> List[str]:
+    """MatMuls whose two inputs are both computed (neither a weight constant): the Q·K^T / P·V of attention."""
+
+    def is_weight(node) -> bool:
+        while node.get_type_name() in ("Convert", "Reshape", "Transpose", "Unsqueeze", "Squeeze") and node.get_input_size():
+            node = node.input_value(0).get_node()
+        return node.get_type_name() == "Constant"
+
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"
+            and not any(is_weight(op.input_value(i).get_node()) for i in range(2))]
 
 
 def _is_quantized(op) -> bool:

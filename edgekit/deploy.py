@@ -18,7 +18,7 @@ from edgekit.plan import Plan, PlanOptions, make_plan
 from edgekit.profiles import DeviceProfile, load_profile
 from edgekit.registry import get_runner
 from edgekit.results import BenchmarkResult, DeployReport
-from edgekit.runner import HarnessSpec, InputSpec, Runner
+from edgekit.runner import HarnessSpec, InputSpec, Runner, runtime_options_for
 from edgekit.shapes import resolve_inputs
 
 Progress = Callable[[str], None]
@@ -155,6 +155,7 @@ def harness_spec(artifact: Artifact, device_path: str, profile: DeviceProfile, r
         energy_interval_ms=profile.energy.interval_ms,
         idle_seconds=bench.get("idle_seconds", 2.0) if profile.energy.source != "none" else 0.0,
         thermal_zones=profile.thermal_zones,
+        runtime_options=runtime_options_for(runtime, artifact.precision),
     )
 
 

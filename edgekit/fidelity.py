@@ -87,7 +87,9 @@ def predict(artifact: Artifact, feeds: Sequence[Feeds], threads: int = 2) -> Lis
         )
     from edgekit.registry import harness_module
 
-    session = harness_module().open_session(runtime, str(artifact.path), threads, {})
+    from edgekit.runner import runtime_options_for
+
+    session = harness_module().open_session(runtime, str(artifact.path), threads, runtime_options_for(runtime, artifact.precision))
     results = []
     for feed in feeds:
         outs = session.run(_to_model_feed(artifact, feed))

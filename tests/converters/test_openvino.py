@@ -45,7 +45,8 @@ def _ort(path, feeds):
 def _ov(xml, feeds):
     import openvino as ov
 
-    c = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": 2})
+    # f32 math: on CPUs with AVX512-BF16/AMX OpenVINO runs even an FP32 IR in bf16 by default
+    c = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32"})
     return [[c(f)[o] for o in c.outputs] for f in feeds]
 
 
@@ -65,6 +66,23 @@ def test_rec_ir_matches_onnxruntime(tmp_path, rec, precision, atol):
     if precision == "fp16":  # weights really compressed: the .bin is about half of the FP32 one
         fp32 = OpenVinoStep().run(art, OpenVinoConfig(precision="fp32"), StepContext(work_dir=tmp_path / "f", profile=None))
         assert out.path.with_suffix(".bin").stat().st_size < 0.6 * fp32.path.with_suffix(".bin").stat().st_size
+
+
+def test_fp32_ir_is_computed_in_f32_by_fidelity_and_benchmark(tmp_path, rec):
+    """edgekit's own paths (fidelity check, harness benchmark) compile an fp32 IR with the f32 hint: OpenVINO's CPU
+    default is bf16 on CPUs with AVX512-BF16/AMX, which changes rec's text on some lines."""
+    from edgekit import fidelity
+    from edgekit.deploy import deploy
+
+    rep = deploy("zoo:ppocr-rec", "x86-cpu", runtime="openvino", precision="fp32", cache_dir=tmp_path / "c",
+                 bench={"min_runs": 3, "min_seconds": 0.1, "warmup_runs": 1, "warmup_seconds": 0.0, "idle_seconds": 0.0})
+    compiled = rep.benchmark.runtime.options["compiled"]["INFERENCE_PRECISION_HINT"]
+    assert "32" in compiled, compiled  # "f32" / "<Type: 'float32'>" depending on the OpenVINO version
+    art = load_artifact(rep.artifact["path"], format="openvino", precision="fp32")
+    feeds = rec.eval_feeds(3)
+    ref = _ort(rec.artifact().path, feeds)
+    for r, g in zip(ref, fidelity.predict(art, feeds)):
+        np.testing.assert_allclose(g[0], r[0], atol=2e-4)
 
 
 def test_det_fp32_small_shape_matches_onnxruntime(tmp_path, det):
@@ -93,12 +111,19 @@ def _det_ctx(tmp_path, det):
 
 
 @pytest.mark.slow
-def test_int8_within_a_loose_budget(tmp_path, det):
+def test_int8_within_a_loose_budget_keeps_the_best_full_int8_preset(tmp_path, det):
     ctx = _det_ctx(tmp_path, det)
-    out = OpenVinoStep().run(det.artifact(), OpenVinoConfig(precision="int8", calib_samples=4, eval_samples=2, max_drop=0.25), ctx)
+    out = OpenVinoStep().run(det.artifact(), OpenVinoConfig(precision="int8", preset="auto", calib_samples=4, eval_samples=2, max_drop=0.25), ctx)
     assert out.precision == "int8"
     assert out.metadata["int8_drop"] <= 0.25
-    assert len(ctx.report["variants"]) == 1 and ctx.report["variants"][0]["ignored"] == []
+    variants = ctx.report["variants"]
+    # preset auto: mixed and performance both quantize the whole model (same ops, same speed); the better score wins
+    assert [v["preset"] for v in variants] == ["mixed", "performance"]
+    assert all(v["ignored"] == [] for v in variants)
+    assert variants[0]["quantized_ops"] == variants[1]["quantized_ops"] > 0
+    best = min(variants, key=lambda v: v["drop"])  # ties keep the first (mixed)
+    assert out.metadata["int8_drop"] == best["drop"] and out.metadata["int8_preset"] == best["preset"]
+    assert ctx.report["int8_search"]["preset"] == best["preset"] and ctx.report["int8_search"]["rounds"] == 0
     assert (tmp_path / "model_fp32.xml").exists()  # the FP32 reference IR is kept beside the INT8 one
     # the model is really quantized: OpenVINO IR carries FakeQuantize ops
     import openvino as ov
@@ -112,12 +137,12 @@ def test_int8_tight_budget_searches_ignored_scope_then_refuses(tmp_path, det):
     """A zero-drop budget that plain INT8 misses: the sensitive-node search runs, records variants, then refuses."""
     ctx = _det_ctx(tmp_path, det)
     with pytest.raises(StepError) as ei:
-        OpenVinoStep().run(det.artifact(), OpenVinoConfig(precision="int8", calib_samples=4, eval_samples=2, max_drop=0.0, max_search_rounds=2, search_start=2), ctx)
+        OpenVinoStep().run(det.artifact(), OpenVinoConfig(precision="int8", preset="performance", calib_samples=4, eval_samples=2, max_drop=0.0, max_search_rounds=2, search_start=2), ctx)
     msg = str(ei.value)
     assert "no INT8 variant met the accuracy budget" in msg and "best drop" in msg
     variants = ctx.report["variants"]
     assert len(variants) == 3
-    assert variants[0]["ignored"] == [] and variants[0]["drop"] > 0.0
+    assert variants[0]["ignored"] == [] and variants[0]["drop"] > 0.0 and {v["preset"] for v in variants} == {"performance"}
     assert len(variants[1]["ignored"]) == 2 and len(variants[2]["ignored"]) == 4
     assert set(variants[1]["ignored"]) <= set(variants[2]["ignored"])  # the ranking is stable across rounds
     assert all(v["size_bytes"] > 0 and v["score"] is not None for v in variants)
@@ -129,10 +154,38 @@ def test_int8_tight_budget_searches_ignored_scope_then_refuses(tmp_path, det):
 @pytest.mark.slow
 def test_budget_miss_can_fall_back_to_fp16_visibly(tmp_path, det):
     ctx = _det_ctx(tmp_path, det)
-    out = OpenVinoStep().run(det.artifact(), OpenVinoConfig(precision="int8", calib_samples=4, eval_samples=2, max_drop=0.0, max_search_rounds=0, on_budget_miss="fp16"), ctx)
+    out = OpenVinoStep().run(det.artifact(), OpenVinoConfig(precision="int8", preset="mixed", calib_samples=4, eval_samples=2, max_drop=0.0, max_search_rounds=0, on_budget_miss="fp16"), ctx)
     assert out.precision == "fp16" and out.metadata["int8_budget_missed"] is True
     assert any("returned FP16" in n for n in ctx.notes)
     assert any("returned FP16" in n for n in out.lineage[-1].notes)
+
+
+@pytest.mark.slow
+def test_accuracy_control_reverts_ops_to_float_and_reports_them(tmp_path, det):
+    """search=accuracy_control: NNCF's restorer, driven by the task metric, keeps quantizer groups in float."""
+    ctx = _det_ctx(tmp_path, det)
+    cfg = OpenVinoConfig(precision="int8", preset="performance", calib_samples=4, eval_samples=2, max_drop=0.0,
+                         search="accuracy_control", ac_max_iterations=2, on_budget_miss="fp32")
+    out = OpenVinoStep().run(det.artifact(), cfg, ctx)
+    full, ac = ctx.report["variants"]
+    assert "accuracy_control" in ac["note"] and ac["preset"] == "performance"
+    assert full["ignored"] == [] and full["drop"] > 0.0
+    # the ops it kept in float are named, were quantized in the full model and no longer are
+    assert 0 < len(ac["ignored"]) and ac["quantized_ops"] == full["quantized_ops"] - len(ac["ignored"])
+    assert ctx.report["int8_search"]["search"] == "accuracy_control"
+    if ac["drop"] <= 0.0:
+        assert out.precision == "int8" and out.metadata["ignored_scope"] == ac["ignored"]
+    else:  # budget 0 not reached in 2 iterations: the float fallback is returned, visibly
+        assert out.precision == "fp32" and out.metadata["int8_budget_missed"] is True
+
+
+def test_bad_search_config_is_rejected():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="search"):
+        OpenVinoConfig(precision="int8", search="random")
+    with pytest.raises(ValidationError, match="overflow_fix"):
+        OpenVinoConfig(precision="int8", overflow_fix="sometimes")
 
 
 def test_unconvertible_op_names_node_op_and_tool_message(tmp_path):
@@ -153,3 +206,21 @@ def test_unconvertible_op_names_node_op_and_tool_message(tmp_path):
     assert err.step == "openvino" and err.op == "Det" and err.node == "determinant0"
     assert "No conversion rule found for operations: Det" in err.tool_message
     assert not list((tmp_path / "w").glob("*.xml"))
+
+
+def test_model_type_auto_detects_attention(rec, det):
+    """NNCF's transformer mode is chosen when the graph multiplies two activations (SVTR neck of rec), not for det."""
+    import openvino as ov
+
+    from edgekit.converters.openvino import _attention_matmuls
+
+    core = ov.Core()
+    att = _attention_matmuls(core.read_model(str(rec.artifact().path)))
+    assert len(att) == 4 and all(n.startswith("p2o.MatMul") for n in att)
+    assert _attention_matmuls(core.read_model(str(det.artifact().path))) == []
+
+
+def test_int8_budget_is_judged_on_the_task_score():
+    cfg = OpenVinoConfig(precision="int8", max_drop=0.005)
+    assert cfg.fidelity.min_task_score == pytest.approx(0.995) and cfg.fidelity.min_cosine == 0.9
+    assert OpenVinoConfig(precision="fp32").fidelity.min_cosine == 0.999
