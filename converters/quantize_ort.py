@@ -7,8 +7,8 @@ Real-model pitfalls handled here (see NOTES.md):
 - every produced model is validated (onnx.checker + an ONNX Runtime session + one inference) before it
   can become a result; an invalid one raises StepError and is deleted.
 With `max_drop`, the accuracy-budget search (edgekit.sensitivity) keeps sensitive nodes in float until
-`1 - score <= max_drop`, where score is the task metric (or the minimum output cosine) vs the FP32 model on
-held-out evaluation data. Every variant tried is recorded in ctx.report["variants"].
+`1 - score <= max_drop` (probing nodes grouped by structural role, see role_groups), where score is the task
+metric (or the minimum output cosine) vs the FP32 model on held-out evaluation data. Every variant tried is recorded in ctx.report["variants"].
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ class QuantizeOrtStep(Step):
     produces = "onnx"
     Config = QuantizeOrtConfig
     requires = (("onnxruntime", "quantize"), ("onnx", "simplify"))
+    source_modules = ("edgekit.sensitivity",)
 
     def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
         cfg = config if isinstance(config, QuantizeOrtConfig) else QuantizeOrtConfig.model_validate(config.model_dump())
@@ -169,9 +170,10 @@ class QuantizeOrtStep(Step):
         else:
             from edgekit import sensitivity
 
+            roles = role_groups(prepared, candidates)
             result = sensitivity.search(
                 candidates, build, score, max_drop=cfg.max_drop, max_evaluations=cfg.max_evaluations,
-                describe=describe, progress=ctx.progress, keep_artifacts=True,
+                describe=describe, progress=ctx.progress, keep_artifacts=True, groups=roles,
             )
             variants = [
                 {"name": v.name, "config": public_settings, "excluded_nodes": [*cfg.nodes_to_exclude, *v.excluded_nodes],
@@ -433,6 +435,30 @@ def quantizable_nodes(path: Path, op_types: Optional[List[str]], exclude: List[s
             continue
         out.append(node.name)
     return out
+
+
+def role_groups(path: Path, candidates: List[str]) -> List[List[str]]:
+    """Partition candidates by structural role: (op type, weight shape, op type producing the input).
+
+    Repeated blocks give one group per role, e.g. for a BERT encoder: Q/K/V projections (fed by LayerNorm), attention
+    output (fed by Reshape), FFN input (LayerNorm, 384x1536) and FFN output (fed by the GELU's Mul, 1536x384). The
+    budget search probes these groups when there are too many nodes to probe one by one: quantization error of a
+    transformer concentrates in one role (the FFN output after GELU, whose activations have outliers), which
+    contiguous runs of layers would split across groups."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name: list(i.dims) for i in graph.initializer}
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    wanted = set(candidates)
+    groups: Dict[Tuple[Any, ...], List[str]] = {}
+    for node in graph.node:
+        if node.name not in wanted:
+            continue
+        weights = tuple(tuple(inits[i]) for i in node.input[1:] if i in inits)
+        key = (node.op_type, weights, producer.get(node.input[0], "input") if node.input else "none")
+        groups.setdefault(key, []).append(node.name)
+    return list(groups.values())
 
 
 class _FeedReader:

@@ -62,8 +62,13 @@ class PipelineResult:
 def _step_source_hash(step_cls) -> str:
     import inspect
 
+    import importlib
+
     try:
-        return hashlib.sha256(inspect.getsource(inspect.getmodule(step_cls)).encode()).hexdigest()[:16]
+        h = hashlib.sha256(inspect.getsource(inspect.getmodule(step_cls)).encode())
+        for name in getattr(step_cls, "source_modules", ()):
+            h.update(inspect.getsource(importlib.import_module(name)).encode())
+        return h.hexdigest()[:16]
     except (OSError, TypeError):
         return "unknown"
 

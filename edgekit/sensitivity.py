@@ -9,13 +9,15 @@ Generic over the toolchain (ONNX Runtime, OpenVINO/NNCF, ...): the caller gives
 
 Search (bounded by `max_evaluations` build+score calls, every one recorded as a Variant):
   1. baseline: nothing excluded; stop if it meets the budget;
-  2. sensitivity: exclude one unit at a time (a node, or a contiguous group of nodes when there are more
-     candidates than half the evaluation budget) and measure the gain in score over the baseline;
+  2. sensitivity: exclude one unit at a time and measure the gain in score over the baseline. A unit is a node;
+     when there are more candidates than half the evaluation budget it is a group: the caller's `groups` (e.g.
+     nodes playing the same role in repeated blocks, such as every FFN output projection of a transformer) when
+     they fit the budget, else contiguous runs of nodes in graph order;
   3. greedy: exclude units cumulatively, most sensitive first, until the budget holds, the evaluations run
      out, `patience` successive additions gain less than `min_gain` ("nothing more is gained"), or the next
      addition would keep every candidate in float (that is the float model, not a quantized variant);
-  4. refine (only when groups were used): put nodes of the excluded groups back one by one while the budget
-     still holds, so fewer nodes stay in float.
+  4. refine (only when groups were used): put nodes of the excluded groups back one by one (last in graph order
+     first) while the budget still holds, so fewer nodes stay in float.
 The chosen variant is the one meeting the budget with the fewest excluded nodes (best score on ties); when
 none meets it, `chosen` is None and the caller must fail or report it — never pick it silently.
 """
@@ -89,6 +91,20 @@ def _groups(candidates: Sequence[str], n_units: int) -> List[List[str]]:
     return [g for g in out if g]
 
 
+def _role_units(groups: Sequence[Sequence[str]], order: Dict[str, int]) -> Optional[List[List[str]]]:
+    """The caller's groups restricted to candidates, in graph order; None unless they partition the candidates."""
+    seen: set = set()
+    units = []
+    for g in groups:
+        u = sorted({n for n in g if n in order and n not in seen}, key=order.__getitem__)
+        seen.update(u)
+        if u:
+            units.append(u)
+    if len(seen) != len(order):
+        return None
+    return sorted(units, key=lambda u: order[u[0]])
+
+
 def search(
     candidates: Sequence[str],
     build: Callable[[List[str]], Any],
@@ -102,6 +118,7 @@ def search(
     refine: bool = True,
     progress: Optional[Callable[[str], None]] = None,
     keep_artifacts: bool = False,
+    groups: Optional[Sequence[Sequence[str]]] = None,
 ) -> SearchResult:
     """Run the bounded sensitivity search described in the module docstring."""
     if max_drop < 0:
@@ -157,7 +174,11 @@ def search(
     # at least two units, so no probe keeps *every* candidate in float (that would just be the float model)
     rank_budget = max(2, (max_evaluations - 1) // 2)
     grouped = len(candidates) > rank_budget
-    units = _groups(candidates, rank_budget) if grouped else [[c] for c in candidates]
+    role_units = _role_units(groups, order) if grouped and groups else None
+    if role_units is not None and 2 <= len(role_units) <= rank_budget:
+        units = role_units
+    else:
+        units = _groups(candidates, rank_budget) if grouped else [[c] for c in candidates]
     labels = [u[0] if len(u) == 1 else f"{u[0]}..{u[-1]} ({len(u)} nodes)" for u in units]
     gains: Dict[int, float] = {}
     sens: Dict[str, float] = {}

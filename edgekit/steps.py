@@ -94,6 +94,8 @@ class Step:
     Config: ClassVar[Type[StepConfig]] = StepConfig
     # (python module, edgekit extra) pairs needed by `run`; used by `doctor` and for clear missing-extra errors.
     requires: ClassVar[Tuple[Tuple[str, str], ...]] = ()
+    # other modules whose code decides this step's output (hashed into the cache key with the step's own module)
+    source_modules: ClassVar[Tuple[str, ...]] = ()
     # Set False for steps whose result cannot be compared in-process (e.g. an on-device TensorRT engine).
     checkable: ClassVar[bool] = True
 

@@ -187,6 +187,13 @@ def test_budget_search_on_minilm_keeps_sensitive_nodes_in_float(minilm_onnx, tmp
     assert chosen["meets_budget"] and chosen["score"] >= 0.995 and chosen["excluded_nodes"]
     assert all(n.endswith("MatMul") for n in chosen["excluded_nodes"])
     assert len(rep["variants"]) <= 10
+    # 36 MatMuls > the probe budget: the sensitivity pass probes the 4 structural roles (not runs of layers), and
+    # the FFN output projections (fed by the GELU) are among the probes, each role probed as one group of all layers
+    probes = [v["excluded_nodes"] for v in rep["variants"] if v["phase"] == "sensitivity"]
+    ffn_out = sorted(n for n in Q.quantizable_nodes(Q.prepare_for_quantization(minilm_onnx, tmp_path)[0], ["MatMul"], mode="dynamic")
+                     if "/output/dense/" in n and "attention" not in n)
+    assert len(ffn_out) == 6 and sorted(ffn_out) in [sorted(p) for p in probes]
+    assert sorted(len(p) for p in probes) == [6, 6, 6, 18]
     assert all({"score", "size_bytes", "zipped_bytes", "latency_ms", "excluded_nodes", "config"} <= set(v) for v in rep["variants"])
     # the written model is the chosen variant: its excluded MatMuls are still float MatMuls
     model = onnx.load(str(out.path))
@@ -231,3 +238,53 @@ def test_dynamic_rewrites_gemm_so_linear_layers_get_quantized(tmp_path):
     ref = Q.predict(src, feeds, 1)
     new = Q.predict(out.path, feeds, 1)
     assert Q.cosine_score(ref, new) > 0.99  # same function, now in INT8
+
+
+def test_role_groups_partition_minilm_matmuls_by_structural_role(minilm_onnx, tmp_path):
+    """Repeated transformer blocks: one group per role across layers (Q/K/V, attention output, FFN in, FFN out)."""
+    prepared, _ = Q.prepare_for_quantization(minilm_onnx, tmp_path, gemm_to_matmul=True)
+    cands = Q.quantizable_nodes(prepared, ["MatMul", "Gemm"], mode="dynamic")
+    groups = Q.role_groups(prepared, cands)
+    assert sorted(n for g in groups for n in g) == sorted(cands)  # a partition of the candidates
+    assert sorted(len(g) for g in groups) == [6, 6, 6, 18]
+    ffn_out = next(g for g in groups if all("/output/dense/" in n and "attention" not in n for n in g))
+    assert [n.split("/")[3] for n in ffn_out] == [f"layer.{i}" for i in range(6)]  # one per layer, graph order
+    qkv = next(g for g in groups if len(g) == 18)
+    assert {n.split("/")[-2] for n in qkv} == {"query", "key", "value"}
+
+
+def test_role_groups_on_ppocr_rec_convs_are_too_many_to_probe_so_search_keeps_contiguous_runs(tmp_path, ppocr_rec_path):
+    from edgekit import sensitivity
+
+    prepared, _ = Q.prepare_for_quantization(ppocr_rec_path, tmp_path)
+    cands = Q.quantizable_nodes(prepared, ["Conv"], mode="static")
+    groups = Q.role_groups(prepared, cands)
+    assert sorted(n for g in groups for n in g) == sorted(cands) and len(groups) > 7
+    probed = []
+    res = sensitivity.search(cands, lambda ex: list(ex), lambda ex: probed.append(ex) or 0.5, max_drop=0.01,
+                             max_evaluations=14, groups=groups, patience=1)
+    sens = [v.excluded_nodes for v in res.variants if v.phase == "sensitivity"]
+    order = {n: i for i, n in enumerate(cands)}
+    # contiguous runs in graph order (the role groups would need more probes than the budget allows)
+    assert len(sens) == 6 and all([order[n] for n in s] == list(range(order[s[0]], order[s[0]] + len(s))) for s in sens)
+
+
+def test_search_probes_caller_groups_and_refines_inside_the_winning_one():
+    """Error concentrated in one role spread over the graph: the role group finds it, refine keeps few nodes."""
+    from edgekit import sensitivity
+
+    cands = [f"l{layer}.{role}" for layer in range(6) for role in ("q", "k", "v", "o", "ffn1", "ffn2")]
+    # only the FFN output of the first two layers matters; everything else is noise-free
+    cost = {"l0.ffn2": 0.004, "l1.ffn2": 0.003}
+    score = lambda ex: 0.99 + sum(cost.get(n, 0.0) for n in ex)  # noqa: E731
+    roles = [[c for c in cands if c.endswith(r)] for r in ("q", "k", "v", "o", "ffn1", "ffn2")]
+    res = sensitivity.search(cands, lambda ex: list(ex), score, max_drop=0.004, max_evaluations=16, groups=roles)
+    assert res.chosen is not None and sorted(res.chosen.excluded_nodes) == ["l0.ffn2", "l1.ffn2"]
+    assert any(v.phase == "sensitivity" and len(v.excluded_nodes) == 6 and v.excluded_nodes[0] == "l0.ffn2"
+               for v in res.variants)
+    # without groups, contiguous runs (whole layers) reach the budget but run out of evaluations while refining
+    plain = sensitivity.search(cands, lambda ex: list(ex), score, max_drop=0.004, max_evaluations=16)
+    assert plain.chosen is not None and len(plain.chosen.excluded_nodes) > 2
+    # groups that do not partition the candidates are ignored (contiguous runs used instead)
+    partial = sensitivity.search(cands, lambda ex: list(ex), score, max_drop=0.004, max_evaluations=16, groups=roles[:2])
+    assert all(len(v.excluded_nodes) != 6 or v.excluded_nodes[0] != "l0.ffn2" for v in partial.variants if v.phase == "sensitivity")
