@@ -11,7 +11,8 @@ for the hard-label cross-entropy) or a tuple/list passed positionally. The loss 
     (KL over temperature-softened outputs is meaningless for an embedding, which is not a distribution)
   * "auto":      "embedding" when the teacher's rows are L2-normalised, else "logits".
 Each (teacher_layer, student_layer) in `feature_pairs` adds alpha_feature * MSE between those modules' outputs
-(same width required). The worked example is `make_minilm_student` + `distill_minilm`.
+(same width required); with `feature_mask_key` (e.g. "attention_mask") that MSE is token-level and skips padding.
+The worked example is `make_minilm_student` + `distill_minilm`.
 """
 
 from __future__ import annotations
@@ -94,6 +95,21 @@ class _FeatureTap:
             h.remove()
 
 
+def _feature_mse(s: Any, t: Any, inputs: Any, mask_key: Optional[str]) -> Any:
+    """MSE between two features; token-level over positions where inputs[mask_key] is non-zero when given."""
+    if not mask_key:
+        return ((s - t) ** 2).mean()
+    if not isinstance(inputs, dict) or mask_key not in inputs:
+        raise UsageError(f"feature_mask_key '{mask_key}' is not a key of the batch",
+                         hint="batches must be dicts holding that mask, or pass feature_mask_key=None")
+    mask = inputs[mask_key]
+    if s.dim() != 3 or tuple(mask.shape) != tuple(s.shape[:2]):
+        raise UsageError(f"feature_mask_key '{mask_key}': mask {tuple(mask.shape)} does not match features {tuple(s.shape)}",
+                         hint="a token mask is [batch, tokens] for [batch, tokens, width] features")
+    m = mask.to(s.dtype).unsqueeze(-1)
+    return (((s - t) ** 2) * m).sum() / (m.sum().clamp(min=1.0) * s.shape[-1])
+
+
 def _resolve_kind(kind: Kind, teacher_out: Any) -> str:
     if kind != "auto":
         return kind
@@ -133,6 +149,7 @@ def distill(
     alpha_mse: float = 1.0,
     alpha_feature: float = 0.0,
     feature_pairs: Sequence[Tuple[str, str]] = (),
+    feature_mask_key: Optional[str] = None,
     labels_key: str = "labels",
     epochs: int = 1,
     steps: Optional[int] = None,
@@ -212,7 +229,7 @@ def distill(
                     if ta.shape != sb.shape:
                         raise UsageError(f"feature pair ({a}, {b}): shapes {tuple(ta.shape)} vs {tuple(sb.shape)} differ",
                                          hint="pair layers of the same width")
-                    fl = fl + F.mse_loss(sb, ta)
+                    fl = fl + _feature_mse(sb, ta, inputs, feature_mask_key)
                 parts["feature"] = alpha_feature * fl / len(feature_pairs)
             if not parts:
                 raise UsageError("all loss weights are zero", hint="set alpha_kl/alpha_cos/alpha_mse above 0")
@@ -283,13 +300,27 @@ def make_minilm_student(teacher: Any, num_layers: int = 3, layers: Optional[Sequ
     return student.eval(), keep
 
 
-def minilm_batches(sentences: Sequence[str], tokenizer: Any, batch_size: int = 32, max_len: int = 128, seed: int = 0) -> List[Dict[str, Any]]:
-    """Tokenised batches (padded to each batch's longest sentence, so training stays fast on CPU)."""
+def minilm_batches(sentences: Sequence[str], tokenizer: Any, batch_size: int = 32, max_len: int = 128, seed: int = 0,
+                   length_buckets: int = 0) -> List[Dict[str, Any]]:
+    """Tokenised batches (padded to each batch's longest sentence, so training stays fast on CPU).
+
+    length_buckets=k > 0 sorts each run of k * batch_size shuffled sentences by length before batching and then
+    shuffles the batch order: batches hold sentences of similar length, so far less compute goes to padding.
+    """
     torch = require("torch", "torch", "building batches")
-    order = np.random.default_rng(seed).permutation(len(sentences))
+    if batch_size <= 0:
+        raise UsageError(f"batch_size must be > 0, got {batch_size}")
+    rng = np.random.default_rng(seed)
+    order = [int(j) for j in rng.permutation(len(sentences))]
+    if length_buckets > 0:
+        span = length_buckets * batch_size
+        order = [j for i in range(0, len(order), span) for j in sorted(order[i:i + span], key=lambda j: len(sentences[j]))]
+    groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if length_buckets > 0:
+        groups = [groups[int(g)] for g in rng.permutation(len(groups))]
     out = []
-    for i in range(0, len(order), batch_size):
-        texts = [sentences[j] for j in order[i:i + batch_size]]
+    for group in groups:
+        texts = [sentences[j] for j in group]
         enc = tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
         out.append({k: enc[k].to(torch.int64) for k in ("input_ids", "attention_mask", "token_type_ids")})
     return out
@@ -308,7 +339,7 @@ def embedding_cosines(teacher: Any, student: Any, batches: Sequence[Dict[str, An
 
 @dataclass
 class MiniLMDistillRun:
-    """The worked example's results: student, layer choice, cosine before/after training, loss curve."""
+    """The worked example's results: student, layer choice, cosine before/after training, loss curve, recipe."""
 
     student: Any
     teacher: Any
@@ -319,25 +350,50 @@ class MiniLMDistillRun:
     cosine_after: np.ndarray
     train_sentences: int
     eval_sentences: int
+    recipe: Dict[str, Any] = field(default_factory=dict)
 
 
-def distill_minilm(*, num_layers: int = 3, steps: int = 300, batch_size: int = 32, lr: float = 3e-4,
-                   train_sentences: int = 2000, eval_sentences: int = 200, alpha_feature: float = 1.0,
-                   threads: int = 2, seed: int = 0, progress: Optional[Callable[[str], None]] = None) -> MiniLMDistillRun:
-    """Worked example: all-MiniLM-L6-v2 -> a `num_layers` student initialised from its layers, distilled on real sentences."""
+FeatureLayers = Literal["last", "all", "none"]
+
+
+def minilm_feature_pairs(layers: Sequence[int], feature_layers: FeatureLayers = "last") -> List[Tuple[str, str]]:
+    """(teacher module, student module) pairs for the hidden-state loss: the last layer only, every kept layer, or none."""
+    pairs = [(f"bert.encoder.layer.{t}", f"bert.encoder.layer.{s}") for s, t in enumerate(layers)]
+    if feature_layers == "last":
+        return pairs[-1:]
+    if feature_layers == "all":
+        return pairs
+    if feature_layers == "none":
+        return []
+    raise UsageError(f"feature_layers must be 'last', 'all' or 'none', got {feature_layers!r}")
+
+
+def distill_minilm(*, num_layers: int = 3, steps: int = 1000, batch_size: int = 32, lr: float = 4e-4,
+                   train_sentences: Optional[int] = None, eval_sentences: int = 200, alpha_feature: float = 1.0,
+                   feature_layers: FeatureLayers = "last", layers: Optional[Sequence[int]] = None,
+                   warmup_fraction: float = 0.1, threads: int = 2, seed: int = 0,
+                   progress: Optional[Callable[[str], None]] = None) -> MiniLMDistillRun:
+    """Worked example: all-MiniLM-L6-v2 -> a `num_layers` student initialised from its layers, distilled on real sentences.
+
+    Loss: (1 - cosine) + MSE between the pooled, normalised embeddings, plus alpha_feature * token-level MSE
+    (padding masked) between hidden states - by default only teacher's last layer -> student's last layer, i.e. the
+    token vectors that mean pooling averages. Training text: `zoo.sentences(n, "train")` (all of it when
+    train_sentences is None), never the 'eval' sentences the cosine is measured on.
+    """
     torch = require("torch", "torch", "distillation")
-    from edgekit import zoo
+    from edgekit import zoo, zoo_data
 
     torch.manual_seed(seed)
     teacher, tok = zoo.minilm_module()
-    student, layers = make_minilm_student(teacher, num_layers)
-    train = minilm_batches(zoo.sentences(train_sentences, "train", seed), tok, batch_size, seed=seed)
+    student, layers = make_minilm_student(teacher, num_layers, layers)
+    pairs = minilm_feature_pairs(layers, feature_layers)
+    n_train = len(zoo_data._split_sentences("train")) if train_sentences is None else int(train_sentences)
+    train = minilm_batches(zoo.sentences(n_train, "train", seed), tok, batch_size, seed=seed, length_buckets=16)
     held = minilm_batches(zoo.sentences(eval_sentences, "eval", seed), tok, 64, seed=seed)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         before = embedding_cosines(teacher, student, held)
-        pairs = [(f"bert.encoder.layer.{t}", f"bert.encoder.layer.{s}") for s, t in enumerate(layers)]
         every = max(1, steps // 10)
 
         def report(i: int, loss: float, parts: Dict[str, float]) -> None:
@@ -345,12 +401,18 @@ def distill_minilm(*, num_layers: int = 3, steps: int = 300, batch_size: int = 3
                 progress(f"step {i + 1}/{steps} loss {loss:.5f} " + " ".join(f"{k} {v:.5f}" for k, v in parts.items()))
 
         res = distill(teacher, student, train, kind="embedding", steps=steps, lr=lr, alpha_cos=1.0, alpha_mse=1.0,
-                      alpha_feature=alpha_feature, feature_pairs=pairs, threads=threads, dropout=False, on_step=report)
+                      alpha_feature=alpha_feature if pairs else 0.0, feature_pairs=pairs, feature_mask_key="attention_mask",
+                      warmup_fraction=warmup_fraction, threads=threads, dropout=False, on_step=report)
         after = embedding_cosines(teacher, student, held)
     finally:
         torch.set_num_threads(old)
+    recipe = {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup_fraction": warmup_fraction,
+              "schedule": "linear warm-up then linear decay to 0", "optimizer": "AdamW (weight decay 0.01), grad clip 1.0",
+              "loss": "(1 - cos) + MSE on pooled normalised embedding + alpha_feature * token-level hidden-state MSE (padding masked)",
+              "alpha_feature": alpha_feature if pairs else 0.0, "feature_pairs": [list(p) for p in pairs],
+              "epochs_over_train": round(steps * batch_size / max(1, n_train), 2), "seed": seed}
     return MiniLMDistillRun(student=student, teacher=teacher, tokenizer=tok, layers=layers, result=res, cosine_before=before,
-                            cosine_after=after, train_sentences=train_sentences, eval_sentences=eval_sentences)
+                            cosine_after=after, train_sentences=n_train, eval_sentences=eval_sentences, recipe=recipe)
 
 
 def export_minilm(module: Any, path: Path, seq_len: int = 128) -> Path:
@@ -437,6 +499,7 @@ def minilm_report(run: MiniLMDistillRun, out_dir: Path, *, threads: int = 2, seq
         "initialised_from_teacher_layers": run.layers,
         "train_sentences": run.train_sentences,
         "eval_sentences": run.eval_sentences,
+        "recipe": run.recipe,
         "training": run.result.summary(),
         "cosine_before_training": {"mean": round(float(run.cosine_before.mean()), 4), "min": round(float(run.cosine_before.min()), 4)},
         "cosine_after_training": {"mean": round(float(run.cosine_after.mean()), 4), "min": round(float(run.cosine_after.min()), 4)},

@@ -76,12 +76,27 @@ def _all_sentences() -> Tuple[str, ...]:
     return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
 
 
+@functools.lru_cache(maxsize=1)
+def _distill_sentences() -> Tuple[str, ...]:
+    """Extra training-only text (edgekit/data/distill_sentences.txt): shares no sentence, and no source file, with calib/eval."""
+    path = DATA_DIR / "distill_sentences.txt"
+    if not path.exists():
+        raise CalibrationError(f"{path}: distillation corpus missing from the edgekit installation", hint="reinstall edgekit")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
 @functools.lru_cache(maxsize=3)
 def _split_sentences(split: str) -> Tuple[str, ...]:
-    """Deterministic split by hash: 20% calib, 20% eval, 60% train (train is for distillation)."""
+    """Deterministic split by hash of sentences.txt: 20% calib, 20% eval, 60% train; train (for distillation only)
+    also holds distill_sentences.txt, minus anything that is in calib or eval."""
     _split_code(split)
     bucket = {"calib": (0, 1), "eval": (2, 3), "train": (4, 5, 6, 7, 8, 9)}[split]
-    return tuple(s for s in _all_sentences() if stable_hash("sentence:" + s) % 10 in bucket)
+    pool = tuple(s for s in _all_sentences() if stable_hash("sentence:" + s) % 10 in bucket)
+    if split != "train":
+        return pool
+    known = set(_all_sentences())
+    return pool + tuple(s for s in _distill_sentences() if s not in known)
 
 
 def sentences(n: int, split: str = "eval", seed: int = 0) -> List[str]:
@@ -90,7 +105,7 @@ def sentences(n: int, split: str = "eval", seed: int = 0) -> List[str]:
     if n < 0 or n > len(pool):
         raise CalibrationError(
             f"asked for {n} '{split}' sentences but the corpus split holds {len(pool)}",
-            hint=f"ask for at most {len(pool)} (edgekit/data/sentences.txt)",
+            hint=f"ask for at most {len(pool)} (edgekit/data/sentences.txt" + (" + distill_sentences.txt)" if split == "train" else ")"),
         )
     order = np.random.default_rng([int(seed), _split_code(split)]).permutation(len(pool))
     return [pool[i] for i in order[:n]]

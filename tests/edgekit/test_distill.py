@@ -11,10 +11,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from edgekit.distill import (  # noqa: E402
+    _feature_mse,
     distill,
     embedding_cosines,
     make_minilm_student,
     minilm_batches,
+    minilm_feature_pairs,
     student_layer_indices,
 )
 from edgekit.errors import UsageError  # noqa: E402
@@ -61,9 +63,10 @@ def test_distillation_lowers_loss_and_raises_heldout_cosine(teacher):
     held = minilm_batches(zoo.sentences(48, "eval"), tok, batch_size=48)
     teacher_state = {k: v.clone() for k, v in module.state_dict().items()}
     before = embedding_cosines(module, student, held)
-    pairs = [(f"bert.encoder.layer.{t}", f"bert.encoder.layer.{s}") for s, t in enumerate(layers)]
+    pairs = minilm_feature_pairs(layers, "last")  # the worked example's recipe: token-level MSE on the last layer pair
+    assert pairs == [("bert.encoder.layer.5", "bert.encoder.layer.1")]
     res = distill(module, student, train, kind="auto", steps=12, lr=5e-4, alpha_feature=1.0, feature_pairs=pairs,
-                  threads=2, dropout=False)
+                  feature_mask_key="attention_mask", threads=2, dropout=False)
     after = embedding_cosines(module, student, held)
     assert res.kind == "embedding" and res.steps == 12 and set(res.components) == {"cos", "mse", "feature"}
     assert np.mean(res.losses[-4:]) < np.mean(res.losses[:4])
@@ -116,3 +119,57 @@ def test_cli_distill_minilm_writes_onnx_and_report(tmp_path, cli):
     assert rep["onnx_bytes"]["student"] < rep["onnx_bytes"]["teacher"]
     assert rep["latency_ms"]["student"]["median_ms"] > 0 and rep["speedup"] > 0
     assert 0 < rep["cosine_onnx_seq128"]["mean"] <= 1
+
+
+def test_training_text_is_large_and_disjoint_from_heldout_text():
+    from edgekit import zoo_data
+
+    train = zoo_data._split_sentences("train")
+    held = set(zoo_data._split_sentences("eval")) | set(zoo_data._split_sentences("calib"))
+    extra = zoo_data._distill_sentences()
+    assert len(train) >= 10000 and len(extra) >= 8000  # far more than the 2,700 of sentences.txt's train split
+    assert not held & set(train)
+    norm = lambda x: "".join(c for c in x.lower() if c.isalpha())  # noqa: E731
+    assert not {norm(x) for x in held} & {norm(x) for x in extra}  # not even up to case/punctuation
+    assert len(set(extra)) == len(extra)
+    assert (zoo_data.DATA_DIR / "distill_sentences.txt").stat().st_size < 2_000_000
+    for x in extra:
+        assert 6 <= len(x.split()) <= 40 and x[0].isupper() and x[-1] in ".!?" and x.isascii(), x
+
+
+def test_length_buckets_keep_every_sentence_and_cut_padding():
+    from edgekit import zoo
+
+    tok = zoo.minilm_tokenizer()
+    texts = zoo.sentences(256, "train", seed=1)
+    plain = minilm_batches(texts, tok, batch_size=16, seed=0)
+    bucketed = minilm_batches(texts, tok, batch_size=16, seed=0, length_buckets=8)
+
+    def ids(batches):
+        return sorted(tuple(int(t) for t, m in zip(row, mask) if m) for b in batches for row, mask in zip(b["input_ids"], b["attention_mask"]))
+
+    assert ids(plain) == ids(bucketed)
+    cells = lambda batches: sum(b["input_ids"].numel() for b in batches)  # noqa: E731
+    assert cells(bucketed) < 0.85 * cells(plain)
+    with pytest.raises(UsageError):
+        minilm_batches(texts, tok, batch_size=0)
+
+
+def test_masked_feature_mse_ignores_padding():
+    torch.manual_seed(0)
+    t = torch.randn(2, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    s = t.clone()
+    s[0, 3:] += 10.0  # differs only on padding
+    assert float(_feature_mse(s, t, {"attention_mask": mask}, "attention_mask")) == 0.0
+    assert float(_feature_mse(s, t, {"attention_mask": mask}, None)) > 1.0
+    s[1, 0, 0] += 2.0  # one real token, one channel: 4 / (8 tokens * 4 channels)
+    assert float(_feature_mse(s, t, {"attention_mask": mask}, "attention_mask")) == pytest.approx(4.0 / 32)
+    with pytest.raises(UsageError, match="not a key of the batch"):
+        _feature_mse(s, t, {"input_ids": mask}, "attention_mask")
+    with pytest.raises(UsageError, match="does not match features"):
+        _feature_mse(s, t, {"attention_mask": mask[:, :3]}, "attention_mask")
+    assert minilm_feature_pairs([0, 3, 5], "all")[1] == ("bert.encoder.layer.3", "bert.encoder.layer.1")
+    assert minilm_feature_pairs([0, 3, 5], "none") == []
+    with pytest.raises(UsageError):
+        minilm_feature_pairs([0, 3, 5], "first")
