@@ -110,21 +110,23 @@ def _minilm_onnx(tmp_path, request):
 
 
 @pytest.mark.slow
-def test_minilm_simplified_outputs_equal(tmp_path, request):
+def test_minilm_simplify_that_adds_nodes_keeps_the_input(tmp_path, request):
     src, zoo = _minilm_onnx(tmp_path, request)
-    out, ctx = _run(src, tmp_path)  # the check uses the zoo's default_shapes for the dynamic inputs
+    try:
+        out, ctx = _run(src, tmp_path)  # the check uses the zoo's default_shapes for the dynamic inputs
+    except StepSkipped as exc:
+        # onnxsim 0.8.1 rewrites MatMul+Add on 3-D activations into Reshape+Gemm+Reshape, which ADDS nodes on this
+        # transformer (and ran slower on ORT): the step keeps its input and says why
+        assert "increased the node count" in str(exc) and "kept unchanged" in str(exc) and "Gemm" in str(exc)
+        assert not list((tmp_path / "work").glob("*.onnx"))  # nothing half-written is left beside the input
+        return
     assert ctx.report["check_n"] == 1
     tok = zoo.minilm_tokenizer()
     enc = tok(["Simplified graphs must give the same embedding.", "Short one."], padding="max_length",
               max_length=37, truncation=True, return_tensors="np")
     feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
     before, after = _check_simplified(src, out, ctx, feeds)
-    # onnxsim 0.8.1 rewrites MatMul+Add on 3-D activations into Reshape+Gemm+Reshape, which ADDS nodes on
-    # this transformer; the step must say so rather than present it as a reduction.
-    if after > before:
-        assert any("increased the node count" in n and f"from {before} to {after}" in n for n in ctx.notes)
-    else:
-        assert not any("increased the node count" in n for n in ctx.notes)
+    assert after <= before
 
 
 def _custom_op_model(path):
