@@ -1542,7 +1542,18 @@ def device_info():
     u = platform.uname()
     return {"hostname": socket.gethostname(), "arch": u.machine, "os": "%s %s" % (u.system, _os_release()),
             "kernel": u.release, "python": platform.python_version(), "cpu_model": _cpu_model(),
-            "cores": os.cpu_count(), "memory_mb": _memory_mb(), "device_model": _device_model()}
+            "cores": os.cpu_count(), "memory_mb": _memory_mb(), "device_model": _device_model(),
+            "cpu_flags": _cpu_flags()}
+
+
+def _cpu_flags():
+    """The CPU's feature flags as /proc/cpuinfo spells them (x86 'flags', ARM 'Features'); None if unknown."""
+    text = _read_text("/proc/cpuinfo") or ""
+    for line in text.splitlines():
+        key = line.split(":", 1)[0].strip().lower()
+        if key in ("flags", "features") and ":" in line:
+            return sorted(set(line.split(":", 1)[1].split()))
+    return None
 
 
 def _os_release():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import click
 
@@ -58,6 +58,25 @@ def _steps() -> List[Dict[str, Any]]:
     return rows
 
 
+def feature_mismatches(flags: Optional[List[str]], profile) -> List[str]:
+    """ISA features (the ones the profile schema knows: VNNI, AVX-512, BF16, dotprod, ...) on which the host and the
+    profile disagree; they decide INT8 schemes and OpenVINO's default bf16 math."""
+    from edgekit.profiles import CPU_FEATURES, FEATURE_ALIASES
+
+    if not flags:
+        return []
+    known = CPU_FEATURES.get(profile.cpu.isa, ())
+    host = {FEATURE_ALIASES.get(f.lower(), f.lower()) for f in flags} & set(known)
+    declared = set(profile.cpu.features) & set(known)
+    out = []
+    if host - declared:
+        out.append(f"host CPU has {', '.join(sorted(host - declared))}, which profile '{profile.name}' does not list "
+                   "(its INT8 defaults and figures assume a CPU without them)")
+    if declared - host:
+        out.append(f"profile '{profile.name}' lists {', '.join(sorted(declared - host))}, which the host CPU lacks")
+    return out
+
+
 def _mismatches(probe: Dict[str, Any], profile) -> List[str]:
     out = []
     arch = probe.get("arch")
@@ -66,6 +85,7 @@ def _mismatches(probe: Dict[str, Any], profile) -> List[str]:
     cores = probe.get("cores")
     if cores and cores != profile.cpu.cores:
         out.append(f"host has {cores} cores, profile says {profile.cpu.cores}")
+    out += feature_mismatches(probe.get("cpu_flags"), profile)
     rts = probe.get("runtimes", {})
     for rt in profile.runtimes:
         key = {"tflite": ("ai_edge_litert", "tflite_runtime"), "tensorrt": ("tensorrt", "trtexec")}.get(rt, (rt,))

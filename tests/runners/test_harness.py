@@ -233,7 +233,25 @@ def test_probe_keys(tmp_path):
     assert set(d["energy"]) == {"tegrastats", "ina3221", "vcgencmd_pmic", "android_battery", "rapl"}
     for v in d["energy"].values():
         assert v["readable"] or v["reason"]
+    if d["arch"] == "x86_64":  # the CPU's own flags, as /proc/cpuinfo spells them
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        assert "sse2" in d["cpu_flags"] and ("avx2" in d["cpu_flags"]) == (" avx2" in cpuinfo)
     assert d["free_disk_bytes"] > 0 and d["cores"] == os.cpu_count()
+
+
+def test_doctor_names_isa_features_the_profile_does_not_declare():
+    from edgekit.cli.doctor import feature_mismatches
+    from edgekit.profiles import load_profile
+
+    prof = load_profile("x86-cpu")  # AVX2/FMA/F16C, no AVX-512, no VNNI (Zen 3 class)
+    zen3 = "fpu sse4_2 avx avx2 fma f16c sha_ni vaes".split()
+    assert feature_mismatches(zen3, prof) == []
+    xeon = zen3 + ["avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni"]
+    (msg,) = feature_mismatches(xeon, prof)
+    assert "vnni" in msg and "avx512_bf16" in msg and "x86-cpu" in msg
+    (msg,) = feature_mismatches(["sse4_2", "avx"], prof)
+    assert "avx2" in msg and "f16c" in msg and "lacks" in msg
+    assert feature_mismatches(None, prof) == []
 
 
 # ---------------------------------------------------------------- adapters in-process
