@@ -1542,8 +1542,7 @@ def device_info():
     u = platform.uname()
     return {"hostname": socket.gethostname(), "arch": u.machine, "os": "%s %s" % (u.system, _os_release()),
             "kernel": u.release, "python": platform.python_version(), "cpu_model": _cpu_model(),
-            "cores": os.cpu_count(), "memory_mb": _memory_mb(), "device_model": _device_model(),
-            "cpu_flags": _cpu_flags()}
+            "cores": os.cpu_count(), "memory_mb": _memory_mb(), "device_model": _device_model()}
 
 
 def _cpu_flags():
@@ -1877,6 +1876,7 @@ def _energy_probe():
 def probe(workdir=None):
     """Everything `edgekit doctor` wants to know about this device, as a dict."""
     info = device_info()
+    info["cpu_flags"] = _cpu_flags()  # probe only: benchmark results keep the compact device record
     thermal = thermal_snapshot()
     zones = {}
     for z in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
