@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ def _export_minilm(out: Path) -> Path:
 class _Runner:
     """One in-process session (ORT or OpenVINO) with run(feed) -> list of outputs."""
 
-    def __init__(self, path: Path, runtime: str, threads: int):
+    def __init__(self, path: Path, runtime: str, threads: int, exact: bool = False):
         self.runtime = runtime
         if runtime == "onnxruntime":
             from edgekit.converters.quantize_ort import _session
@@ -58,7 +57,10 @@ class _Runner:
             import openvino as ov
 
             core = ov.Core()
-            self.compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+            props = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+            if exact:  # FP32 means f32 math: OpenVINO's CPU default is bf16 on CPUs with AVX512-BF16/AMX (as edgekit's harness does)
+                props["INFERENCE_PRECISION_HINT"] = "f32"
+            self.compiled = core.compile_model(str(path), "CPU", props)
             self.req = self.compiled.create_infer_request()
             self.names = {p.get_any_name() for p in self.compiled.inputs}
 
@@ -119,7 +121,11 @@ def _openvino_int8(name: str, fp32: Path, z, work: Path, shapes, search_eval, ca
     )
     cfg = step.Config(precision="int8", max_drop=max_drop, calib_samples=calib_n, eval_samples=len(search_eval),
                       input_shapes=shapes or {})
-    art = step.run(load_artifact(fp32), cfg, ctx)
+    try:
+        art = step.run(load_artifact(fp32), cfg, ctx)
+    except Exception as exc:
+        exc.ctx = ctx  # the caller reports the variants the search tried
+        raise
     return art.path, ctx
 
 
@@ -182,16 +188,24 @@ def bench_model(key: str, args, work: Path) -> Dict[str, Any]:
                                calib_feeds=z.calib_feeds(plan["calib"], shapes=shapes) if plan["calib"] else None)
             Q.validate_or_raise(naive, "benchmark", final_eval[0], args.threads)
             paths["ORT INT8 naive (over budget, not chosen)"] = (naive, "onnxruntime")
-    if args.openvino and key in ("det", "rec"):
+    ov_report: Dict[str, Any] = {}
+    if args.openvino:
+        ov_shapes = None if key == "rec" else dict(z.default_shapes)  # rec lines have their own widths
+        t_ov = time.time()
         try:
-            paths["OpenVINO FP32"] = (_openvino_fp32(key, fp32, work, z.default_shapes if key == "det" else None), "openvino")
-            ov_path, ov_ctx = _openvino_int8(key, fp32, z, work, z.default_shapes if key == "det" else None, search_eval, plan["calib"], plan["max_drop"])
+            paths["OpenVINO FP32"] = (_openvino_fp32(key, fp32, work, ov_shapes), "openvino")
+            ov_path, ov_ctx = _openvino_int8(key, fp32, z, work, ov_shapes, search_eval, max(plan["calib"], 64), plan["max_drop"])
             paths["OpenVINO INT8 (NNCF, edgekit)"] = (ov_path, "openvino")
+            ov_report = {"seconds": round(time.time() - t_ov, 1), "notes": list(ov_ctx.notes), "search": ov_ctx.report.get("int8_search"),
+                         "tried": ov_ctx.report.get("variants")}
         except Exception as exc:  # report, never hide: the figure table says what failed
             variants["OpenVINO"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            ctx = getattr(exc, "ctx", None)
+            ov_report = {"seconds": round(time.time() - t_ov, 1), "notes": list(ctx.notes) if ctx else [],
+                         "search": ctx.report.get("int8_search") if ctx else None, "tried": ctx.report.get("variants") if ctx else None}
             print("   OpenVINO variant failed:", exc, flush=True)
 
-    runners = {k: _Runner(p, rt, args.threads) for k, (p, rt) in paths.items()}
+    runners = {k: _Runner(p, rt, args.threads, exact=k.endswith("FP32")) for k, (p, rt) in paths.items()}
     ref = [runners["ORT FP32"].run(f) for f in final_eval]
     lat = _interleaved_latency(runners, final_eval[0], args.runs)
     for k, (p, rt) in paths.items():
@@ -210,7 +224,7 @@ def bench_model(key: str, args, work: Path) -> Dict[str, Any]:
         "target": {"score": plan["target"], "speedup": plan["speedup"]}, "max_drop": plan["max_drop"],
         "variants": variants, "search": {"seconds": round(q_secs, 1), "stop": rep.get("search"), "settings": rep.get("settings"),
                                          "tried": rep.get("variants"), "chosen": rep.get("chosen")},
-        "notes": list(q_ctx.notes),
+        "notes": list(q_ctx.notes), "openvino": ov_report,
     }
 
 
@@ -239,7 +253,7 @@ LIMITS = """## What limits the figures (measured on this AMD Zen 3 AVX2 machine,
 def render(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
     lines = ["# Compression figures (benchmarks/compression.py)", "",
              f"Machine: {meta['machine']}; threads {meta['threads']}; latency = median of {meta['runs']} interleaved in-process runs; "
-             f"run at {meta['when']} (shared, noisy VM: re-run on a quiet machine for final numbers).", ""]
+             f"run at {meta['when']}, load average {meta.get('load', '?')} at the start.", ""]
     for r in results:
         lines += [f"## {r['model']} — {r['metric']} on {r['final_samples']} held-out samples", "",
                   f"Target: score >= {r['target']['score']}, speed-up vs ORT FP32 >= {r['target']['speedup']}x "
@@ -260,6 +274,16 @@ def render(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
                   "| variant tried | nodes in float | search score | latency ms | size MB |", "|---|---|---|---|---|"]
         for v in s["tried"] or []:
             lines.append(f"| {v['name'][:90]} | {len(v['excluded_nodes'])} | {v['score']:.5f} | {v.get('latency_ms', 0):.1f} | {_mb(v.get('size_bytes'))} |")
+        ov = r.get("openvino") or {}
+        if ov.get("tried"):
+            lines += ["", f"OpenVINO INT8 search ({ov.get('seconds')} s): `{json.dumps(ov.get('search'), default=str)[:400]}`", "",
+                      "| preset | nodes in float | search score | drop | size MB | note |", "|---|---|---|---|---|---|"]
+            for v in ov["tried"]:
+                sc = "-" if v.get("score") is None else f"{v['score']:.5f}"
+                dr = "-" if v.get("drop") is None else f"{v['drop']:.5f}"
+                lines.append(f"| {v.get('preset', '-')} | {len(v.get('ignored') or [])} | {sc} | {dr} | {_mb(v.get('size_bytes'))} | {str(v.get('note', ''))[:100]} |")
+            if ov.get("notes"):
+                lines += [""] + [f"- {n}" for n in ov["notes"][:6]]
         lines.append("")
     return "\n".join(lines) + "\n" + LIMITS
 
@@ -288,7 +312,9 @@ def main() -> None:
         for key in [m.strip() for m in args.models.split(",") if m.strip()]:
             results.append(bench_model(key, args, Path(tmp)))
             print(json.dumps({k: v for k, v in results[-1].items() if k not in ("search", "notes")}, indent=1), flush=True)
-    meta = {"machine": f"{platform.processor() or platform.machine()} ({os.cpu_count()} cpus)", "threads": args.threads,
+    from machine import describe
+
+    meta = {"machine": describe(), "load": round(os.getloadavg()[0], 1), "threads": args.threads,
             "runs": args.runs, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     atomic_write_text(args.out, render(results, meta))
     if args.json:
