@@ -232,21 +232,26 @@ def _mb(b: Optional[int]) -> str:
     return f"{b / 1e6:.1f}" if b else "-"
 
 
-LIMITS = """## What limits the figures (measured on this AMD Zen 3 AVX2 machine, no VNNI)
+LIMITS = """## What the figures show, and what limits them
 
-- Latency here was measured while other agents shared the 2 cores (FP32 MiniLM 48 ms vs ~26 ms in NOTES.md);
-  the speed-up columns are interleaved medians, so they are comparable, but re-run on a quiet machine.
-- MiniLM: dynamic INT8 with signed per-channel weights scores 0.990 pooled cosine; the budget search keeps the
-  most sensitive MatMuls (layer 0 attention/FFN, then layers 2-3) in float to pass 0.995 on held-out sentences.
-  The word-embedding table (47 MB of the 90 MB) stays FP32 because Gather is not quantized, hence the size.
-- PP-OCRv4 rec: every static INT8 variant breaks decoding (all-Conv INT8: 0.68 of lines identical; ORT's
-  search needed 32 of 38 Convs in float to reach 0.975 and then had nothing left to quantize). Without VNNI,
-  u8s8 kernels saturate (reduce_range helps: 0.73 vs 0.60 lines on 30 lines), and the INT8 error is spread
-  over the whole conv backbone rather than a few nodes. Not reached: use FP16/FP32 for rec on this CPU.
-- PP-OCRv4 det: ORT static QDQ loses IoU everywhere rather than in a few nodes (keeping two thirds of the nodes
-  in float still scores 0.94), and on this CPU it is not faster than FP32 (naive INT8: IoU 0.91 at 0.88x).
-  OpenVINO NNCF INT8 (helper H5's step) reached IoU 0.963 on 10 search pages, short of the 0.97 budget.
-  OpenVINO FP32 is the fast full-fidelity option here (~1.5x ORT FP32).
+Measured on an Intel Xeon with AVX-512, AVX512-VNNI, AVX512-BF16 and AVX512-FP16 (the project machine changed
+from the AMD Zen 3 without VNNI that NOTES.md describes; see docs/FIELD_NOTES.md). FP32 rows compute in f32
+(OpenVINO's CPU default would be bf16 on this CPU). Speed-ups are interleaved medians in one process.
+
+- MiniLM: met by OpenVINO NNCF INT8 (transformer mode, chosen automatically because the graph has attention,
+  mixed preset): pooled cosine 0.997 on 200 held-out sentences at ~2.8x ORT FP32. ORT dynamic INT8 needs the
+  FFN MatMuls of the first layers in float to pass 0.995 (all-INT8: 0.993) and is then barely faster than
+  FP32 (~1.04-1.3x between runs); the word-embedding table (47 MB) stays FP32 because Gather is not quantized.
+- PP-OCRv4 det: met by OpenVINO NNCF INT8 (mixed preset: asymmetric activations), IoU 0.972 at ~3.6x ORT FP32.
+  ORT static QDQ loses IoU everywhere rather than in a few nodes (keeping most nodes in float still scores
+  0.94) and is slower than FP32 here.
+- PP-OCRv4 rec: NOT met. No INT8 variant keeps 99 % of lines identical: ORT static Conv INT8 best 0.975 with
+  32 of 38 Convs in float (nothing left to speed up); every NNCF variant tried 0.71-0.85 (presets, overflow fix,
+  ignored scope, transformer mode, weight-only INT8 0.815, accuracy control 0.80 held-out); LiteRT dynamic INT8
+  0.87. Dynamic INT8 of only the MatMuls reaches 0.97-0.99 but cannot be faster (MatMul is ~3 % of rec's time;
+  Conv 42 %, unfused elementwise 45 %). Even OpenVINO's own bf16 math changes 4.5 % of lines. The error of INT8
+  is spread over the whole conv backbone; reaching 99 % would need quantization-aware training, which needs
+  rec's training pipeline. For rec on this CPU use OpenVINO FP32 (~1.8x ORT FP32, identical text).
 """
 
 

@@ -186,7 +186,7 @@ class _Int8Search:
             att = _attention_matmuls(model)
             self.model_type = "transformer" if att else "cnn"
             ctx.note(f"openvino int8: NNCF model type {self.model_type} (auto: "
-                     + (f"{len(att)} MatMuls multiply two activations, e.g. {att[0]})" if att else "no activation x activation MatMul)"))
+                     + (f"{len(att)} attention ops (fused attention, or a MatMul of two activations), e.g. {att[0]})" if att else "no attention op)"))
 
     def _feeds(self) -> Tuple[list, list, str]:
         cfg, ctx = self.cfg, self.ctx
@@ -263,6 +263,21 @@ class _Int8Search:
         self.variants.append({"step": "openvino", "precision": "int8", "ignored": list(ignored), "score": score, "drop": drop, "size_bytes": size, "preset": preset,
                               "quantized_ops": len(_quantized_names(model)), "note": note})
 
+    def _infer_ports(self, model, feeds: list, ports: list, exact: bool = False) -> List[list]:
+        """The values of `ports` (outputs added to `model`) per feed."""
+        props: Dict[str, Any] = {"INFERENCE_NUM_THREADS": 2}
+        if exact:
+            props["INFERENCE_PRECISION_HINT"] = "f32"
+        compiled = self.core.compile_model(model, "CPU", props)
+        req = compiled.create_infer_request()
+        index = {name: i for i, out in enumerate(compiled.outputs) for name in out.get_names()}
+        cols = [index[next(iter(p.get_names()))] for p in ports]
+        outs = []
+        for feed in feeds:
+            req.infer(feed)
+            outs.append([req.get_output_tensor(c).data.copy() for c in cols])
+        return outs
+
     def _sensitivity(self, qmodel, feeds: list) -> List[str]:
         """Quantized nodes ranked by how much output error they add (their error minus their worst input's)."""
         import numpy as np
@@ -279,16 +294,17 @@ class _Int8Search:
         ]
         if not names:
             return []
-        fmodel.add_outputs([by_name_f[n].output(0) for n in names])
-        q.add_outputs([by_name_q[n].output(0) for n in names])
-        nf = len(self.model.outputs)
-        ref = self._infer(fmodel, feeds[:2], exact=True)
-        got = self._infer(q, feeds[:2])
+        # read the added outputs back by port, not by position: OpenVINO does not duplicate an output that already
+        # exists (a candidate feeding a model output), so positions shift
+        f_ports = fmodel.add_outputs([by_name_f[n].output(0) for n in names])
+        q_ports = q.add_outputs([by_name_q[n].output(0) for n in names])
+        ref = self._infer_ports(fmodel, feeds[:2], f_ports, exact=True)
+        got = self._infer_ports(q, feeds[:2], q_ports)
         err: Dict[str, float] = {}
         for i, n in enumerate(names):
             vals = []
             for r, g in zip(ref, got):
-                a, b = r[nf + i].astype(np.float64), g[nf + i].astype(np.float64)
+                a, b = r[i].astype(np.float64), g[i].astype(np.float64)
                 vals.append(float(np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12)))
             err[n] = max(vals)
         # error a node introduces = its error minus the largest error arriving at its inputs from earlier ranked nodes
@@ -395,15 +411,17 @@ def _quantized_names(model) -> List[str]:
 
 
 def _attention_matmuls(model) -> List[str]:
-    """MatMuls whose two inputs are both computed (neither a weight constant): the Q·K^T / P·V of attention."""
+    """Attention: fused attention ops, or MatMuls whose two inputs are both computed (Q·K^T, P·V), not a weight."""
 
     def is_weight(node) -> bool:
         while node.get_type_name() in ("Convert", "Reshape", "Transpose", "Unsqueeze", "Squeeze") and node.get_input_size():
             node = node.input_value(0).get_node()
         return node.get_type_name() == "Constant"
 
-    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"
-            and not any(is_weight(op.input_value(i).get_node()) for i in range(2))]
+    # ov.convert_model may already have fused attention into one op (it does for the legacy-exported MiniLM)
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() in ("ScaledDotProductAttention", "MultiHeadAttention")
+            or (op.get_type_name() == "MatMul" and not any(is_weight(op.input_value(i).get_node()) for i in range(2)))]
 
 
 def _is_quantized(op) -> bool:

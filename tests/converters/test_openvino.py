@@ -224,3 +224,26 @@ def test_int8_budget_is_judged_on_the_task_score():
     cfg = OpenVinoConfig(precision="int8", max_drop=0.005)
     assert cfg.fidelity.min_task_score == pytest.approx(0.995) and cfg.fidelity.min_cosine == 0.9
     assert OpenVinoConfig(precision="fp32").fidelity.min_cosine == 0.999
+
+
+def test_sensitivity_search_when_a_quantized_node_is_the_model_output(tmp_path):
+    """OpenVINO does not duplicate an added output that is already a model output; the search must read its
+    per-node outputs by port (it raised IndexError on MiniLM, whose last MatMul feeds the output)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w1 = onnx.numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "W1")
+    w2 = onnx.numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "W2")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W1"], ["h"], name="mm1"), helper.make_node("Relu", ["h"], ["r"], name="relu"),
+                           helper.make_node("MatMul", ["r", "W2"], ["y"], name="mm2")], "two_mm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 64])], [w1, w2])
+    path = tmp_path / "two_mm.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    feeds = [{"x": rng.standard_normal((4, 64)).astype(np.float32)} for _ in range(24)]
+    ctx = StepContext(work_dir=tmp_path / "w", profile=None, calib_data=lambda n: feeds[:n], eval_data=lambda n: feeds[16:16 + n])
+    cfg = OpenVinoConfig(precision="int8", max_drop=0.0, calib_samples=16, eval_samples=8, max_search_rounds=1)
+    with pytest.raises(StepError, match="no INT8 variant met the accuracy budget"):
+        OpenVinoStep().run(load_artifact(path), cfg, ctx)
+    assert len(ctx.report["variants"]) >= 2  # the full-INT8 variant and at least one with nodes kept in float
