@@ -206,12 +206,16 @@ class _Int8Search:
         self.ctx.note(f"openvino: no evaluation set; the budget is measured on {n_eval} held-out calibration samples not used for calibration")
         return pool[:-n_eval], pool[-n_eval:], "held-out calibration samples"
 
-    def _infer(self, model, feeds: list, exact: bool = False) -> List[list]:
-        """Outputs per feed; exact=True forces f32 math (CPUs with AVX512-BF16/AMX default to bf16 even for an FP32 IR)."""
+    def _compile(self, model, exact: bool):
+        """exact=True forces f32 math (CPUs with AVX512-BF16/AMX default to bf16 even for an FP32 IR)."""
         props: Dict[str, Any] = {"INFERENCE_NUM_THREADS": 2}
         if exact:
             props["INFERENCE_PRECISION_HINT"] = "f32"
-        compiled = self.core.compile_model(model, "CPU", props)
+        return self.core.compile_model(model, "CPU", props)
+
+    def _infer(self, model, feeds: list, exact: bool = False) -> List[list]:
+        """Outputs per feed; exact=True forces f32 math (CPUs with AVX512-BF16/AMX default to bf16 even for an FP32 IR)."""
+        compiled = self._compile(model, exact)
         req = compiled.create_infer_request()
         outs = []
         for feed in feeds:
@@ -265,10 +269,7 @@ class _Int8Search:
 
     def _infer_ports(self, model, feeds: list, ports: list, exact: bool = False) -> List[list]:
         """The values of `ports` (outputs added to `model`) per feed."""
-        props: Dict[str, Any] = {"INFERENCE_NUM_THREADS": 2}
-        if exact:
-            props["INFERENCE_PRECISION_HINT"] = "f32"
-        compiled = self.core.compile_model(model, "CPU", props)
+        compiled = self._compile(model, exact)
         req = compiled.create_infer_request()
         index = {name: i for i, out in enumerate(compiled.outputs) for name in out.get_names()}
         cols = [index[next(iter(p.get_names()))] for p in ports]

@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 
 from edgekit.artifact import Artifact, load_artifact
 from edgekit.errors import CalibrationError, FidelityError, StepError, require
-from edgekit.steps import FidelityBudget, Step, StepConfig, StepContext
+from edgekit.steps import Step, StepConfig, StepContext, lossy_budget_default
 
 STEP = "quantize-ort"
 # Opset needed for per-channel (axis) QuantizeLinear/DequantizeLinear; 17 is what every runtime here reads.
@@ -57,11 +57,7 @@ class QuantizeOrtConfig(StepConfig):
         every INT8 model, so unless the caller gives `fidelity`, INT8 is checked with min_task_score = 1 - max_drop
         and min_cosine = min(0.9, 1 - max_drop) (catches e.g. the cosine-0.36 broken static MiniLM).
         """
-        if isinstance(data, dict) and "fidelity" not in data:
-            md = data.get("max_drop")
-            floor = 0.9 if md is None else min(0.9, 1.0 - float(md))
-            data = {**data, "fidelity": FidelityBudget(min_cosine=floor, min_task_score=None if md is None else 1.0 - float(md))}
-        return data
+        return lossy_budget_default(data, True)  # this step only makes INT8
 
 
 class QuantizeOrtStep(Step):
