@@ -67,6 +67,14 @@ class OpenVinoStep(Step):
     def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
         cfg = config if isinstance(config, OpenVinoConfig) else OpenVinoConfig.model_validate(config.model_dump())
         ov = require("openvino", "openvino", "the OpenVINO step")
+        if cfg.precision == "int8" and _is_qdq(artifact):
+            # already quantized (QAT or a QDQ export): OpenVINO turns Q/DQ pairs into FakeQuantize and runs INT8 kernels
+            work = Path(ctx.work_dir)
+            work.mkdir(parents=True, exist_ok=True)
+            msg = "openvino: the input carries QuantizeLinear/DequantizeLinear (QAT); converted as it is, no NNCF"
+            ctx.note(msg)
+            xml = _save(ov, _convert(ov, artifact, cfg), work / "model.xml", compress_fp16=False)
+            return _artifact(xml, "int8", artifact, cfg, [msg], extra_meta={"int8_from": "qdq"})
         if cfg.precision == "int8" and ctx.calib_data is None:
             raise CalibrationError(
                 "step 'openvino': INT8 needs calibration data, and none was given",
@@ -95,6 +103,14 @@ class OpenVinoStep(Step):
         lineage_notes.append(result.summary)
         meta = {"ignored_scope": result.ignored, "int8_score": result.score, "int8_drop": result.drop, "int8_preset": result.preset}
         return _artifact(xml, "int8", artifact, cfg, lineage_notes, extra_meta=meta)
+
+
+def _is_qdq(artifact: Artifact) -> bool:
+    if artifact.metadata.get("quantized") == "qdq":
+        return True
+    from edgekit.converters.qat import has_qdq
+
+    return artifact.format == "onnx" and has_qdq(Path(artifact.path))
 
 
 def _convert(ov, artifact: Artifact, cfg: OpenVinoConfig):

@@ -123,5 +123,20 @@ def parse_max_drop(value: Optional[str]) -> Optional[float]:
     return v
 
 
+def parse_duration(value: Optional[str], option: str = "--train-budget") -> Optional[float]:
+    """'5m' -> 300.0, '90s' / '90' -> 90.0, '1h' -> 3600.0."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    unit = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text[-1:], None)
+    try:
+        v = float(text[:-1] if unit else text) * (unit or 1.0)
+    except ValueError:
+        raise UsageError(f"{option} '{value}': expected a duration such as 300, 90s, 5m or 1h") from None
+    if v <= 0:
+        raise UsageError(f"{option} '{value}' must be a positive duration")
+    return v
+
+
 def is_tty() -> bool:
     return sys.stdout.isatty()

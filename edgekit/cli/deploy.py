@@ -14,6 +14,7 @@ from edgekit.cli.common import bench_options, console, json_option, parse_max_dr
 @click.option("--runtime", type=click.Choice(["onnxruntime", "openvino", "tflite", "tensorrt"]), default=None, help="Override the profile's runtime preference.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "auto"]), default=None, help="fp32, fp16, int8, or auto: build every feasible runtime x precision, measure each on the target, keep the fastest within --max-drop (default 1%%).")
 @click.option("--max-drop", default=None, metavar="0.5%", help="Accuracy budget for compression: max drop of the task metric (or output cosine).")
+@click.option("--train-budget", default=None, metavar="5m", help="Allow training within this time (300, 90s, 5m, 1h): with --precision int8/auto, quantization-aware training where post-training INT8 misses --max-drop, and low-rank -> INT8 compound variants; every variant's latency/score/size goes to the report's Pareto front.")
 @click.option("--calib", type=click.Path(exists=True), default=None, help="Calibration data: image folder, .npy or .npz keyed by input name.")
 @click.option("--calib-preprocess", default=None, metavar="SPEC", help="For an image folder: size=640x640,layout=NCHW,color=RGB,mean=...,std=...,scale=1/255")
 @shape_option
@@ -27,7 +28,7 @@ from edgekit.cli.common import bench_options, console, json_option, parse_max_dr
 @bench_options
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
-def deploy(model, profile, host, ssh, runtime, precision, max_drop, calib, calib_preprocess, shapes, no_simplify, out, cache_dir, no_cache, no_bench, fidelity_samples, trust_pickle, bench, as_json, quiet):
+def deploy(model, profile, host, ssh, runtime, precision, max_drop, train_budget, calib, calib_preprocess, shapes, no_simplify, out, cache_dir, no_cache, no_bench, fidelity_samples, trust_pickle, bench, as_json, quiet):
     """Plan, convert, ship and benchmark MODEL (a file or zoo:NAME) on a device profile.
 
     \b
@@ -35,7 +36,9 @@ def deploy(model, profile, host, ssh, runtime, precision, max_drop, calib, calib
       edgekit deploy zoo:ppocr-det --profile x86-cpu --out out/
       edgekit deploy model.onnx --profile jetson-orin-nano --host nano.local
       edgekit deploy zoo:minilm --profile x86-cpu --precision int8 --max-drop 0.5%
+      edgekit deploy zoo:ppocr-rec --profile x86-cpu --precision int8 --max-drop 1% --train-budget 10m
     """
+    from edgekit.cli.common import parse_duration
     from edgekit.workflows.deploy import command_line, deploy as run_deploy
     from edgekit.report import render_terminal
     from edgekit.core.shapes import parse_shape_options
@@ -48,6 +51,7 @@ def deploy(model, profile, host, ssh, runtime, precision, max_drop, calib, calib
         runtime=runtime,
         precision=precision,
         max_drop=parse_max_drop(max_drop),
+        train_budget=parse_duration(train_budget),
         calib=calib,
         calib_preprocess=calib_preprocess,
         shapes=parse_shape_options(shapes),

@@ -28,7 +28,7 @@ from edgekit.core.shapes import random_feeds
 from edgekit.core.steps import StepContext, task_judged
 
 # Steps whose output depends on calibration/evaluation data, so the data's identity is part of their cache key.
-DATA_STEPS = {"quantize-ort", "openvino", "tflite", "tensorrt", "prune", "lowrank", "weight-share"}
+DATA_STEPS = {"quantize-ort", "openvino", "tflite", "tensorrt", "prune", "lowrank", "weight-share", "qat"}
 CACHE_LAYOUT = 1
 
 

@@ -14,6 +14,7 @@ STEPS: Dict[str, str] = {
     "simplify": "edgekit.converters.simplify:SimplifyStep",
     "quantize-ort": "edgekit.converters.quantize_ort:QuantizeOrtStep",
     "fp16": "edgekit.converters.fp16:Fp16Step",
+    "qat": "edgekit.converters.qat:QatStep",
     "prune": "edgekit.converters.prune:PruneStep",
     "lowrank": "edgekit.converters.lowrank:LowRankStep",
     "weight-share": "edgekit.converters.weight_share:WeightShareStep",

@@ -26,14 +26,18 @@ class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid")
     runtime: str
     precision: str
-    status: str  # chosen | meets budget | violates budget | infeasible | failed
+    status: str  # chosen | meets budget | violates budget | infeasible | failed | skipped
     reason: str = ""
+    method: Optional[str] = None  # ptq | qat | lowrank | lowrank+ptq | lowrank+qat (None: plain fp32/fp16)
     steps: List[str] = Field(default_factory=list)
     artifact: Optional[str] = None
     size_bytes: Optional[int] = None
     fidelity: Optional[FidelityResult] = None
     median_ms: Optional[float] = None
     build_s: Optional[float] = None
+    score: Optional[float] = None  # task score (else mean cosine) vs the source on held-out data
+    train_s: Optional[float] = None  # training time of QAT / fine-tuning steps
+    pareto: bool = False  # not dominated in (latency, score, size) among the variants measured
 
 
 def candidates(profile: DeviceProfile, runtimes: Optional[List[str]] = None, precisions: Optional[List[str]] = None) -> List[Tuple[str, str]]:
@@ -66,54 +70,61 @@ def search(
     precisions: Optional[List[str]] = None,
     progress: Callable[[str], None] = lambda m: None,
     benchmark: Callable[..., BenchmarkResult],
+    train_budget_s: Optional[float] = None,
 ) -> Tuple[List[Variant], Optional[Tuple[Plan, PipelineResult]]]:
-    """Returns every variant tried and the (plan, pipeline result) of the winner (None if none qualifies)."""
+    """Returns every variant tried and the (plan, pipeline result) of the winner (None if none qualifies).
+
+    With `train_budget_s`, QAT and compound (low-rank -> INT8) variants follow the runtime x precision ones where
+    they can still win (edgekit.quality.compound), every variant with a score is timed (the Pareto front needs it),
+    and the non-dominated variants (latency, score, size) are flagged `pareto`."""
     md = DEFAULT_MAX_DROP if max_drop is None else max_drop
-    budget = _budget(md, data.task_metric is not None)
+    has_task = data.task_metric is not None
+    budget = _budget(md, has_task)
     eval_feeds = data.eval(eval_samples) if data.eval is not None else None
     variants: List[Variant] = []
     built: Dict[int, Tuple[Plan, PipelineResult]] = {}
-    ref_outputs = None
-    for runtime, precision in candidates(profile, runtimes, precisions):
-        label = f"{runtime}/{precision}"
-        try:
-            plan = make_plan(
-                resolved.artifact, resolved.label, profile,
-                PlanOptions(runtime=runtime, precision=precision, max_drop=md if precision != "fp32" else None, simplify=simplify, has_calib=data.calib is not None, host=host, shapes=shapes),
-            )
-        except PlanError as exc:
-            variants.append(Variant(runtime=runtime, precision=precision, status="infeasible", reason=exc.message))
-            continue
+    ref: Dict[str, Any] = {}
+    extended = train_budget_s is not None
+
+    def evaluate(runtime: str, precision: str, plan: Plan, method: Optional[str] = None) -> Variant:
+        label = f"{runtime}/{precision}" + (f" {method}" if method else "")
         progress(f"variant {label}: building ({', '.join(s.step for s in plan.steps) or 'as is'})")
         t0 = time.perf_counter()
-        pipe = Pipeline(plan, profile, data, cache_dir=cache_dir, runner=runner, fidelity_samples=fidelity_samples, progress=lambda m: None, use_cache=use_cache)
+        pipe = Pipeline(plan, profile, data, cache_dir=cache_dir, runner=runner, fidelity_samples=fidelity_samples, progress=progress if method else (lambda m: None), use_cache=use_cache)
+        base = dict(runtime=runtime, precision=precision, method=method, steps=[s.step for s in plan.steps])
         try:
             result = pipe.run(resolved.artifact)
         except FidelityError as exc:
-            variants.append(Variant(runtime=runtime, precision=precision, status="violates budget", reason=exc.message.splitlines()[0], steps=[s.step for s in plan.steps]))
+            variants.append(Variant(status="violates budget", reason=exc.message.splitlines()[0], **base))
             progress(f"variant {label}: violates budget: {variants[-1].reason}")
-            continue
+            return variants[-1]
         except EdgekitError as exc:
-            variants.append(Variant(runtime=runtime, precision=precision, status="failed", reason=exc.message.splitlines()[0], steps=[s.step for s in plan.steps]))
+            variants.append(Variant(status="failed", reason=exc.message.splitlines()[0], **base))
             progress(f"variant {label}: failed: {variants[-1].reason}")
-            continue
+            return variants[-1]
         build_s = time.perf_counter() - t0
         art = result.artifact
-        v = Variant(runtime=runtime, precision=precision, status="meets budget", steps=[s.step for s in plan.steps], artifact=str(art.path), size_bytes=art.total_size_bytes, build_s=round(build_s, 2))
+        v = Variant(status="meets budget", artifact=str(art.path), size_bytes=art.total_size_bytes, build_s=round(build_s, 2), **base)
+        train = next((r.details.get("qat") for r in result.records if r.step == "qat" and isinstance(getattr(r, "details", None), dict)), None)
+        if train:
+            v.train_s = train.get("train_s")
         if eval_feeds is not None or art.format != resolved.artifact.format or plan.steps:
             from edgekit.quality.fidelity import predict
             from edgekit.core.shapes import random_feeds
 
             feeds = eval_feeds if eval_feeds is not None else random_feeds(data.inputs, fidelity_samples, seed=1234)
-            if ref_outputs is None:
-                ref_outputs = predict(resolved.artifact, feeds, threads=profile.threads)
+            if "outputs" not in ref:
+                ref["outputs"] = predict(resolved.artifact, feeds, threads=profile.threads)
             if art.format in ("onnx", "openvino", "tflite"):
-                fid = compare(ref_outputs, predict(art, feeds, threads=profile.threads), budget, data.task_metric, data.task_metric_name, data="eval" if eval_feeds is not None else "random")
+                fid = compare(ref["outputs"], predict(art, feeds, threads=profile.threads), budget, data.task_metric, data.task_metric_name, data="eval" if eval_feeds is not None else "random")
                 v.fidelity = fid
+                v.score = fid.task_score if fid.task_score is not None else fid.cosine_mean
                 if not fid.passed:
                     v.status = "violates budget"
                     v.reason = "; ".join(fid.failures)
-        if v.status == "meets budget":
+        else:
+            v.score = 1.0
+        if v.status == "meets budget" or (extended and v.score is not None):
             progress(f"variant {label}: quick benchmark on {runner.target}")
             try:
                 quick = benchmark(art, profile, runner, data.inputs, runtime=plan.runtime, bench=QUICK_BENCH)
@@ -124,9 +135,94 @@ def search(
         progress(f"variant {label}: {v.status}" + (f", {v.median_ms:.2f} ms" if v.median_ms else "") + (f", {describe(v.fidelity)}" if v.fidelity else ""))
         built[len(variants)] = (plan, result)
         variants.append(v)
+        return v
+
+    plans: Dict[Tuple[str, str], Plan] = {}
+    for runtime, precision in candidates(profile, runtimes, precisions):
+        try:
+            plan = make_plan(
+                resolved.artifact, resolved.label, profile,
+                PlanOptions(runtime=runtime, precision=precision, max_drop=md if precision != "fp32" else None, simplify=simplify, has_calib=data.calib is not None, host=host, shapes=shapes),
+            )
+        except PlanError as exc:
+            variants.append(Variant(runtime=runtime, precision=precision, status="infeasible", reason=exc.message))
+            continue
+        plans[(runtime, precision)] = plan
+        evaluate(runtime, precision, plan, "ptq" if precision == "int8" else None)
+    if extended:
+        _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, float(train_budget_s), progress)
+        _mark_pareto(variants)
     ok = [(i, v) for i, v in enumerate(variants) if v.status == "meets budget" and v.median_ms is not None]
     if not ok:
         return variants, None
     best_i, best = min(ok, key=lambda iv: iv[1].median_ms)
     variants[best_i] = best.model_copy(update={"status": "chosen", "reason": f"fastest variant meeting the budget (drop ≤ {md:.2%})"})
     return variants, built[best_i]
+
+
+def _best(variants: List[Variant]) -> Optional[Variant]:
+    ok = [v for v in variants if v.status == "meets budget" and v.median_ms is not None]
+    return min(ok, key=lambda v: v.median_ms) if ok else None
+
+
+def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, train_budget_s, progress) -> None:
+    """QAT where PTQ INT8 missed, then low-rank compounds, each only where it can still beat the best so far."""
+    from edgekit.quality import compound
+
+    def skip(runtime: str, precision: str, method: str, why: str) -> None:
+        variants.append(Variant(runtime=runtime, precision=precision, method=method, status="skipped", reason=why))
+        progress(f"variant {runtime}/{precision} {method}: skipped: {why}")
+
+    teacher = str(resolved.artifact.path) if resolved.artifact.format == "onnx" else None
+    # QAT candidates: runtimes whose post-training INT8 was built and missed the budget
+    qat_rts = [rt for (rt, p) in plans if p == "int8" and rt in compound.QAT_RUNTIMES
+               and any(v.runtime == rt and v.method == "ptq" and v.status in ("violates budget", "failed") for v in variants)]
+    int8_rt = next((rt for (rt, p) in plans if p == "int8" and rt in compound.QAT_RUNTIMES), None)
+    lowrank_trains = 1 if (int8_rt and teacher) else 0
+    share = train_budget_s / max(1, len(qat_rts) + lowrank_trains)
+    for rt in qat_rts:
+        best = _best(variants)
+        if best is not None and best.precision == "int8":
+            skip(rt, "int8", "qat", f"{best.runtime}/int8 already meets the budget at {best.median_ms:.2f} ms; QAT runs the same INT8 kernels")
+            continue
+        plan = compound.qat_plan(plans[(rt, "int8")], share, md, has_task)
+        if plan is None:
+            skip(rt, "int8", "qat", "no INT8 step to train for in this plan")
+            continue
+        evaluate(rt, "int8", plan, "qat")
+    if int8_rt is None or resolved.artifact.format != "onnx":
+        if int8_rt is not None:
+            skip(int8_rt, "int8", "lowrank+int8", "low-rank compounds are built from an ONNX source here")
+        return
+    fp32 = next((v for v in variants if v.runtime == int8_rt and v.precision == "fp32" and v.method is None and v.median_ms), None)
+    fp32_plan = plans.get((int8_rt, "fp32"))
+    if fp32_plan is None or fp32 is None:
+        skip(int8_rt, "int8", "lowrank+int8", f"no measured {int8_rt}/fp32 variant to compare low-rank against")
+        return
+    lr = evaluate(int8_rt, "fp32", compound.lowrank_plan(fp32_plan, md, has_task), "lowrank")
+    if lr.median_ms is None or lr.median_ms >= fp32.median_ms:
+        why = (f"low-rank FP32 ran {lr.median_ms:.2f} ms vs {fp32.median_ms:.2f} ms unfactorised: factorising does not speed up {int8_rt}"
+               if lr.median_ms else f"low-rank FP32 was not measured ({lr.status}: {lr.reason})")
+        skip(int8_rt, "int8", "lowrank+int8", why)
+        return
+    base = plans[(int8_rt, "int8")]
+    if lr.status == "meets budget":
+        evaluate(int8_rt, "int8", compound.lowrank_plan(base, md, has_task), "lowrank+ptq")
+    else:
+        skip(int8_rt, "int8", "lowrank+ptq", "low-rank alone already misses the budget; post-training INT8 only adds error")
+    best = _best(variants)
+    if best is not None and best.precision == "int8" and best.method in ("ptq", "lowrank+ptq"):
+        skip(int8_rt, "int8", "lowrank+qat", f"{best.runtime}/int8 {best.method} already meets the budget at {best.median_ms:.2f} ms")
+        return
+    plan = compound.qat_plan(compound.lowrank_plan(base, md, has_task), share, md, has_task, teacher=teacher)
+    if plan is not None:
+        evaluate(int8_rt, "int8", plan, "lowrank+qat")
+
+
+def _mark_pareto(variants: List[Variant]) -> None:
+    from edgekit.quality.compound import pareto
+
+    idx = [i for i, v in enumerate(variants) if v.median_ms is not None and v.score is not None and v.size_bytes is not None]
+    pts = [{"ms": variants[i].median_ms, "score": variants[i].score, "size": variants[i].size_bytes} for i in idx]
+    for k in pareto(pts):
+        variants[idx[k]].pareto = True

@@ -214,6 +214,7 @@ def deploy(
     runtime: Optional[str] = None,
     precision: Optional[str] = None,
     max_drop: Optional[float] = None,
+    train_budget: Optional[float] = None,
     calib: Optional[Any] = None,
     calib_preprocess: Optional[str] = None,
     shapes: Optional[Dict[str, List[int]]] = None,
@@ -242,7 +243,10 @@ def deploy(
     want = precision or prof.default_precision
     # int8 under a budget without a forced runtime: which runtime's INT8 keeps accuracy is model-dependent
     # (OpenVINO/NNCF wins on PP-OCR det, ORT dynamic INT8 on MiniLM), so measure each instead of guessing.
-    searching = want == "auto" or (want == "int8" and max_drop is not None and runtime is None)
+    if train_budget is not None and want not in ("int8", "auto"):
+        raise UsageError(f"--train-budget applies to --precision int8 or auto, not {want}", hint="add --precision int8 (or auto), or drop --train-budget")
+    # a training budget always goes through the search (QAT and compounds are variants of it), with --runtime kept
+    searching = want == "auto" or (want == "int8" and ((max_drop is not None and runtime is None) or train_budget is not None))
     options = PlanOptions(runtime=runtime, precision=None if want == "auto" else want, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host, shapes=shapes or None)
     try:
         plan = make_plan(resolved.artifact, resolved.label, prof, options)
@@ -269,7 +273,7 @@ def deploy(
         try:
             if searching:
                 precisions = None if want == "auto" else [want]
-                plan, result, variants = _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes or None, cache_dir, use_cache, fidelity_samples, progress)
+                plan, result, variants = _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes or None, cache_dir, use_cache, fidelity_samples, progress, train_budget)
             else:
                 pipeline = Pipeline(plan, prof, data, cache_dir=Path(cache_dir) if cache_dir else None, runner=runner, fidelity_samples=fidelity_samples, progress=progress, use_cache=use_cache)
                 result = pipeline.run(resolved.artifact)
@@ -308,7 +312,7 @@ def deploy(
     return report
 
 
-def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress):
+def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress, train_budget=None):
     """Build and measure every feasible runtime x precision variant (or only `precisions`); keep the fastest within budget."""
     from edgekit.quality.variant_search import DEFAULT_MAX_DROP, search
 
@@ -319,11 +323,15 @@ def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, sim
         resolved, prof, data, runner, max_drop=md, host=host, simplify=simplify, shapes=shapes,
         cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, fidelity_samples=fidelity_samples,
         runtimes=[runtime] if runtime else None, precisions=precisions, progress=progress, benchmark=benchmark,
+        train_budget_s=train_budget,
     )
     rows = [v.model_dump(mode="json") for v in variants]
     if best is None:
         lines = "\n".join(f"  {v.runtime}/{v.precision}: {v.status} {v.reason}" for v in variants)
-        raise EdgekitError(f"no variant of {resolved.label} meets the budget on {prof.name}:\n{lines}", hint="raise --max-drop, or pick --runtime/--precision explicitly")
+        hint = "raise --max-drop, or pick --runtime/--precision explicitly"
+        if train_budget is None and any(v.precision == "int8" for v in variants):
+            hint = "allow quantization-aware training with --train-budget 10m, " + hint
+        raise EdgekitError(f"no variant of {resolved.label} meets the budget on {prof.name}:\n{lines}", hint=hint)
     plan, result = best
     plan = plan.model_copy(update={"notes": [*plan.notes, f"chosen by measurement among {len(variants)} variants (see variants in the report)"]})
     return plan, result, rows

@@ -1,0 +1,399 @@
+"""QAT step: quantization-aware training of an ONNX model for the target's INT8 scheme, distilled from the FP32 model.
+
+ONNX -> trainable torch module (converters/onnx_torch.py) -> fake-quantizers on the inputs and weights of
+Conv/ConvTranspose/Gemm/MatMul (per-channel symmetric INT8 weights, per-tensor activations: asymmetric u8 for
+OpenVINO / ONNX Runtime, symmetric s8 for TensorRT) -> fine-tune against the FP32 model's own outputs on calibration
+data (no labels) within a time budget -> the same ONNX graph with the trained weights and QuantizeLinear /
+DequantizeLinear pairs (QDQ). The openvino step converts a QDQ model as it is (FakeQuantize -> INT8 kernels);
+ONNX Runtime runs it directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from edgekit.core.artifact import Artifact, load_artifact
+from edgekit.core.errors import CalibrationError, StepError, require
+from edgekit.core.steps import Step, StepConfig, StepContext, lossy_budget_default
+
+STEP = "qat"
+QUANT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+class QatConfig(StepConfig):
+    """Quantization-aware training: scheme of the target, training time budget, optimiser settings."""
+
+    precision: Literal["int8"] = "int8"
+    target: Literal["openvino", "onnxruntime", "tensorrt"] = Field("openvino", description="runtime whose INT8 scheme is simulated")
+    activations: Literal["auto", "asymmetric", "symmetric"] = Field(
+        "auto", description="activation quantization: auto = symmetric s8 for TensorRT, asymmetric u8 otherwise")
+    train_budget_s: float = Field(300.0, gt=0, description="wall-clock training time limit in seconds (range init excluded)")
+    max_steps: Optional[int] = Field(None, gt=0, description="stop after this many optimiser steps even if time remains")
+    batch_size: int = Field(8, gt=0)
+    train_samples: int = Field(256, gt=0, description="calibration samples drawn for training (the held-out eval data is never used)")
+    init_samples: int = Field(32, gt=0, description="samples used to initialise activation ranges")
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate of the weights")
+    lr_quant: float = Field(1e-3, gt=0, description="Adam learning rate of the activation scales, relative to each scale (zero points: 10x, in steps)")
+    max_drop: Optional[float] = Field(default=None, ge=0.0, description="allowed task-score drop vs FP32 (checked by the pipeline)")
+    teacher: Optional[str] = Field(None, description="ONNX model to distil from (default: this step's input), e.g. the source "
+                                   "before low-rank factorisation, so training also recovers that loss")
+    seed: int = 0
+    threads: Optional[int] = Field(None, gt=0, description="torch threads for training (default: all cores)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lossy(cls, data: Any) -> Any:
+        return lossy_budget_default(data, True)
+
+    def act_scheme(self) -> str:
+        if self.activations != "auto":
+            return self.activations
+        return "symmetric" if self.target == "tensorrt" else "asymmetric"
+
+
+def has_qdq(path: Path) -> bool:
+    """True if the ONNX model already carries QuantizeLinear/DequantizeLinear nodes (a QAT or QDQ model)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+def _prepare(path: Path):
+    """Load, give every node a unique name, and bring the opset to >= 13 (per-channel DequantizeLinear needs `axis`)."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(path))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset < 13:
+        model = version_converter.convert_version(model, 13)
+    seen = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+        seen.add(node.name)
+    return model
+
+
+class _ActQuant:
+    """Per-tensor activation fake-quantizer with learnable scale/zero point (LSQ), ranges initialised from data."""
+
+    def __init__(self, torch, symmetric: bool):
+        self.torch = torch
+        self.symmetric = symmetric
+        self.qmin, self.qmax = (-128, 127) if symmetric else (0, 255)
+        self.mins: List[float] = []
+        self.maxs: List[float] = []
+        self.scale = None
+        self.zero_point = None
+        self.observing = True
+
+    def init_ranges(self) -> None:
+        torch = self.torch
+        lo = float(np.mean(self.mins)) if self.mins else 0.0
+        hi = float(np.mean(self.maxs)) if self.maxs else 1.0
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        if self.symmetric:
+            scale = max(abs(lo), abs(hi)) / 127.0
+            zp = 0.0
+        else:
+            scale = (hi - lo) / 255.0
+            zp = float(np.clip(round(-lo / scale), 0, 255)) if scale > 0 else 0.0
+        scale = max(scale, 1e-8)
+        self.scale = torch.nn.Parameter(torch.tensor([scale], dtype=torch.float32))
+        self.zero_point = torch.nn.Parameter(torch.tensor([zp], dtype=torch.float32), requires_grad=not self.symmetric)
+        self.observing = False
+
+    def __call__(self, x):
+        torch = self.torch
+        if not x.is_floating_point():
+            return x
+        if self.observing:
+            self.mins.append(float(x.detach().min()))
+            self.maxs.append(float(x.detach().max()))
+            return x
+        with torch.no_grad():
+            self.scale.clamp_(min=1e-8)
+            self.zero_point.clamp_(self.qmin if not self.symmetric else 0, self.qmax if not self.symmetric else 0)
+        grad_factor = 1.0 / math.sqrt(max(x.numel(), 1) * self.qmax)
+        return torch._fake_quantize_learnable_per_tensor_affine(x, self.scale, self.zero_point, self.qmin, self.qmax, grad_factor)
+
+    def export(self) -> Tuple[np.ndarray, np.ndarray]:
+        scale = np.array(float(self.scale.detach()), dtype=np.float32)
+        zp = int(np.clip(round(float(self.zero_point.detach())), self.qmin, self.qmax))
+        return scale, np.array(zp, dtype=np.int8 if self.symmetric else np.uint8)
+
+
+def weight_scale(torch, w, axis: int):
+    """Per-channel symmetric INT8 scale (narrow range [-127, 127]) of weight `w` along `axis`."""
+    dims = [d for d in range(w.dim()) if d != axis]
+    amax = w.detach().abs().amax(dim=dims) if dims else w.detach().abs()
+    return torch.clamp(amax / 127.0, min=1e-12)
+
+
+class _WeightQuant:
+    def __init__(self, torch, axis: int):
+        self.torch = torch
+        self.axis = axis
+
+    def __call__(self, w):
+        torch = self.torch
+        scale = weight_scale(torch, w, self.axis).float()
+        zp = torch.zeros(scale.shape, dtype=torch.int32)
+        return torch.fake_quantize_per_channel_affine(w, scale, zp, self.axis, -127, 127)
+
+
+def _batches(feeds: List[Dict[str, np.ndarray]], names: List[str], batch_size: int, rng: np.random.Generator):
+    """Endless shuffled batches; samples are concatenated on axis 0 when their shapes allow it, else batch 1."""
+    shapes = {tuple((n, feeds[0][n].shape) for n in names)}
+    stackable = all(tuple((n, f[n].shape) for n in names) in shapes for f in feeds) and all(feeds[0][n].ndim > 0 for n in names)
+    bs = batch_size if stackable else 1
+    while True:
+        order = rng.permutation(len(feeds))
+        for k in range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs):
+            chunk = [feeds[j] for j in order[k: k + bs]]
+            yield [np.concatenate([c[n] for c in chunk], axis=0) for n in names]
+
+
+def _logit_outputs(model) -> Dict[str, str]:
+    """Graph outputs produced by a Softmax over the last axis: distil their logits (the Softmax input) instead."""
+    out = {}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for o in model.graph.output:
+        node = producers.get(o.name)
+        if node is not None and node.op_type == "Softmax":
+            out[o.name] = node.input[0]
+    return out
+
+
+def distill_loss(torch, student: List[Any], teacher: List[Any], logits: List[bool]):
+    """KL(teacher || student) on softmax logits, variance-normalised MSE otherwise; summed over outputs."""
+    F = torch.nn.functional
+    total = 0.0
+    for s, t, is_logit in zip(student, teacher, logits):
+        s = s.float()
+        t = t.float()
+        if is_logit:
+            total = total + F.kl_div(F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1), log_target=True, reduction="none").sum(-1).mean()
+        else:
+            total = total + F.mse_loss(s, t) / (t.var() + 1e-8)
+    return total
+
+
+class QatStep(Step):
+    """Quantization-aware training (fake-quant + distillation from FP32 within a time budget) -> QDQ ONNX."""
+
+    name = STEP
+    summary = "Quantization-aware training of an ONNX model for the target's INT8 scheme (distilled from FP32, time-boxed) -> QDQ ONNX"
+    accepts = ("onnx",)
+    produces = "onnx"
+    Config = QatConfig
+    requires = (("torch", "torch"), ("onnx", "onnx"))
+    source_modules = ("edgekit.converters.onnx_torch",)
+
+    def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
+        cfg = config if isinstance(config, QatConfig) else QatConfig.model_validate(config.model_dump())
+        torch = require("torch", "torch", "quantization-aware training")
+        from edgekit.converters.onnx_torch import OnnxModule, weight_axis
+
+        if ctx.calib_data is None:
+            raise CalibrationError(
+                f"step 'qat': training {artifact.path.name} needs calibration data, and none was given",
+                hint="pass --calib DIR (images or .npz/.npy feeds matching the model inputs); no labels are needed",
+            )
+        if artifact.path.suffix == ".onnx" and has_qdq(artifact.path):
+            raise StepError(STEP, f"{artifact.path.name} is already quantized (it has QuantizeLinear/DequantizeLinear nodes)",
+                            hint="give the FP32 model")
+        say = ctx.progress or (lambda m: None)
+        torch.manual_seed(cfg.seed)
+        threads_before = torch.get_num_threads()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        try:
+            return self._run(torch, OnnxModule, weight_axis, artifact, cfg, ctx, say)
+        finally:
+            torch.set_num_threads(threads_before)
+
+    def _run(self, torch, OnnxModule, weight_axis, artifact, cfg: QatConfig, ctx: StepContext, say) -> Artifact:
+        t_start = time.perf_counter()
+        import onnx
+
+        logit_map = _logit_outputs(onnx.load(str(artifact.path), load_external_data=False))  # before the opset change wraps Softmax
+        model = _prepare(artifact.path)
+        label = artifact.path.name
+        if cfg.teacher:
+            tpath = Path(cfg.teacher)
+            if not tpath.is_file():
+                raise StepError(STEP, f"teacher model {tpath} does not exist", hint="give the path of the FP32 source ONNX model")
+            teacher = OnnxModule(onnx.load(str(tpath)), tpath.name).eval()
+            teacher_logits = _logit_outputs(onnx.load(str(tpath), load_external_data=False))
+            teacher.output_override = dict(teacher_logits)
+            student_inputs = {i.name for i in model.graph.input}
+            if len(teacher.output_names) != len(model.graph.output) or not set(teacher.input_names) <= student_inputs:
+                raise StepError(STEP, f"teacher {tpath.name} has other inputs/outputs than {label}", hint="the teacher must be the same model before compression")
+        else:
+            teacher = OnnxModule(model, label).eval()
+            teacher.output_override = dict(logit_map)
+        student = OnnxModule(model, label).eval()  # eval: BatchNorm keeps its running statistics (frozen)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        student.output_override = dict(logit_map)
+        logits = [o in logit_map for o in student.output_names]
+
+        symmetric = cfg.act_scheme() == "symmetric"
+        acts: Dict[str, _ActQuant] = {}
+        quantized: List[Dict[str, Any]] = []
+        for node, attrs in zip(student.nodes, student.node_attrs):
+            if node.op_type not in QUANT_OPS or len(node.input) < 2 or node.input[1] not in student.param_names:
+                continue  # only ops with a constant weight (attention's activation x activation MatMuls stay float)
+            w = student.value_of(node.input[1])
+            axis = weight_axis(node, attrs, w.dim())
+            act = acts.setdefault(node.input[0], _ActQuant(torch, symmetric))
+            student.hooks[(node.name, 0)] = act
+            student.hooks[(node.name, 1)] = _WeightQuant(torch, axis)
+            quantized.append({"node": node.name, "op": node.op_type, "weight": node.input[1], "axis": axis, "act": node.input[0]})
+        if not quantized:
+            raise StepError(STEP, f"{label} has no Conv/ConvTranspose/Gemm/MatMul with a constant weight to quantize",
+                            hint="QAT needs weighted layers; deploy this model in FP32")
+
+        names = student.input_names
+        feeds = [{k: np.asarray(v) for k, v in f.items()} for f in ctx.calib_data(cfg.train_samples)]
+        missing = [n for n in names if n not in feeds[0]]
+        if missing:
+            raise CalibrationError(f"step 'qat': calibration feeds lack input(s) {missing} of {label}", hint="give feeds for every model input")
+        say(f"qat: {len(quantized)} weighted ops, {len(acts)} activation quantizers ({'symmetric s8' if symmetric else 'asymmetric u8'}); "
+            f"initialising ranges on {min(cfg.init_samples, len(feeds))} samples")
+        with torch.no_grad():
+            for f in feeds[: cfg.init_samples]:
+                student(*[torch.from_numpy(np.ascontiguousarray(f[n])) for n in names])
+        for a in acts.values():
+            a.init_ranges()
+
+        # Adam's step is absolute: a scale's learning rate is relative to its own size (scales span 1e-4..1e0 here)
+        groups: List[Dict[str, Any]] = [{"params": list(student.parameters()), "lr": cfg.lr}]
+        for a in acts.values():
+            groups.append({"params": [a.scale], "lr": cfg.lr_quant * float(a.scale.detach())})
+            if a.zero_point.requires_grad:
+                groups.append({"params": [a.zero_point], "lr": cfg.lr_quant * 10.0})
+        opt = torch.optim.Adam(groups)
+        rng = np.random.default_rng(cfg.seed)
+        batches = _batches(feeds, names, cfg.batch_size, rng)
+        t_train = time.perf_counter()
+        losses: List[float] = []
+        step = 0
+        last_say = t_train
+        first_loss = None
+        while True:
+            elapsed = time.perf_counter() - t_train
+            if step and (elapsed >= cfg.train_budget_s or (cfg.max_steps is not None and step >= cfg.max_steps)):
+                break
+            batch = [torch.from_numpy(np.ascontiguousarray(b)) for b in next(batches)]
+            with torch.no_grad():
+                target = teacher(*[batch[names.index(n)] for n in teacher.input_names])
+            out = student(*batch)
+            loss = distill_loss(torch, out, target, logits)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            val = float(loss.detach())
+            if not math.isfinite(val):
+                raise StepError(STEP, f"training diverged on {label} (loss {val} at step {step})", hint="lower lr / lr_quant")
+            first_loss = val if first_loss is None else first_loss
+            losses.append(val)
+            now = time.perf_counter()
+            if now - last_say >= 10.0:
+                last_say = now
+                recent = float(np.mean(losses[-20:]))
+                say(f"qat: step {step}, distillation loss {recent:.5f} (first {first_loss:.5f}), {now - t_train:.0f}/{cfg.train_budget_s:.0f} s")
+        train_s = time.perf_counter() - t_train
+
+        out_path = Path(ctx.work_dir) / (Path(artifact.path).stem + ".qat.onnx")
+        n_q = self._export(model, student, acts, quantized, out_path)
+        k = max(1, min(20, len(losses) // 5))
+        record = {
+            "target": cfg.target, "activations": "symmetric s8 per tensor" if symmetric else "asymmetric u8 per tensor",
+            "weights": "symmetric s8 per output channel (narrow range)", "quantized_ops": n_q,
+            "activation_quantizers": len(acts), "steps": step, "batch": cfg.batch_size, "train_samples": len(feeds),
+            "train_s": round(train_s, 1), "total_s": round(time.perf_counter() - t_start, 1), "budget_s": cfg.train_budget_s,
+            "loss_first": round(float(np.mean(losses[:k])), 6), "loss_last": round(float(np.mean(losses[-k:])), 6),
+            "distilled": "logits before Softmax (KL)" if any(logits) else "outputs (variance-normalised MSE)",
+        }
+        ctx.report["qat"] = record
+        ctx.note(f"qat: trained {step} steps in {train_s:.0f} s (budget {cfg.train_budget_s:.0f} s); distillation loss "
+                 f"{record['loss_first']:.5f} -> {record['loss_last']:.5f}; {n_q} ops quantized for {cfg.target}")
+        return load_artifact(out_path, precision="int8", metadata={"quantized": "qdq", "qat": record})
+
+    @staticmethod
+    def _export(model, student, acts: Dict[str, "_ActQuant"], quantized: List[Dict[str, Any]], out_path: Path) -> int:
+        """Write the trained weights into the graph: int8 weights + DequantizeLinear, Q/DQ pairs on activations."""
+        import onnx
+        import torch
+        from onnx import helper, numpy_helper
+
+        from edgekit.core.fsutil import atomic_write_bytes
+
+        trained = student.trained_weights()
+        graph = model.graph
+        qweights = {q["weight"]: q for q in quantized}
+        consumers: Dict[str, List[str]] = {}
+        for node in graph.node:
+            for i in node.input:
+                consumers.setdefault(i, []).append(node.name)
+        new_inits = []
+        dq_nodes: Dict[str, Any] = {}
+        for wname, arr in trained.items():
+            q = qweights.get(wname)
+            if q is None or len(consumers.get(wname, [])) != 1:
+                new_inits.append(numpy_helper.from_array(arr.astype(np.float32), wname))
+                qweights.pop(wname, None)
+                continue
+            axis = q["axis"]
+            scale = weight_scale(torch, torch.from_numpy(arr), axis).numpy().astype(np.float32)
+            shape = [1] * arr.ndim
+            shape[axis] = -1
+            wq = np.clip(np.round(arr / scale.reshape(shape)), -127, 127).astype(np.int8)
+            new_inits += [numpy_helper.from_array(wq, wname + "_q"), numpy_helper.from_array(scale, wname + "_scale"),
+                          numpy_helper.from_array(np.zeros(scale.shape, np.int8), wname + "_zp")]
+            dq_nodes[q["node"]] = helper.make_node("DequantizeLinear", [wname + "_q", wname + "_scale", wname + "_zp"], [wname + "_dq"],
+                                                   name=wname + "_DequantizeLinear", axis=axis)
+        act_nodes: Dict[str, List[Any]] = {}
+        for tname, a in acts.items():
+            s, zp = a.export()
+            key = tname.replace("/", "_")
+            new_inits += [numpy_helper.from_array(s, key + "_act_scale"), numpy_helper.from_array(zp, key + "_act_zp")]
+            act_nodes[tname] = [
+                helper.make_node("QuantizeLinear", [tname, key + "_act_scale", key + "_act_zp"], [key + "_act_q"], name=key + "_QuantizeLinear"),
+                helper.make_node("DequantizeLinear", [key + "_act_q", key + "_act_scale", key + "_act_zp"], [key + "_act_dq"], name=key + "_act_DequantizeLinear"),
+            ]
+        quant_nodes = {q["node"]: q for q in quantized}
+        emitted = set()
+        nodes = []
+        for node in graph.node:
+            if node.op_type == "Constant" and node.output[0] in trained:
+                continue  # replaced by an initializer (trained float or int8 + scale)
+            q = quant_nodes.get(node.name)
+            if q is not None:
+                if q["act"] not in emitted:
+                    nodes += act_nodes[q["act"]]
+                    emitted.add(q["act"])
+                node.input[0] = q["act"].replace("/", "_") + "_act_dq"
+                if node.name in dq_nodes:
+                    nodes.append(dq_nodes[node.name])
+                    node.input[1] = q["weight"] + "_dq"
+            nodes.append(node)
+        kept_inits = [i for i in graph.initializer if i.name not in trained]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        del graph.initializer[:]
+        graph.initializer.extend(kept_inits + new_inits)
+        onnx.checker.check_model(model)
+        atomic_write_bytes(out_path, model.SerializeToString())
+        return len(quantized)
