@@ -436,3 +436,15 @@ class OnnxModule(torch.nn.Module):
 
 def to_torch_inputs(feed: Dict[str, np.ndarray], names: Sequence[str]) -> List[torch.Tensor]:
     return [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in names]
+
+
+def replace_constants(model, values: Dict[str, np.ndarray]) -> None:
+    """Give constants (initializers or Constant-node outputs) new values in place: each becomes an initializer."""
+    names = set(values)
+    nodes = [n for n in model.graph.node if not (n.op_type == "Constant" and n.output[0] in names)]
+    inits = [i for i in model.graph.initializer if i.name not in names]
+    inits += [numpy_helper.from_array(np.asarray(v, dtype=np.float32), k) for k, v in values.items()]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(inits)

@@ -38,7 +38,7 @@ class QatConfig(StepConfig):
     batch_size: int = Field(8, gt=0)
     train_samples: int = Field(256, gt=0, description="calibration samples drawn for training (the held-out eval data is never used)")
     init_samples: int = Field(32, gt=0, description="samples used to initialise activation ranges")
-    lr: float = Field(1e-4, gt=0, description="Adam learning rate of the weights")
+    lr: float = Field(1e-5, gt=0, description="Adam learning rate of the weights")
     lr_quant: float = Field(1e-3, gt=0, description="Adam learning rate of the activation scales, relative to each scale (zero points: 10x, in steps)")
     max_drop: Optional[float] = Field(default=None, ge=0.0, description="allowed task-score drop vs FP32 (checked by the pipeline)")
     teacher: Optional[str] = Field(None, description="ONNX model to distil from (default: this step's input), e.g. the source "
@@ -150,18 +150,6 @@ class _WeightQuant:
         return torch.fake_quantize_per_channel_affine(w, scale, zp, self.axis, -127, 127)
 
 
-def _batches(feeds: List[Dict[str, np.ndarray]], names: List[str], batch_size: int, rng: np.random.Generator):
-    """Endless shuffled batches; samples are concatenated on axis 0 when their shapes allow it, else batch 1."""
-    shapes = {tuple((n, feeds[0][n].shape) for n in names)}
-    stackable = all(tuple((n, f[n].shape) for n in names) in shapes for f in feeds) and all(feeds[0][n].ndim > 0 for n in names)
-    bs = batch_size if stackable else 1
-    while True:
-        order = rng.permutation(len(feeds))
-        for k in range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs):
-            chunk = [feeds[j] for j in order[k: k + bs]]
-            yield [np.concatenate([c[n] for c in chunk], axis=0) for n in names]
-
-
 def _logit_outputs(model) -> Dict[str, str]:
     """Graph outputs produced by a Softmax over the last axis: distil their logits (the Softmax input) instead."""
     out = {}
@@ -173,20 +161,6 @@ def _logit_outputs(model) -> Dict[str, str]:
     return out
 
 
-def distill_loss(torch, student: List[Any], teacher: List[Any], logits: List[bool]):
-    """KL(teacher || student) on softmax logits, variance-normalised MSE otherwise; summed over outputs."""
-    F = torch.nn.functional
-    total = 0.0
-    for s, t, is_logit in zip(student, teacher, logits):
-        s = s.float()
-        t = t.float()
-        if is_logit:
-            total = total + F.kl_div(F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1), log_target=True, reduction="none").sum(-1).mean()
-        else:
-            total = total + F.mse_loss(s, t) / (t.var() + 1e-8)
-    return total
-
-
 class QatStep(Step):
     """Quantization-aware training (fake-quant + distillation from FP32 within a time budget) -> QDQ ONNX."""
 
@@ -196,7 +170,7 @@ class QatStep(Step):
     produces = "onnx"
     Config = QatConfig
     requires = (("torch", "torch"), ("onnx", "onnx"))
-    source_modules = ("edgekit.converters.onnx_torch",)
+    source_modules = ("edgekit.converters.onnx_torch", "edgekit.converters.finetune")
 
     def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
         cfg = config if isinstance(config, QatConfig) else QatConfig.model_validate(config.model_dump())
@@ -224,6 +198,8 @@ class QatStep(Step):
     def _run(self, torch, OnnxModule, weight_axis, artifact, cfg: QatConfig, ctx: StepContext, say) -> Artifact:
         t_start = time.perf_counter()
         import onnx
+
+        from edgekit.converters.finetune import batches, train
 
         logit_map = _logit_outputs(onnx.load(str(artifact.path), load_external_data=False))  # before the opset change wraps Softmax
         model = _prepare(artifact.path)
@@ -282,48 +258,20 @@ class QatStep(Step):
             groups.append({"params": [a.scale], "lr": cfg.lr_quant * float(a.scale.detach())})
             if a.zero_point.requires_grad:
                 groups.append({"params": [a.zero_point], "lr": cfg.lr_quant * 10.0})
-        opt = torch.optim.Adam(groups)
-        rng = np.random.default_rng(cfg.seed)
-        batches = _batches(feeds, names, cfg.batch_size, rng)
-        t_train = time.perf_counter()
-        losses: List[float] = []
-        step = 0
-        last_say = t_train
-        first_loss = None
-        while True:
-            elapsed = time.perf_counter() - t_train
-            if step and (elapsed >= cfg.train_budget_s or (cfg.max_steps is not None and step >= cfg.max_steps)):
-                break
-            batch = [torch.from_numpy(np.ascontiguousarray(b)) for b in next(batches)]
-            with torch.no_grad():
-                target = teacher(*[batch[names.index(n)] for n in teacher.input_names])
-            out = student(*batch)
-            loss = distill_loss(torch, out, target, logits)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            val = float(loss.detach())
-            if not math.isfinite(val):
-                raise StepError(STEP, f"training diverged on {label} (loss {val} at step {step})", hint="lower lr / lr_quant")
-            first_loss = val if first_loss is None else first_loss
-            losses.append(val)
-            now = time.perf_counter()
-            if now - last_say >= 10.0:
-                last_say = now
-                recent = float(np.mean(losses[-20:]))
-                say(f"qat: step {step}, distillation loss {recent:.5f} (first {first_loss:.5f}), {now - t_train:.0f}/{cfg.train_budget_s:.0f} s")
-        train_s = time.perf_counter() - t_train
+        t_names = teacher.input_names
+        trained = train(torch, STEP, label, lambda b: student(*b), lambda b: teacher(*[b[names.index(n)] for n in t_names]), groups,
+                        batches(feeds, names, cfg.batch_size, np.random.default_rng(cfg.seed)), logits,
+                        budget_s=cfg.train_budget_s, max_steps=cfg.max_steps, say=say, what="QAT")
+        step, train_s = trained["steps"], trained["train_s"]
 
         out_path = Path(ctx.work_dir) / (Path(artifact.path).stem + ".qat.onnx")
         n_q = self._export(model, student, acts, quantized, out_path)
-        k = max(1, min(20, len(losses) // 5))
         record = {
             "target": cfg.target, "activations": "symmetric s8 per tensor" if symmetric else "asymmetric u8 per tensor",
             "weights": "symmetric s8 per output channel (narrow range)", "quantized_ops": n_q,
             "activation_quantizers": len(acts), "steps": step, "batch": cfg.batch_size, "train_samples": len(feeds),
-            "train_s": round(train_s, 1), "total_s": round(time.perf_counter() - t_start, 1), "budget_s": cfg.train_budget_s,
-            "loss_first": round(float(np.mean(losses[:k])), 6), "loss_last": round(float(np.mean(losses[-k:])), 6),
+            "train_s": train_s, "total_s": round(time.perf_counter() - t_start, 1), "budget_s": cfg.train_budget_s,
+            "loss_first": trained["loss_first"], "loss_last": trained["loss_last"],
             "distilled": "logits before Softmax (KL)" if any(logits) else "outputs (variance-normalised MSE)",
         }
         ctx.report["qat"] = record

@@ -19,6 +19,8 @@ from edgekit.cli.common import profile_option
 @click.option("--rank", type=int, default=None, help="Low-rank: fixed rank per layer.")
 @click.option("--energy", type=float, default=None, help="Low-rank: keep this fraction of the squared singular values (e.g. 0.95).")
 @click.option("--clusters", type=int, default=None, help="Weight sharing: values per tensor [256]; fewer = smaller but less faithful.")
+@click.option("--finetune", is_flag=True, help="prune/lowrank: recover accuracy by distillation from the source model on calibration data (no labels).")
+@click.option("--train-budget", default=None, metavar="5m", help="Time limit of --finetune (300, 90s, 5m, 1h) [5m].")
 @profile_option()
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory for model.onnx, report.json, report.md.")
 @click.option("--eval-samples", type=int, default=16, show_default=True, help="Evaluation samples for fidelity.")
@@ -26,7 +28,7 @@ from edgekit.cli.common import profile_option
 @click.option("--trust-pickle", is_flag=True, help="Allow loading a pickled PyTorch module (runs its code).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compress(model: str, method: str, ratio: Optional[float], rank: Optional[int], energy: Optional[float], clusters: Optional[int],
-             profile: str, out_dir: str, eval_samples: int, no_export: bool, trust_pickle: bool, as_json: bool) -> None:
+             finetune: bool, train_budget: Optional[str], profile: str, out_dir: str, eval_samples: int, no_export: bool, trust_pickle: bool, as_json: bool) -> None:
     """Compress MODEL (zoo:NAME, .onnx, or a PyTorch file) with one method and report size, params, latency, fidelity.
 
     \b
@@ -34,8 +36,10 @@ def compress(model: str, method: str, ratio: Optional[float], rank: Optional[int
       edgekit compress zoo:minilm --method prune --ratio 0.3 --profile x86-cpu --out out/prune
       edgekit compress zoo:minilm --method prune-unstructured --ratio 0.5 --profile x86-cpu --out out/sparse
       edgekit compress zoo:ppocr-rec --method lowrank --energy 0.95 --profile x86-cpu --out out/lr
+      edgekit compress zoo:ppocr-rec --method lowrank --energy 0.9 --finetune --train-budget 5m --out out/lr-ft
       edgekit compress zoo:ppocr-det --method weight-share --clusters 16 --profile x86-cpu --out out/ws
     """
+    from edgekit.cli.common import parse_duration
     from edgekit.workflows.compress import compress as run
     from edgekit.core.errors import UsageError
     from edgekit.core.profiles import load_profile
@@ -54,11 +58,14 @@ def compress(model: str, method: str, ratio: Optional[float], rank: Optional[int
         if (rank is None) == (energy is None):
             raise UsageError("--method lowrank needs exactly one of --rank or --energy", hint="e.g. --energy 0.95")
         settings.update({"rank": rank} if rank is not None else {"energy": energy})
+    if train_budget is not None and not finetune:
+        raise UsageError("--train-budget is the time limit of --finetune", hint="add --finetune")
+    finetune_s = (parse_duration(train_budget) or 300.0) if finetune else None
     prof = load_profile(profile)
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
     try:
         rec = run(model, method, out_dir, profile=prof, settings=settings, export=not no_export, eval_samples=eval_samples,
-                  trust_pickle=trust_pickle, progress=progress)
+                  trust_pickle=trust_pickle, progress=progress, finetune_s=finetune_s)
     except ValueError as exc:  # pydantic validation of the settings (e.g. --ratio 1.5)
         raise UsageError(f"invalid setting for --method {method}: {exc}") from exc
     if as_json:

@@ -1,0 +1,131 @@
+"""Time-boxed distillation fine-tuning shared by QAT and by `edgekit compress --finetune` (pruning, low-rank).
+
+The student learns the source model's own outputs on calibration data (no labels): KL divergence on logits when an
+output is a Softmax, variance-normalised MSE otherwise. Training stops at the time budget (or a step cap), reports
+progress about every 10 s, and returns a record of what ran. torch is imported by the callers' `run`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from edgekit.core.errors import StepError
+
+
+def batches(feeds: List[Dict[str, np.ndarray]], names: Sequence[str], batch_size: int, rng: np.random.Generator) -> Iterator[List[np.ndarray]]:
+    """Endless shuffled batches; samples are concatenated on axis 0 when their shapes allow it, else batch 1."""
+    first = tuple((n, feeds[0][n].shape) for n in names)
+    stackable = all(tuple((n, f[n].shape) for n in names) == first for f in feeds) and all(feeds[0][n].ndim > 0 for n in names)
+    bs = min(batch_size, len(feeds)) if stackable else 1
+    while True:
+        order = rng.permutation(len(feeds))
+        for k in range(0, len(order) - bs + 1, bs):
+            chunk = [feeds[j] for j in order[k: k + bs]]
+            yield [np.concatenate([c[n] for c in chunk], axis=0) for n in names]
+
+
+def distill_loss(torch, student: Sequence[Any], teacher: Sequence[Any], logits: Sequence[bool]):
+    """KL(teacher || student) on softmax logits, variance-normalised MSE otherwise; summed over outputs."""
+    F = torch.nn.functional
+    total = 0.0
+    for s, t, is_logit in zip(student, teacher, logits):
+        s = s.float()
+        t = t.float()
+        if is_logit:
+            total = total + F.kl_div(F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1), log_target=True, reduction="none").sum(-1).mean()
+        else:
+            total = total + F.mse_loss(s, t) / (t.var() + 1e-8)
+    return total
+
+
+def train(torch, step_name: str, label: str, student: Callable[[List[Any]], Sequence[Any]], teacher: Callable[[List[Any]], Sequence[Any]],
+          param_groups: List[Dict[str, Any]], feed_batches: Iterator[List[np.ndarray]], logits: Sequence[bool], *,
+          budget_s: float, max_steps: Optional[int] = None, say: Callable[[str], None] = lambda m: None, what: str = "fine-tune") -> Dict[str, Any]:
+    """Adam on `param_groups` until `budget_s` seconds (at least one step); returns steps, time and loss first/last."""
+    opt = torch.optim.Adam(param_groups)
+    losses: List[float] = []
+    t0 = time.perf_counter()
+    last_say = t0
+    step = 0
+    while True:
+        elapsed = time.perf_counter() - t0
+        if step and (elapsed >= budget_s or (max_steps is not None and step >= max_steps)):
+            break
+        batch = [torch.from_numpy(np.ascontiguousarray(b)) for b in next(feed_batches)]
+        with torch.no_grad():
+            target = teacher(batch)
+        loss = distill_loss(torch, student(batch), target, logits)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        val = float(loss.detach())
+        if not math.isfinite(val):
+            raise StepError(step_name, f"{what} of {label} diverged (loss {val} at step {step})", hint="lower the learning rate")
+        losses.append(val)
+        now = time.perf_counter()
+        if now - last_say >= 10.0:
+            last_say = now
+            say(f"{step_name}: {what} step {step}, distillation loss {np.mean(losses[-20:]):.5f} (first {losses[0]:.5f}), "
+                f"{now - t0:.0f}/{budget_s:.0f} s")
+    k = max(1, min(20, len(losses) // 5))
+    return {"steps": step, "train_s": round(time.perf_counter() - t0, 1), "budget_s": budget_s,
+            "loss_first": round(float(np.mean(losses[:k])), 6), "loss_last": round(float(np.mean(losses[-k:])), 6)}
+
+
+def finetune_module(torch, student: Any, teacher: Any, feeds: List[Dict[str, np.ndarray]], names: Sequence[str], *, budget_s: float,
+                    lr: float = 1e-5, batch_size: int = 8, max_steps: Optional[int] = None, seed: int = 0,
+                    say: Callable[[str], None] = lambda m: None, step_name: str = "prune") -> Dict[str, Any]:
+    """Distil a compressed PyTorch module from its source module (both called with the feeds' tensors by position)."""
+    from edgekit.core.artifact import _flatten_torch_outputs
+
+    if not feeds:
+        raise StepError(step_name, "fine-tuning needs calibration data, and none was given", hint="pass --calib DATA, or use a zoo model")
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student.eval()  # no dropout; BatchNorm keeps its statistics
+    params = [p for p in student.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(True)
+
+    def run(m):
+        return lambda batch: _flatten_torch_outputs(m(*batch))
+
+    rec = train(torch, step_name, type(student).__name__, run(student), run(teacher), [{"params": params, "lr": lr}],
+                batches(feeds, names, batch_size, np.random.default_rng(seed)), [False] * 64,
+                budget_s=budget_s, max_steps=max_steps, say=say)
+    student.eval()
+    return {**rec, "teacher": "source module", "samples": len(feeds), "lr": lr}
+
+
+def finetune_onnx(torch, student_path, teacher_path, feeds: List[Dict[str, np.ndarray]], *, budget_s: float, lr: float = 1e-5,
+                  batch_size: int = 8, max_steps: Optional[int] = None, seed: int = 0, say: Callable[[str], None] = lambda m: None,
+                  step_name: str = "lowrank"):
+    """Distil an ONNX model (e.g. low-rank factorised) from its ONNX source; returns (trained onnx model, record)."""
+    import onnx
+
+    from edgekit.converters.onnx_torch import OnnxModule, replace_constants
+    from edgekit.converters.qat import _logit_outputs
+
+    if not feeds:
+        raise StepError(step_name, "fine-tuning needs calibration data, and none was given", hint="pass --calib DATA, or use a zoo model")
+    model = onnx.load(str(student_path))
+    label = str(getattr(student_path, "name", student_path))
+    student = OnnxModule(model, label).eval()
+    teacher = OnnxModule(onnx.load(str(teacher_path)), "source").eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    logit_map = _logit_outputs(model)
+    student.output_override = dict(logit_map)
+    teacher.output_override = dict(_logit_outputs(onnx.load(str(teacher_path), load_external_data=False)))
+    names = student.input_names
+    rec = train(torch, step_name, label, lambda b: student(*b), lambda b: teacher(*[b[names.index(n)] for n in teacher.input_names]),
+                [{"params": list(student.parameters()), "lr": lr}], batches(feeds, names, batch_size, np.random.default_rng(seed)),
+                [o in logit_map for o in student.output_names], budget_s=budget_s, max_steps=max_steps, say=say)
+    replace_constants(model, student.trained_weights())
+    return model, {**rec, "teacher": "source ONNX model", "samples": len(feeds), "lr": lr}
