@@ -109,8 +109,7 @@ def finetune_onnx(torch, student_path, teacher_path, feeds: List[Dict[str, np.nd
     """Distil an ONNX model (e.g. low-rank factorised) from its ONNX source; returns (trained onnx model, record)."""
     import onnx
 
-    from edgekit.converters.onnx_torch import OnnxModule, replace_constants
-    from edgekit.converters.qat import _logit_outputs
+    from edgekit.converters.onnx_torch import OnnxModule, logit_outputs, replace_constants
 
     if not feeds:
         raise StepError(step_name, "fine-tuning needs calibration data, and none was given", hint="pass --calib DATA, or use a zoo model")
@@ -120,9 +119,9 @@ def finetune_onnx(torch, student_path, teacher_path, feeds: List[Dict[str, np.nd
     teacher = OnnxModule(onnx.load(str(teacher_path)), "source").eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    logit_map = _logit_outputs(model)
+    logit_map = logit_outputs(model)
     student.output_override = dict(logit_map)
-    teacher.output_override = dict(_logit_outputs(onnx.load(str(teacher_path), load_external_data=False)))
+    teacher.output_override = dict(logit_outputs(onnx.load(str(teacher_path), load_external_data=False)))
     names = student.input_names
     rec = train(torch, step_name, label, lambda b: student(*b), lambda b: teacher(*[b[names.index(n)] for n in teacher.input_names]),
                 [{"params": list(student.parameters()), "lr": lr}], batches(feeds, names, batch_size, np.random.default_rng(seed)),

@@ -434,6 +434,17 @@ class OnnxModule(torch.nn.Module):
         return out
 
 
+def logit_outputs(model) -> Dict[str, str]:
+    """Graph outputs produced by a Softmax over the last axis: distil their logits (the Softmax input) instead."""
+    out = {}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for o in model.graph.output:
+        node = producers.get(o.name)
+        if node is not None and node.op_type == "Softmax":
+            out[o.name] = node.input[0]
+    return out
+
+
 def to_torch_inputs(feed: Dict[str, np.ndarray], names: Sequence[str]) -> List[torch.Tensor]:
     return [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in names]
 

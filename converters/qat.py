@@ -150,17 +150,6 @@ class _WeightQuant:
         return torch.fake_quantize_per_channel_affine(w, scale, zp, self.axis, -127, 127)
 
 
-def _logit_outputs(model) -> Dict[str, str]:
-    """Graph outputs produced by a Softmax over the last axis: distil their logits (the Softmax input) instead."""
-    out = {}
-    producers = {o: n for n in model.graph.node for o in n.output}
-    for o in model.graph.output:
-        node = producers.get(o.name)
-        if node is not None and node.op_type == "Softmax":
-            out[o.name] = node.input[0]
-    return out
-
-
 class QatStep(Step):
     """Quantization-aware training (fake-quant + distillation from FP32 within a time budget) -> QDQ ONNX."""
 
@@ -200,8 +189,9 @@ class QatStep(Step):
         import onnx
 
         from edgekit.converters.finetune import batches, train
+        from edgekit.converters.onnx_torch import logit_outputs
 
-        logit_map = _logit_outputs(onnx.load(str(artifact.path), load_external_data=False))  # before the opset change wraps Softmax
+        logit_map = logit_outputs(onnx.load(str(artifact.path), load_external_data=False))  # before the opset change wraps Softmax
         model = _prepare(artifact.path)
         label = artifact.path.name
         if cfg.teacher:
@@ -209,7 +199,7 @@ class QatStep(Step):
             if not tpath.is_file():
                 raise StepError(STEP, f"teacher model {tpath} does not exist", hint="give the path of the FP32 source ONNX model")
             teacher = OnnxModule(onnx.load(str(tpath)), tpath.name).eval()
-            teacher_logits = _logit_outputs(onnx.load(str(tpath), load_external_data=False))
+            teacher_logits = logit_outputs(onnx.load(str(tpath), load_external_data=False))
             teacher.output_override = dict(teacher_logits)
             student_inputs = {i.name for i in model.graph.input}
             if len(teacher.output_names) != len(model.graph.output) or not set(teacher.input_names) <= student_inputs:

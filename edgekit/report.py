@@ -165,7 +165,7 @@ def variant_rows(report: DeployReport, reason_width: Optional[int] = None) -> Li
         if fid:
             fid_txt = f"{fid['task_metric']} {fid['task_score']:.4f}" if fid.get("task_score") is not None else f"cos {fid['cosine_min']:.5f}"
         rows.append((
-            f"{v['runtime']}/{v['precision']}",
+            f"{v['runtime']}/{v['precision']}" + (f" {v['method']}" if v.get("method") else "") + (" *" if v.get("pareto") else ""),
             v["status"],
             "—" if v.get("median_ms") is None else f"{v['median_ms']:.2f} ms",
             fid_txt or "—",

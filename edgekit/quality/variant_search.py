@@ -28,7 +28,7 @@ class Variant(BaseModel):
     precision: str
     status: str  # chosen | meets budget | violates budget | infeasible | failed | skipped
     reason: str = ""
-    method: Optional[str] = None  # ptq | qat | lowrank | lowrank+ptq | lowrank+qat (None: plain fp32/fp16)
+    method: Optional[str] = None  # ptq | qat | lowrank | lowrank+ptq | lowrank+qat | reference (None: plain fp32/fp16)
     steps: List[str] = Field(default_factory=list)
     artifact: Optional[str] = None
     size_bytes: Optional[int] = None
@@ -137,22 +137,26 @@ def search(
         variants.append(v)
         return v
 
+    def plan_for(runtime: str, precision: str) -> Plan:
+        return make_plan(
+            resolved.artifact, resolved.label, profile,
+            PlanOptions(runtime=runtime, precision=precision, max_drop=md if precision != "fp32" else None, simplify=simplify, has_calib=data.calib is not None, host=host, shapes=shapes),
+        )
+
     plans: Dict[Tuple[str, str], Plan] = {}
     for runtime, precision in candidates(profile, runtimes, precisions):
         try:
-            plan = make_plan(
-                resolved.artifact, resolved.label, profile,
-                PlanOptions(runtime=runtime, precision=precision, max_drop=md if precision != "fp32" else None, simplify=simplify, has_calib=data.calib is not None, host=host, shapes=shapes),
-            )
+            plan = plan_for(runtime, precision)
         except PlanError as exc:
             variants.append(Variant(runtime=runtime, precision=precision, status="infeasible", reason=exc.message))
             continue
         plans[(runtime, precision)] = plan
         evaluate(runtime, precision, plan, "ptq" if precision == "int8" else None)
     if extended:
-        _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, float(train_budget_s), progress)
+        _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, float(train_budget_s), progress, plan_for)
         _mark_pareto(variants)
-    ok = [(i, v) for i, v in enumerate(variants) if v.status == "meets budget" and v.median_ms is not None]
+    # a "reference" FP32 (built only to judge low-rank in an int8-only search) is never the answer to --precision int8
+    ok = [(i, v) for i, v in enumerate(variants) if v.status == "meets budget" and v.median_ms is not None and v.method != "reference"]
     if not ok:
         return variants, None
     best_i, best = min(ok, key=lambda iv: iv[1].median_ms)
@@ -161,11 +165,11 @@ def search(
 
 
 def _best(variants: List[Variant]) -> Optional[Variant]:
-    ok = [v for v in variants if v.status == "meets budget" and v.median_ms is not None]
+    ok = [v for v in variants if v.status == "meets budget" and v.median_ms is not None and v.method != "reference"]
     return min(ok, key=lambda v: v.median_ms) if ok else None
 
 
-def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, train_budget_s, progress) -> None:
+def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, train_budget_s, progress, plan_for) -> None:
     """QAT where PTQ INT8 missed, then low-rank compounds, each only where it can still beat the best so far."""
     from edgekit.quality import compound
 
@@ -194,7 +198,15 @@ def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, tr
         if int8_rt is not None:
             skip(int8_rt, "int8", "lowrank+int8", "low-rank compounds are built from an ONNX source here")
         return
-    fp32 = next((v for v in variants if v.runtime == int8_rt and v.precision == "fp32" and v.method is None and v.median_ms), None)
+    if (int8_rt, "fp32") not in plans:
+        # the low-rank rule compares against this runtime's FP32: build it as a reference (int8-only searches)
+        try:
+            plans[(int8_rt, "fp32")] = plan_for(int8_rt, "fp32")
+            evaluate(int8_rt, "fp32", plans[(int8_rt, "fp32")], "reference")
+        except PlanError as exc:
+            skip(int8_rt, "int8", "lowrank+int8", f"no {int8_rt}/fp32 plan to compare low-rank against: {exc.message}")
+            return
+    fp32 = next((v for v in variants if v.runtime == int8_rt and v.precision == "fp32" and v.method in (None, "reference") and v.median_ms), None)
     fp32_plan = plans.get((int8_rt, "fp32"))
     if fp32_plan is None or fp32 is None:
         skip(int8_rt, "int8", "lowrank+int8", f"no measured {int8_rt}/fp32 variant to compare low-rank against")
