@@ -158,7 +158,7 @@ class QatStep(Step):
     accepts = ("onnx",)
     produces = "onnx"
     Config = QatConfig
-    requires = (("torch", "torch"), ("onnx", "onnx"))
+    requires = (("torch", "torch"),)
     source_modules = ("edgekit.converters.onnx_torch", "edgekit.converters.finetune")
 
     def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
