@@ -21,6 +21,7 @@ from edgekit.cli.common import profile_option
 @click.option("--clusters", type=int, default=None, help="Weight sharing: values per tensor [256]; fewer = smaller but less faithful.")
 @click.option("--finetune", is_flag=True, help="prune/lowrank: recover accuracy by distillation from the source model on calibration data (no labels).")
 @click.option("--train-budget", default=None, metavar="5m", help="Time limit of --finetune (300, 90s, 5m, 1h) [5m].")
+@click.option("--finetune-samples", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration samples --finetune trains on.")
 @profile_option()
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory for model.onnx, report.json, report.md.")
 @click.option("--eval-samples", type=int, default=16, show_default=True, help="Evaluation samples for fidelity.")
@@ -28,7 +29,7 @@ from edgekit.cli.common import profile_option
 @click.option("--trust-pickle", is_flag=True, help="Allow loading a pickled PyTorch module (runs its code).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compress(model: str, method: str, ratio: Optional[float], rank: Optional[int], energy: Optional[float], clusters: Optional[int],
-             finetune: bool, train_budget: Optional[str], profile: str, out_dir: str, eval_samples: int, no_export: bool, trust_pickle: bool, as_json: bool) -> None:
+             finetune: bool, train_budget: Optional[str], finetune_samples: int, profile: str, out_dir: str, eval_samples: int, no_export: bool, trust_pickle: bool, as_json: bool) -> None:
     """Compress MODEL (zoo:NAME, .onnx, or a PyTorch file) with one method and report size, params, latency, fidelity.
 
     \b
@@ -65,7 +66,8 @@ def compress(model: str, method: str, ratio: Optional[float], rank: Optional[int
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
     try:
         rec = run(model, method, out_dir, profile=prof, settings=settings, export=not no_export, eval_samples=eval_samples,
-                  trust_pickle=trust_pickle, progress=progress, finetune_s=finetune_s)
+                  trust_pickle=trust_pickle, progress=progress, finetune_s=finetune_s,
+                  finetune_samples=finetune_samples)
     except ValueError as exc:  # pydantic validation of the settings (e.g. --ratio 1.5)
         raise UsageError(f"invalid setting for --method {method}: {exc}") from exc
     if as_json:

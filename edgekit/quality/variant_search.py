@@ -35,7 +35,8 @@ class Variant(BaseModel):
     fidelity: Optional[FidelityResult] = None
     median_ms: Optional[float] = None
     build_s: Optional[float] = None
-    score: Optional[float] = None  # task score (else mean cosine) vs the source on held-out data
+    score: Optional[float] = None  # task score (else mean cosine) vs the source on held-out data (a PTQ step that
+    # failed its budget: the best score its own held-out search measured)
     train_s: Optional[float] = None  # training time of QAT / fine-tuning steps
     pareto: bool = False  # not dominated in (latency, score, size) among the variants measured
 
@@ -90,7 +91,7 @@ def search(
         label = f"{runtime}/{precision}" + (f" {method}" if method else "")
         progress(f"variant {label}: building ({', '.join(s.step for s in plan.steps) or 'as is'})")
         t0 = time.perf_counter()
-        pipe = Pipeline(plan, profile, data, cache_dir=cache_dir, runner=runner, fidelity_samples=fidelity_samples, progress=progress if method else (lambda m: None), use_cache=use_cache)
+        pipe = Pipeline(plan, profile, data, cache_dir=cache_dir, runner=runner, fidelity_samples=fidelity_samples, progress=progress if method and method not in ("ptq", "reference") else (lambda m: None), use_cache=use_cache)
         base = dict(runtime=runtime, precision=precision, method=method, steps=[s.step for s in plan.steps])
         try:
             result = pipe.run(resolved.artifact)
@@ -99,7 +100,12 @@ def search(
             progress(f"variant {label}: violates budget: {variants[-1].reason}")
             return variants[-1]
         except EdgekitError as exc:
-            variants.append(Variant(status="failed", reason=exc.message.splitlines()[0], **base))
+            # an INT8 step that missed its budget names the best score its own held-out search reached: keep it, so
+            # the report can set PTQ against QAT
+            import re
+
+            m = re.search(r"score ([0-9]*\.[0-9]+)", exc.message) if method == "ptq" else None
+            variants.append(Variant(status="failed", reason=exc.message.splitlines()[0], score=float(m.group(1)) if m else None, **base))
             progress(f"variant {label}: failed: {variants[-1].reason}")
             return variants[-1]
         build_s = time.perf_counter() - t0

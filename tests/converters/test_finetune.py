@@ -15,7 +15,7 @@ def test_compress_lowrank_finetune_from_the_cli(cli, tmp_path):
     """PP-OCRv4 rec factorised, then distilled from the source for a short budget; the report measures the tuned model."""
     out = tmp_path / "lr"
     res = cli("compress", "zoo:ppocr-rec", "--method", "lowrank", "--energy", "0.9", "--finetune", "--train-budget", "2s",
-              "--profile", "x86-cpu", "--out", str(out), "--eval-samples", "4", "--json")
+              "--finetune-samples", "4", "--profile", "x86-cpu", "--out", str(out), "--eval-samples", "4", "--json")
     assert res.returncode == 0, res.stderr
     rec = json.loads(res.stdout)
     tune = rec["finetune"]
