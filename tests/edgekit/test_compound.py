@@ -97,3 +97,12 @@ def test_search_with_train_budget_lists_qat_and_compound_variants(tmp_path):
         assert all(v.status == "skipped" for v in compounds)
     assert any(v.pareto for v in variants)
     assert all(not v.pareto for v in variants if v.median_ms is None)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--precision", "fp32", "--train-budget", "5m"], "--train-budget applies to --precision int8 or auto, not fp32"),
+    (["--precision", "int8", "--train-budget", "5x"], "expected a duration such as 300, 90s, 5m or 1h"),
+])
+def test_deploy_train_budget_errors_are_one_line(cli, args, message):
+    res = cli("deploy", "zoo:ppocr-rec", "--profile", "x86-cpu", *args, "--no-bench")
+    assert res.returncode != 0 and message in res.stderr and "Traceback" not in res.stderr
