@@ -11,7 +11,7 @@ from edgekit.core.profiles import load_profile
 from edgekit.core.registry import get_runner
 from edgekit.core.runner_interface import InputSpec
 from edgekit.quality import compound
-from edgekit.quality.variant_search import search
+from edgekit.quality.variant_search import search_variants
 from edgekit.workflows.deploy import resolve_model
 
 torch = pytest.importorskip("torch")
@@ -76,7 +76,7 @@ def test_search_with_train_budget_lists_qat_and_compound_variants(tmp_path):
 
     seen = []
     with get_runner("local")(prof) as runner:
-        variants, best = search(resolved, prof, data, runner, max_drop=0.0, host=None, cache_dir=tmp_path / "cache",
+        variants, best = search_variants(resolved, prof, data, runner, max_drop=0.0, host=None, cache_dir=tmp_path / "cache",
                                 runtimes=["openvino"], precisions=["fp32", "int8"], benchmark=short_bench,
                                 train_budget_s=4.0, progress=seen.append)
     by = {(v.precision, v.method): v for v in variants}
