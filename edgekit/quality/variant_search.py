@@ -191,6 +191,9 @@ def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, tr
     int8_rt = next((rt for (rt, p) in plans if p == "int8" and rt in compound.QAT_RUNTIMES), None)
     lowrank_trains = 1 if (int8_rt and teacher) else 0
     share = train_budget_s / max(1, len(qat_rts) + lowrank_trains)
+    for (rt, p) in plans:
+        if p == "int8" and rt in compound.NO_QAT and any(v.runtime == rt and v.method == "ptq" and v.status in ("violates budget", "failed") for v in variants):
+            skip(rt, "int8", "qat", compound.NO_QAT[rt])
     for rt in qat_rts:
         best = _best(variants)
         if best is not None and best.precision == "int8":
