@@ -18,7 +18,7 @@ from edgekit import __version__
 from edgekit.artifact import Artifact
 from edgekit.errors import FidelityError, OutputError, PlanError, StepSkipped
 from edgekit.fidelity import compare, describe, predict
-from edgekit.fsutil import atomic_write_text, sha256_file
+from edgekit.fsutil import atomic_write_text
 from edgekit.plan import Plan
 from edgekit.profiles import DeviceProfile
 from edgekit.registry import get_step
@@ -29,7 +29,7 @@ from edgekit.steps import StepContext, task_judged
 
 # Steps whose output depends on calibration/evaluation data, so the data's identity is part of their cache key.
 DATA_STEPS = {"quantize-ort", "openvino", "tflite", "tensorrt", "prune", "lowrank", "weight-share"}
-CACHE_LAYOUT = 1
+CACHE_LAYOUT = 2  # 2: entry.json records the sha256 of every file (main and extras)
 
 
 def default_cache_dir() -> Path:
@@ -73,16 +73,6 @@ def _step_source_hash(step_cls) -> str:
         return "unknown"
 
 
-def _relocate(art: Artifact, old: Path, new: Path) -> Artifact:
-    def move(p: Path) -> Path:
-        try:
-            return new / Path(p).relative_to(old)
-        except ValueError:
-            return p
-
-    return art.model_copy(update={"path": move(art.path), "extra_files": [move(p) for p in art.extra_files]})
-
-
 def _artifact_summary(art: Artifact) -> Dict[str, Any]:
     return {
         "path": str(art.path),
@@ -121,6 +111,7 @@ class Pipeline:
         self._pred_cache: Dict[str, Any] = {}
         self._feeds: Optional[List[Dict[str, Any]]] = None
         self._feeds_kind = "random"
+        self._damaged: Optional[str] = None
 
     # ---- reference data
     def reference_feeds(self) -> List[Dict[str, Any]]:
@@ -176,31 +167,22 @@ class Pipeline:
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
-    def _load_cached(self, entry: Path) -> Optional[tuple]:
-        meta = entry / "entry.json"
-        if not meta.exists():
-            return None
+    def _load_cached(self, entry: Path, step: str) -> Optional[tuple]:
+        """A verified entry, or None; a damaged entry is discarded and the user told (a rebuild follows)."""
+        from edgekit import cache
+
         try:
-            data = json.loads(meta.read_text())
-            art = Artifact.model_validate(data["artifact"])
-            art = _relocate(art, Path(data["dir"]), entry)
-            if sha256_file(art.path) != art.sha256:
-                return None  # corrupted entry: rebuild rather than trust it
-            record = StepRecord.model_validate(data["record"])
-            return art, record
-        except (OSError, ValueError, KeyError):
+            return cache.load(entry)
+        except cache.Damaged as bad:
+            self._damaged = f"the cached result was damaged ({bad.reason}) and was rebuilt"
+            self.progress(f"      cache entry {entry.name[:12]}… of {step} is damaged ({bad.reason}): rebuilding")
+            cache.discard(entry)
             return None
 
     def _store(self, tmp: Path, entry: Path, art: Artifact, record: StepRecord) -> Artifact:
-        atomic_write_text(
-            tmp / "entry.json",
-            json.dumps({"dir": str(tmp), "artifact": art.to_manifest(), "record": record.model_dump(mode="json")}, indent=2),
-        )
-        try:
-            os.replace(tmp, entry) if not entry.exists() else shutil.rmtree(tmp)
-        except OSError as exc:
-            raise OutputError(f"cannot store a step result in the cache {self.cache_dir}: {exc}", hint="pass --cache-dir to a writable place") from exc
-        return _relocate(art, tmp, entry)
+        from edgekit import cache
+
+        return cache.store(tmp, entry, art, record, self.cache_dir)
 
     # ---- run
     def run(self, source: Artifact) -> PipelineResult:
@@ -226,7 +208,8 @@ class Pipeline:
             key = self._key(current, step_cls, config_json)
             entry = self.cache_dir / key[:2] / key
             self.progress(f"[{i}/{total}] {planned.step}: {planned.reason}")
-            cached = self._load_cached(entry) if self.use_cache and step_cls.produces != "pytorch" else None
+            self._damaged = None
+            cached = self._load_cached(entry, planned.step) if self.use_cache and step_cls.produces != "pytorch" else None
             if cached is not None:
                 art, old = cached
                 record = old.model_copy(update={"status": "cached", "reason": planned.reason, "duration_s": 0.0, "artifact": _artifact_summary(art)})
@@ -282,6 +265,8 @@ class Pipeline:
                     )
             elif not step_cls.checkable:
                 ctx.note(f"{planned.step}: output is not checked on the host (it only runs on the device)")
+            if self._damaged:
+                ctx.note(f"{planned.step}: {self._damaged}")
             record = StepRecord(
                 step=planned.step,
                 status="ran",

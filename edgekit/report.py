@@ -56,12 +56,19 @@ def _safe(name: str) -> str:
 
 
 def _copy_artifact(art, dest_dir: Path) -> Dict[str, Any]:
-    files = []
+    """Copy an artifact's files and record the sha256 of each copy; the main file must hash to the artifact's."""
+    from edgekit.errors import OutputError
+    from edgekit.fsutil import sha256_file
+
+    files, hashes = [], {}
     for f in art.files:
         dst = dest_dir / f.name
         atomic_copy(f, dst)
         files.append(str(dst))
-    return {"path": files[0], "files": files}
+        hashes[str(dst)] = sha256_file(dst)
+    if hashes[files[0]] != art.sha256:
+        raise OutputError(f"{files[0]}: the copy does not match the artifact's sha256 (changed while copying?)", hint="run the command again")
+    return {"path": files[0], "files": files, "file_sha256": hashes}
 
 
 def _copy_steps(out_dir: Path, produced) -> List[Dict[str, Any]]:
@@ -80,10 +87,10 @@ def write_outputs(out_dir: Path, report: DeployReport, result) -> DeployReport:
     steps_out = _copy_steps(out_dir, result.produced)
     final = result.artifact
     final_files = _copy_artifact(final, out_dir) if final.format != "pytorch" else {"path": str(final.path), "files": []}
-    report = report.model_copy(update={"artifact": {**report.artifact, "path": final_files["path"], "files": final_files["files"]}})
+    report = report.model_copy(update={"artifact": {**report.artifact, "path": final_files["path"], "files": final_files["files"], "file_sha256": final_files.get("file_sha256", {})}})
     manifest = {
         "edgekit_version": __version__,
-        "artifact": {**final.to_manifest(), "path": final_files["path"], "extra_files": final_files["files"][1:]},
+        "artifact": {**final.to_manifest(), "path": final_files["path"], "extra_files": final_files["files"][1:], "file_sha256": final_files.get("file_sha256", {})},
         "steps": steps_out,
     }
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
