@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 from edgekit import __version__
 from edgekit.artifact import Artifact, load_artifact
 from edgekit.errors import EdgekitError, PlanError, UsageError
-from edgekit.fsutil import ensure_writable_dir
+from edgekit.outdir import OutDir
 from edgekit.pipeline import DataSources, Pipeline, PipelineResult
 from edgekit.plan import Plan, PlanOptions, make_plan
 from edgekit.profiles import DeviceProfile, load_profile
@@ -236,11 +236,29 @@ def deploy(
     """Plan, convert (cached), push and benchmark; writes artifacts and reports to `out` atomically."""
     progress = progress or (lambda m: None)
     t_start = time.perf_counter()
-    timings: Dict[str, float] = {}
-    out_dir = ensure_writable_dir(out, "--out directory") if out else None
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir).expanduser().resolve()  # resolved once, here: steps run in other directories
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     if run_benchmark and not host and prof.connection.type != "local":
         make_runner(prof, host)  # raises the clear "pass --host" error before any work starts
+    outdir = OutDir(out).open() if out else None  # locked and staged: --out only ever shows one whole run
+    try:
+        return _deploy(
+            model, prof, outdir, t_start, host=host, ssh=ssh, runtime=runtime, precision=precision, max_drop=max_drop,
+            calib=calib, calib_preprocess=calib_preprocess, shapes=shapes, simplify=simplify, cache_dir=cache_dir,
+            use_cache=use_cache, bench=bench, run_benchmark=run_benchmark, trust_pickle=trust_pickle,
+            fidelity_samples=fidelity_samples, progress=progress, command=command,
+        )
+    finally:
+        if outdir is not None:
+            outdir.abort()  # no-op after a commit
+
+
+def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_drop, calib, calib_preprocess, shapes, simplify,
+            cache_dir, use_cache, bench, run_benchmark, trust_pickle, fidelity_samples, progress, command) -> DeployReport:
+    timings: Dict[str, float] = {}
+    out_dir = outdir.stage if outdir is not None else None
+    shown = outdir.shown_path if outdir is not None else str
     resolved = _signature_from_shapes(resolve_model(model, trust_pickle=trust_pickle), shapes)
     timings["load_s"] = time.perf_counter() - t_start
     data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess)
@@ -284,11 +302,9 @@ def deploy(
             t0 = time.perf_counter()
             bench_result = benchmark(result.artifact, prof, runner, data.inputs, runtime=plan.runtime, bench=bench, progress=progress)
             timings["benchmark_s"] = time.perf_counter() - t0
-    except EdgekitError:
-        if out_dir is not None and pipeline is not None and pipeline.records:
-            from edgekit.report import write_partial
-
-            write_partial(out_dir, pipeline, plan, resolved, prof, command or "")
+    except EdgekitError as err:
+        if outdir is not None and pipeline is not None and pipeline.records:
+            _keep_partial(outdir, pipeline, plan, resolved, prof, command or "", err, progress)
         raise
     finally:
         if runner is not None:
@@ -308,9 +324,22 @@ def deploy(
     )
     if variants:
         report = report.model_copy(update={"variants": variants})
-    if out_dir is not None:
-        report = write_outputs(out_dir, report, result)
+    if outdir is not None:
+        report = write_outputs(out_dir, report, result, shown)
+        outdir.commit()
     return report
+
+
+def _keep_partial(outdir, pipeline, plan, resolved, prof, command, err, progress) -> None:
+    """Swap in the failed run's finished steps and a failed report.json; a failure here never masks `err`."""
+    from edgekit.report import write_partial
+
+    try:
+        write_partial(outdir.stage, pipeline, plan, resolved, prof, command, error=err.message, shown=outdir.shown_path)
+        outdir.commit()
+        progress(f"kept the finished steps and a failed report.json in {outdir.shown} (an earlier edgekit run there is kept in .previous/)")
+    except (EdgekitError, OSError) as second:
+        progress(f"could not write the partial report to {outdir.shown}: {second}")
 
 
 def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress):

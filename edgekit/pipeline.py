@@ -35,7 +35,8 @@ CACHE_LAYOUT = 2  # 2: entry.json records the sha256 of every file (main and ext
 def default_cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
-    return Path(os.environ.get("EDGEKIT_CACHE_DIR") or user_cache_dir("edgekit")) / "artifacts"
+    # resolved here, once: steps run tools in other working directories, so a relative path would break
+    return (Path(os.environ.get("EDGEKIT_CACHE_DIR") or user_cache_dir("edgekit")).expanduser() / "artifacts").resolve()
 
 
 @dataclass
@@ -100,7 +101,7 @@ class Pipeline:
         self.plan = plan
         self.profile = profile
         self.data = data
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir()
         self.runner = runner
         self.fidelity_samples = fidelity_samples
         self.progress = progress or (lambda msg: None)

@@ -55,7 +55,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def _copy_artifact(art, dest_dir: Path) -> Dict[str, Any]:
+def _copy_artifact(art, dest_dir: Path, shown=str) -> Dict[str, Any]:
     """Copy an artifact's files and record the sha256 of each copy; the main file must hash to the artifact's."""
     from edgekit.errors import OutputError
     from edgekit.fsutil import sha256_file
@@ -64,29 +64,31 @@ def _copy_artifact(art, dest_dir: Path) -> Dict[str, Any]:
     for f in art.files:
         dst = dest_dir / f.name
         atomic_copy(f, dst)
-        files.append(str(dst))
-        hashes[str(dst)] = sha256_file(dst)
+        files.append(shown(dst))
+        hashes[shown(dst)] = sha256_file(dst)
     if hashes[files[0]] != art.sha256:
         raise OutputError(f"{files[0]}: the copy does not match the artifact's sha256 (changed while copying?)", hint="run the command again")
     return {"path": files[0], "files": files, "file_sha256": hashes}
 
 
-def _copy_steps(out_dir: Path, produced) -> List[Dict[str, Any]]:
+def _copy_steps(out_dir: Path, produced, shown=str) -> List[Dict[str, Any]]:
     """Copy each step's on-disk artifact to out/steps/NN-step/."""
     out = []
     for i, (record, art) in enumerate(produced, 1):
         if art.format == "pytorch":
             continue
-        copied = _copy_artifact(art, out_dir / "steps" / f"{i:02d}-{_safe(record.step)}")
+        copied = _copy_artifact(art, out_dir / "steps" / f"{i:02d}-{_safe(record.step)}", shown)
         out.append({"step": record.step, "status": record.status, **copied, "sha256": art.sha256})
     return out
 
 
-def write_outputs(out_dir: Path, report: DeployReport, result) -> DeployReport:
-    """Copy every produced artifact, then manifest.json, report.md and last report.json (its presence = complete)."""
-    steps_out = _copy_steps(out_dir, result.produced)
+def write_outputs(out_dir: Path, report: DeployReport, result, shown=str) -> DeployReport:
+    """Copy every produced artifact, then manifest.json, report.md and last report.json (its presence = complete).
+
+    `out_dir` may be a staging directory; `shown` maps a written path to the path the reports should name."""
+    steps_out = _copy_steps(out_dir, result.produced, shown)
     final = result.artifact
-    final_files = _copy_artifact(final, out_dir) if final.format != "pytorch" else {"path": str(final.path), "files": []}
+    final_files = _copy_artifact(final, out_dir, shown) if final.format != "pytorch" else {"path": str(final.path), "files": []}
     report = report.model_copy(update={"artifact": {**report.artifact, "path": final_files["path"], "files": final_files["files"], "file_sha256": final_files.get("file_sha256", {})}})
     manifest = {
         "edgekit_version": __version__,
@@ -99,22 +101,23 @@ def write_outputs(out_dir: Path, report: DeployReport, result) -> DeployReport:
     return report
 
 
-def write_partial(out_dir: Path, pipeline, plan, resolved, profile, command: str) -> None:
+def write_partial(out_dir: Path, pipeline, plan, resolved, profile, command: str, error: str = "", shown=str) -> None:
     """After a failure: keep what the finished steps produced and say in report.json that the run failed."""
     from edgekit.deploy import now_iso
 
-    done = _copy_steps(out_dir, pipeline.produced)
+    done = _copy_steps(out_dir, pipeline.produced, shown)
     atomic_write_text(
         out_dir / "report.json",
         json.dumps(
             {
                 "status": "failed",
+                "error": error,
                 "edgekit_version": __version__,
                 "created": now_iso(),
                 "command": command,
                 "model": resolved.label,
                 "profile": profile.name,
-                "plan": [s.model_dump(mode="json") for s in plan.steps],
+                "plan": [s.model_dump(mode="json") for s in plan.steps] if plan is not None else [],
                 "completed_steps": [r.model_dump(mode="json") for r in pipeline.records],
                 "kept_artifacts": done,
             },
