@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -86,10 +87,14 @@ def main(argv=None) -> int:
     """Run the CLI; an EdgekitError prints as one clear message (no traceback) and exits non-zero."""
     from edgekit.errors import EdgekitError
 
-    _quiet_import_noise()
+    from edgekit.cli.common import stdout_reserved_for_json
 
+    _quiet_import_noise()
+    args = list(sys.argv[1:] if argv is None else argv)
+    json_mode = contextlib.nullcontext() if "--json" not in args else stdout_reserved_for_json()
     try:
-        cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
+        with json_mode:
+            cli.main(args=args, prog_name="edgekit", standalone_mode=False)
     except EdgekitError as err:
         if os.environ.get("EDGEKIT_DEBUG"):
             raise

@@ -6,6 +6,8 @@ import json
 from typing import Any, Dict, List
 
 import click
+
+from edgekit.cli.common import print_json
 import yaml
 
 from edgekit.profiles import DeviceProfile, bundled_names, load_profile, profile_as_dict, profile_as_json
@@ -59,7 +61,7 @@ def list_cmd(as_json: bool) -> None:
     """List the bundled device profiles."""
     loaded = [load_profile(name) for name in bundled_names()]
     if as_json:
-        click.echo(json.dumps([profile_as_dict(p) for p in loaded], indent=2))
+        print_json([profile_as_dict(p) for p in loaded])
         return
     from rich.table import Table
 
@@ -85,7 +87,7 @@ def show(name_or_path: str, as_json: bool) -> None:
     """
     profile = load_profile(name_or_path)
     if as_json:
-        click.echo(profile_as_json(profile))
+        print_json(profile_as_json(profile))
         return
     data = profile.model_dump(mode="json", exclude_none=True, exclude={"source_file", "source_files"})
     header: List[str] = [f"# {profile.name}: resolved from {profile.source_file}"]

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from edgekit.cli.common import print_json
+
 
 @click.group("zoo")
 def zoo():
@@ -20,7 +22,7 @@ def list_cmd(as_json: bool) -> None:
 
     rows = [m.to_dict() for m in list_models()]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     from rich.console import Console
     from rich.table import Table
