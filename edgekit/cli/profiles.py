@@ -10,7 +10,7 @@ import click
 from edgekit.cli.common import print_json
 import yaml
 
-from edgekit.profiles import DeviceProfile, bundled_names, load_profile, profile_as_dict, profile_as_json
+from edgekit.core.profiles import DeviceProfile, bundled_names, load_profile, profile_as_dict, profile_as_json
 
 
 def _summary(p: DeviceProfile) -> Dict[str, Any]:

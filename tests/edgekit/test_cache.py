@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit import cache as ekcache
-from edgekit.artifact import load_artifact
-from edgekit.deploy import deploy
-from edgekit.fidelity import predict
-from edgekit.shapes import random_feeds
+from edgekit.core import cache as ekcache
+from edgekit.core.artifact import load_artifact
+from edgekit.workflows.deploy import deploy
+from edgekit.quality.fidelity import predict
+from edgekit.core.shapes import random_feeds
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def _shipped_files_match_manifest(out: Path) -> int:
 def _same_outputs(a: Path, b: Path) -> None:
     """The final artifacts in two --out dirs compute the same outputs on the same inputs (a damaged .bin would not)."""
     arts = [load_artifact(json.loads((d / "manifest.json").read_text())["artifact"]["path"]) for d in (a, b)]
-    from edgekit.runner import InputSpec
+    from edgekit.core.runner_interface import InputSpec
 
     feeds = random_feeds([InputSpec(name=t.name, shape=t.shape, dtype=t.dtype) for t in arts[0].inputs], 2, seed=3)
     ra, rb = (predict(x, feeds) for x in arts)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.deploy import deploy
-from edgekit.errors import EdgekitError, OutputError
-from edgekit.outdir import OutDir
+from edgekit.workflows.deploy import deploy
+from edgekit.core.errors import EdgekitError, OutputError
+from edgekit.core.outdir import OutDir
 
 QUICK = ["--min-seconds", "0.05", "--min-runs", "2", "--warmup-runs", "0", "--warmup-seconds", "0"]
 

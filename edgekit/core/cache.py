@@ -11,10 +11,10 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from edgekit.artifact import Artifact
-from edgekit.errors import OutputError
-from edgekit.fsutil import atomic_write_text, sha256_file
-from edgekit.results import StepRecord
+from edgekit.core.artifact import Artifact
+from edgekit.core.errors import OutputError
+from edgekit.core.fsutil import atomic_write_text, sha256_file
+from edgekit.core.results import StepRecord
 
 ENTRY = "entry.json"
 

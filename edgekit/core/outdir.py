@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
-from edgekit.errors import OutputError
-from edgekit.fsutil import apply_umask_dir, atomic_write_text
+from edgekit.core.errors import OutputError
+from edgekit.core.fsutil import apply_umask_dir, atomic_write_text
 
 MARKER = ".edgekit-out"
 PREVIOUS = ".previous"
