@@ -438,7 +438,7 @@ class OpenVinoSession(Session):
         for port, name in zip(self._in_ports, self.input_names):
             if name not in feeds:
                 raise SpecError("missing feed for openvino input '%s'" % name)
-            arr = np.ascontiguousarray(feeds[name])
+            arr = np.require(feeds[name], requirements="C")  # not ascontiguousarray: it makes a rank-0 input 1-d
             self.request.set_tensor(port, self._Tensor(arr))
 
     def run(self, feeds):
@@ -571,7 +571,7 @@ class TfliteSession(Session):
                 self.options["quantized_inputs"] = sorted(self._quantized_feeds)
             elif arr.dtype != want:
                 arr = arr.astype(want)
-            self.interp.set_tensor(d["index"], np.ascontiguousarray(arr))
+            self.interp.set_tensor(d["index"], np.require(arr, requirements="C"))
 
     def _outputs(self):
         out = []
@@ -795,7 +795,7 @@ class TensorRtSession(Session):
         for d in self.input_details:
             if d["name"] not in feeds:
                 raise SpecError("missing feed for TensorRT input '%s'" % d["name"])
-            arr = np.ascontiguousarray(feeds[d["name"]], dtype=d["dtype"])
+            arr = np.require(feeds[d["name"]], dtype=d["dtype"], requirements="C")
             if list(arr.shape) != list(d["shape"]):  # the device buffer has exactly this size
                 raise SpecError("TensorRT input '%s' is %s in the engine but the feed is %s"
                                 % (d["name"], d["shape"], list(arr.shape)))
@@ -930,15 +930,15 @@ def _random_array(rng, shape, dtype, low, high):
     if dt.kind == "f":
         lo = 0.0 if low is None else float(low)
         hi = 1.0 if high is None else float(high)
-        return rng.uniform(lo, hi, size=shape).astype(dt)
+        return np.asarray(rng.uniform(lo, hi, size=shape)).astype(dt)  # rank 0: a 0-d array, not a scalar
     if dt.kind in "iu":
         lo = 0 if low is None else int(low)
         hi = 100 if high is None else int(high)
         if hi <= lo:
             raise SpecError("input range [%s, %s) is empty" % (lo, hi))
-        return rng.randint(lo, hi, size=shape).astype(dt)
+        return np.asarray(rng.randint(lo, hi, size=shape)).astype(dt)
     if dt.kind == "b":
-        return rng.randint(0, 2, size=shape).astype(dt)
+        return np.asarray(rng.randint(0, 2, size=shape)).astype(dt)
     raise SpecError("cannot make random data of dtype %s" % dt.name)
 
 
@@ -990,7 +990,7 @@ def make_inputs(spec, details):
                     d.get("quantization") and arr.dtype.kind == "f"):
                 raise SpecError("inputs_file %s: input '%s' has dtype %s but %s is expected"
                                 % (path, name, arr.dtype.name, want_dtype))
-            feeds[name] = np.ascontiguousarray(arr)
+            feeds[name] = np.require(arr, requirements="C")
             records.append({"name": name, "shape": list(arr.shape), "dtype": arr.dtype.name, "source": "file",
                             "file": path})
         return feeds, records

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from edgekit import __version__
 from edgekit.core.artifact import Artifact
-from edgekit.core.errors import FidelityError, OutputError, PlanError, StepSkipped
+from edgekit.core.errors import EdgekitError, FidelityError, OutputError, PlanError, StepSkipped
 from edgekit.quality.fidelity import compare, describe, predict
 from edgekit.core.fsutil import atomic_write_text
 from edgekit.core.plan import Plan
@@ -185,6 +185,26 @@ class Pipeline:
 
         return cache.store(tmp, entry, art, record, self.cache_dir)
 
+    def _out_of_space(self, exc: BaseException, tmp: Path, step: str, source: Artifact) -> Optional[OutputError]:
+        """A clear error when a step failed because the cache's disk is full (tools say e.g. 'basic_ios::clear')."""
+        import errno
+
+        if isinstance(exc, EdgekitError) and not isinstance(exc, OutputError):
+            return None
+        enospc = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        try:
+            free = shutil.disk_usage(tmp).free
+        except OSError:
+            return None
+        need = 2 * max(source.total_size_bytes if source.format != "pytorch" else source.size_bytes, 1 << 20)
+        if not enospc and free >= need:
+            return None
+        return OutputError(
+            f"step '{step}' could not write its output: the cache {self.cache_dir} is out of space "
+            f"({free / 1e6:.1f} MB free; the source model alone is {source.size_bytes / 1e6:.1f} MB) [{type(exc).__name__}: {str(exc).strip()[:120]}]",
+            hint="free some space, or pass --cache-dir (or set EDGEKIT_CACHE_DIR) to a disk with room",
+        )
+
     # ---- run
     def run(self, source: Artifact) -> PipelineResult:
         try:
@@ -242,8 +262,11 @@ class Pipeline:
                 )
                 self.progress(f"      skipped: {skip.reason}")
                 continue
-            except BaseException:
+            except BaseException as exc:
+                full = self._out_of_space(exc, tmp, planned.step, current)
                 shutil.rmtree(tmp, ignore_errors=True)
+                if full is not None:
+                    raise full from exc
                 raise
             duration = time.perf_counter() - t0
             fid = None
@@ -252,7 +275,11 @@ class Pipeline:
                 budget = task_judged(budget)  # the model's task metric judges; cosine guards gross breakage
             if budget is not None and budget.check and step_cls.checkable:
                 self.progress(f"      checking fidelity against the {current.format} source")
-                fid = self.check(current, produced, budget)
+                try:
+                    fid = self.check(current, produced, budget)
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)  # the step's output is never kept unchecked
+                    raise
                 if not fid.passed:
                     rejected = self.cache_dir / "rejected" / key
                     shutil.rmtree(rejected, ignore_errors=True)
