@@ -60,3 +60,22 @@ def run_cli(*args: str, env=None, timeout: float = 600, cwd=None) -> subprocess.
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """mount(size) -> a real, small file system (tmpfs) that fills up; skipped with the reason without mount rights."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"tmpfs-{len(mounted)}"
+        mnt.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {r.stderr.strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", str(mnt)], check=False)
