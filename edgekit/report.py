@@ -196,7 +196,7 @@ def render_terminal(report: DeployReport, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    t = Table(title=f"edgekit deploy {report.model} → {report.profile} ({report.runtime}, {report.precision})", title_justify="left")
+    t = Table(title=escape(f"edgekit deploy {report.model} → {report.profile} ({report.runtime}, {report.precision})"), title_justify="left")
     for col in ("step", "status", "time", "size", "fidelity vs source"):
         t.add_column(col)
     for row in step_rows(report):
@@ -215,15 +215,15 @@ def render_terminal(report: DeployReport, console=None) -> None:
         for n in r.notes:
             console.print(f"[dim]{r.step}:[/dim] {escape(_unprefixed(r.step, n))}")
     if report.fidelity_end_to_end:
-        console.print(f"end-to-end fidelity vs original: {describe(report.fidelity_end_to_end)}")
+        console.print(escape(f"end-to-end fidelity vs original: {describe(report.fidelity_end_to_end)}"))
     if report.benchmark:
-        b = Table(title=f"benchmark on {report.target}", title_justify="left", show_header=False)
+        b = Table(title=escape(f"benchmark on {report.target}"), title_justify="left", show_header=False)
         b.add_column("metric", style="bold")
         b.add_column("value")
         for row in bench_rows(report.benchmark):
             b.add_row(*[escape(str(c)) for c in row])
         console.print(b)
-    console.print(f"artifact: {report.artifact['path']} ({_mb(report.artifact['size_bytes'])}, sha256 {report.artifact['sha256'][:12]}…)")
+    console.print(escape(f"artifact: {report.artifact['path']} ({_mb(report.artifact['size_bytes'])}, sha256 {report.artifact['sha256'][:12]}…)"))
 
 
 def to_markdown(report: DeployReport) -> str:

