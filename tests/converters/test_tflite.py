@@ -169,6 +169,9 @@ def test_tiny_model_fp32_layout_mapped_and_verified(tmp_path):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.onnx2tf
+@pytest.mark.slow
+@pytest.mark.skipif(not (_env_ready() or OPT_IN), reason="needs the onnx2tf tool env (created by .ci/run, or opt in: EDGEKIT_TEST_ONNX2TF=1)")
 def test_deploy_report_carries_layout_metadata_to_feed_the_tflite(tmp_path):
     """report.json's artifact keeps the NHWC feed map, so the deployed .tflite can be fed source-layout (NCHW) data."""
     from edgekit.quality import fidelity

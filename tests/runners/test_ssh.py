@@ -522,6 +522,8 @@ def test_cli_deploy_ppocr_det_to_ssh_host_then_cached_rerun(ssh_env, tmp_path, c
         "--ssh-config", str(ssh_env.root / "ssh_config"), "--remote-workdir", str(wd),
         "--shape", "x=1x3x320x320", "--warmup-runs", "1", "--warmup-seconds", "0", "--min-runs", "3",
         "--min-seconds", "0", "--fidelity-samples", "2", "--json",
+        # the "device" Python is this test's interpreter (a venv has openvino; the system python3 may not)
+        "--remote-python", ssh_env.python,
     ]
     first = cli(*args, "--out", str(tmp_path / "out1"))
     assert first.returncode == 0, first.stderr[-3000:]
