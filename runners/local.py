@@ -23,6 +23,7 @@ from edgekit.core.runner_interface import HarnessSpec, Runner
 
 PROGRESS = "EDGEKIT-PROGRESS "
 ERROR = "EDGEKIT-ERROR "
+LOCAL_PREFIX = "edgekit-local-"  # + <pid>@<host>-: the work dir of one run, swept when its owner died
 
 # Harness exit codes -> what the user should do (the harness's own hint wins when it gives one).
 EXIT_HINTS = {
@@ -101,7 +102,10 @@ class LocalRunner(Runner):
     def connect(self) -> None:
         """Create the work directory (a temp dir unless one was given)."""
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="edgekit-local-"))
+            from edgekit.core import tempdirs
+
+            tempdirs.sweep(Path(tempfile.gettempdir()), LOCAL_PREFIX)  # left by runs that were killed
+            self.workdir = tempdirs.make(LOCAL_PREFIX)
         else:
             self.workdir.mkdir(parents=True, exist_ok=True)
 
@@ -112,7 +116,9 @@ class LocalRunner(Runner):
 
     def _ensure(self) -> Path:
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="edgekit-local-"))
+            from edgekit.core import tempdirs
+
+            self.workdir = tempdirs.make(LOCAL_PREFIX)
         return self.workdir
 
     @staticmethod

@@ -83,12 +83,24 @@ def _quiet_import_noise() -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup path (temp dirs, child processes, --out staging) runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
     """Run the CLI; an EdgekitError prints as one clear message (no traceback) and exits non-zero."""
-    from edgekit.core.errors import EdgekitError
+    import signal
+    import threading
 
     from edgekit.cli.common import stdout_reserved_for_json
+    from edgekit.core.errors import EdgekitError
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     _quiet_import_noise()
     args = list(sys.argv[1:] if argv is None else argv)
     json_mode = contextlib.nullcontext() if "--json" not in args else stdout_reserved_for_json()
@@ -100,9 +112,15 @@ def main(argv=None) -> int:
             raise
         click.echo(click.style("error: ", fg="red", bold=True) + str(err), err=True)
         return err.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as err:  # click turns KeyboardInterrupt (and so SIGTERM) into Abort
+        if isinstance(err.__cause__, Terminated):
+            click.echo("terminated", err=True)
+            return 143
         click.echo("aborted", err=True)
         return 130
+    except Terminated:
+        click.echo("terminated", err=True)
+        return 143
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130

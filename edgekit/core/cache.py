@@ -7,16 +7,36 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from edgekit.core import tempdirs
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import OutputError
 from edgekit.core.fsutil import atomic_write_text, sha256_file
 from edgekit.core.results import StepRecord
 
 ENTRY = "entry.json"
+BUILDING = ".tmp-"  # a step's work dir, renamed into place as the entry when it succeeds
+STALE = ".stale-"  # an entry being replaced
+
+
+def new_build_dir(entry: Path) -> Path:
+    """The temp dir a step builds `entry` in (same file system, so publishing it is a rename)."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    return tempdirs.make(BUILDING, entry.parent, entry.name[:12] + "-")
+
+
+def sweep(cache_dir: Path) -> int:
+    """Remove build/stale dirs that killed runs left in the cache (owner PID dead, or unknown and over a day old)."""
+    n = 0
+    try:
+        shards = [p for p in Path(cache_dir).iterdir() if len(p.name) == 2 and p.is_dir()]
+    except OSError:
+        return 0
+    for shard in shards:
+        n += len(tempdirs.sweep(shard, BUILDING)) + len(tempdirs.sweep(shard, STALE))
+    return n
 
 
 class Damaged(Exception):
@@ -99,7 +119,7 @@ def store(tmp: Path, entry: Path, art: Artifact, record: StepRecord, cache_dir: 
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
                 # move the old entry aside (atomic), then publish ours; readers never see a half-replaced entry
-                stale = Path(tempfile.mkdtemp(prefix=f".stale-{entry.name[:12]}-", dir=entry.parent))
+                stale = tempdirs.make(STALE, entry.parent, entry.name[:12])
                 try:
                     os.replace(entry, stale / "old")
                 except FileNotFoundError:
@@ -121,7 +141,7 @@ def discard(entry: Path) -> None:
     """Remove a damaged entry (best effort: a concurrent writer may already have replaced it)."""
     if not entry.exists():
         return
-    aside = Path(tempfile.mkdtemp(prefix=f".stale-{entry.name[:12]}-", dir=entry.parent))
+    aside = tempdirs.make(STALE, entry.parent, entry.name[:12])
     try:
         os.replace(entry, aside / "old")
     except OSError:

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +210,11 @@ class Pipeline:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cache directory {self.cache_dir} is not writable: {exc.strerror or exc}", hint="pass --cache-dir DIR or set EDGEKIT_CACHE_DIR") from exc
+        from edgekit.core import cache
+
+        swept = cache.sweep(self.cache_dir)
+        if swept:
+            self.progress(f"removed {swept} temp dir(s) that interrupted runs left in the cache")
         current = source
         self.artifacts = [source]
         total = len(self.plan.steps)
@@ -239,8 +243,9 @@ class Pipeline:
                 self.produced.append((record, art))
                 current = art
                 continue
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=entry.parent))
+            from edgekit.core import cache
+
+            tmp = cache.new_build_dir(entry)
             ctx = StepContext(
                 work_dir=tmp,
                 profile=self.profile,
