@@ -72,6 +72,13 @@ def bench_options(f):
                 raise UsageError(f"{name} must be >= 0, got {v}")
         if min_runs < 1:
             raise UsageError("--min-runs must be at least 1")
+        for name, v in (("--warmup-seconds", warmup_seconds), ("--min-seconds", min_seconds)):
+            if v < 0:
+                raise UsageError(f"{name} must be >= 0, got {v:g}")
+        if max_seconds <= 0:
+            raise UsageError(f"--max-seconds must be > 0, got {max_seconds:g}")
+        if threads is not None and threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {threads}", hint="omit it to use the profile's thread count")
         bench = {
             "warmup_runs": warmup_runs,
             "warmup_seconds": warmup_seconds,

@@ -380,6 +380,17 @@ def _resolve_path(name_or_path: str) -> Path:
     )
 
 
+def _extends_line(path: Path) -> Optional[int]:
+    """1-based line of the `extends:` key in a profile file, for error messages."""
+    try:
+        for n, text in enumerate(path.read_text().splitlines(), 1):
+            if text.lstrip().startswith("extends:"):
+                return n
+    except OSError:
+        pass
+    return None
+
+
 def _raw_resolved(name_or_path: str, seen: List[Path]) -> Tuple[Dict[str, Any], List[_Source]]:
     """The merged raw mapping of a profile and its `extends:` chain (this file first)."""
     path = _resolve_path(name_or_path)
@@ -401,7 +412,13 @@ def _raw_resolved(name_or_path: str, seen: List[Path]) -> Tuple[Dict[str, Any], 
             # a relative path in extends is relative to the file that says it
             p = Path(parent).expanduser()
             ppath = str(p if p.is_absolute() else path.parent / p)
-        base, parent_sources = _raw_resolved(ppath, seen + [key])
+        try:
+            base, parent_sources = _raw_resolved(ppath, seen + [key])
+        except ProfileError as err:
+            if err.message.startswith(str(path)):
+                raise
+            where = f"{path}" + (f" (extends: on line {_extends_line(path)})" if _extends_line(path) else "")
+            raise ProfileError(f"{where}: {err.message}", hint=err.hint) from None
         base.pop("name", None)
         base.pop("description", None)
         data = _merge(base, data)

@@ -231,6 +231,8 @@ def deploy(
     """Plan, convert (cached), push and benchmark; writes artifacts and reports to `out` atomically."""
     progress = progress or (lambda m: None)
     t_start = time.perf_counter()
+    if fidelity_samples < 1:
+        raise UsageError(f"--fidelity-samples must be at least 1, got {fidelity_samples}", hint="each step's output is compared with its source on that many inputs (default 8)")
     if cache_dir is not None:
         cache_dir = Path(cache_dir).expanduser().resolve()  # resolved once, here: steps run in other directories
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)

@@ -88,3 +88,39 @@ def test_cache_on_a_full_disk_is_a_one_line_error(small_tmpfs, cli, runtime):
     _clean_error(cli("deploy", str(m), "-p", "x86-cpu", "--runtime", runtime, "--no-bench", "-q", "--cache-dir", str(cache)),
                  "out of space", str(cache), "--cache-dir")
     assert not _leftovers(cache)
+
+
+@pytest.mark.parametrize("option,value,needle", [
+    ("--fidelity-samples", "0", "--fidelity-samples must be at least 1"),
+    ("--threads", "-1", "--threads must be at least 1"),
+    ("--warmup-seconds", "-5", "--warmup-seconds must be >= 0"),
+    ("--min-seconds", "-1", "--min-seconds must be >= 0"),
+    ("--max-seconds", "0", "--max-seconds must be > 0"),
+])
+def test_bad_numbers_are_refused_before_any_conversion(tmp_path, cli, option, value, needle):
+    import onnx as _onnx
+
+    m = Path(_onnx.__file__).parent / "backend/test/data/light/light_shufflenet.onnx"
+    cache = tmp_path / "c"
+    _clean_error(cli("deploy", str(m), "-p", "x86-cpu", "--cache-dir", str(cache), "--out", str(tmp_path / "o"), option, value), needle)
+    assert not cache.exists(), "nothing was converted (and no good model moved to rejected/)"
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_external_data_file_is_named(tmp_path, cli):
+    w = numpy_helper.from_array(np.random.default_rng(0).random((64, 64)).astype(np.float32), "W")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "ext", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    m = tmp_path / "ext.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(m), save_as_external_data=True, location="ext.weights", size_threshold=0)
+    (tmp_path / "ext.weights").unlink()
+    for runtime in ("openvino", "onnxruntime"):
+        r = cli("deploy", str(m), "-p", "x86-cpu", "--runtime", runtime, "--no-bench", "-q", "--cache-dir", str(tmp_path / "c"))
+        _clean_error(r, "ext.weights", "missing", str(tmp_path / "ext.weights"))
+        assert "replace or remove that op" not in r.stderr
+
+
+def test_extends_of_a_missing_profile_names_the_file_that_says_it(tmp_path, cli):
+    (tmp_path / "board.yaml").write_text("name: board\ndescription: mine\nextends: jetsn-nano\n")
+    r = cli("plan", str(_scalar_model(tmp_path / "s.onnx")), "-p", str(tmp_path / "board.yaml"))
+    _clean_error(r, f"{tmp_path / 'board.yaml'} (extends: on line 3)", "unknown device profile 'jetsn-nano'", "did you mean jetson-nano")
