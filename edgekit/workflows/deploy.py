@@ -196,6 +196,9 @@ def benchmark(
     progress: Optional[Progress] = None,
 ) -> BenchmarkResult:
     rt = runtime_for(artifact, runtime)
+    from edgekit.core.resources import check_benchmark_memory
+
+    check_benchmark_memory(_device_inputs(artifact, inputs), _model_bytes(artifact), profile.memory_mb, profile.name, host_too=runner.target == "local")
     if progress:
         progress(f"pushing {artifact.path.name} to {runner.target}")
     device_path = runner.push(artifact)
@@ -203,6 +206,13 @@ def benchmark(
     if progress:
         progress(f"benchmarking on {runner.target} with {rt} ({spec.threads} threads, ≥{spec.min_runs} runs and ≥{spec.min_seconds:g} s)")
     return runner.run_harness(spec)
+
+
+def _model_bytes(art: Artifact) -> int:
+    try:
+        return art.total_size_bytes if art.format != "pytorch" else art.size_bytes
+    except OSError:
+        return 0
 
 
 def deploy(
@@ -259,6 +269,12 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
     resolved = _signature_from_shapes(resolve_model(model, trust_pickle=trust_pickle), shapes)
     timings["load_s"] = time.perf_counter() - t_start
     data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess)
+    from edgekit.core.resources import check_benchmark_memory, check_fidelity_memory
+
+    # before any feed exists or any conversion runs (the benchmark is checked again with the final artifact)
+    check_fidelity_memory(data.inputs, fidelity_samples, _model_bytes(resolved.artifact))
+    if run_benchmark:
+        check_benchmark_memory(data.inputs, _model_bytes(resolved.artifact), prof.memory_mb, prof.name, host_too=not host)
     want = precision or prof.default_precision
     # int8 under a budget without a forced runtime: which runtime's INT8 keeps accuracy is model-dependent
     # (OpenVINO/NNCF wins on PP-OCR det, ORT dynamic INT8 on MiniLM), so measure each instead of guessing.
