@@ -80,7 +80,7 @@ def _copy_steps(out_dir: Path, produced, shown=str) -> List[Dict[str, Any]]:
     return out
 
 
-def write_outputs(out_dir: Path, report: DeployReport, result, shown=str) -> DeployReport:
+def write_outputs(out_dir: Path, report: DeployReport, result, shown=str, inputs=None) -> DeployReport:
     """Copy every produced artifact, then manifest.json, report.md and last report.json (its presence = complete).
 
     `out_dir` may be a staging directory; `shown` maps a written path to the path the reports should name."""
@@ -92,11 +92,34 @@ def write_outputs(out_dir: Path, report: DeployReport, result, shown=str) -> Dep
         "edgekit_version": __version__,
         "artifact": {**final.to_manifest(), "path": final_files["path"], "extra_files": final_files["files"][1:], "file_sha256": final_files.get("file_sha256", {})},
         "steps": steps_out,
+        # the concrete input shapes/ranges deploy fed (source names and layout): `edgekit bench` reuses them
+        "inputs_used": [i.model_dump(mode="json") for i in (inputs or [])],
     }
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
     atomic_write_text(out_dir / "report.md", to_markdown(report))
     atomic_write_text(out_dir / "report.json", report.model_dump_json(indent=2))
     return report
+
+
+def manifest_beside(path: Path):
+    """(manifest path, its data) of the deploy output holding `path` (final artifact or a step's), matched by sha256."""
+    from edgekit.core.fsutil import sha256_file
+
+    path = Path(path).resolve()
+    for d in (path.parent, path.parent.parent.parent):  # out/model.xml, out/steps/NN-step/model.onnx
+        m = d / "manifest.json"
+        if not m.is_file():
+            continue
+        try:
+            data = json.loads(m.read_text())
+            hashes = dict(data["artifact"].get("file_sha256", {}))
+            for step in data.get("steps", []):
+                hashes.update(step.get("file_sha256", {}))
+        except (OSError, ValueError, KeyError, AttributeError):
+            continue
+        if sha256_file(path) in {h for p, h in hashes.items() if Path(p).name == path.name}:
+            return m, data
+    return None, None
 
 
 def write_partial(out_dir: Path, pipeline, plan, resolved, profile, command: str, error: str = "", shown=str) -> None:

@@ -62,7 +62,7 @@ def cli():
       edgekit deploy zoo:ppocr-det --profile x86-cpu --out out/
       edgekit deploy model.onnx --profile jetson-orin-nano --host nano.local
       edgekit plan model.onnx --profile raspberry-pi-5
-      edgekit bench out/model.onnx --profile x86-cpu
+      edgekit bench out/model.xml --profile x86-cpu
       edgekit doctor [--host user@board]
 
     Set EDGEKIT_DEBUG=1 to see tracebacks.

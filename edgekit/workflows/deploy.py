@@ -338,7 +338,7 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
     if variants:
         report = report.model_copy(update={"variants": variants})
     if outdir is not None:
-        report = write_outputs(out_dir, report, result, shown)
+        report = write_outputs(out_dir, report, result, shown, inputs=data.inputs)
         outdir.commit()
     return report
 
