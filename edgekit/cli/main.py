@@ -75,6 +75,23 @@ def cli():
 QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
 
 
+def _notes_as_one_line() -> None:
+    """An EdgekitNote warning prints as `note: ...` on stderr, not as a UserWarning with a source path and line."""
+    import warnings
+
+    from edgekit.core.errors import EdgekitNote
+
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EdgekitNote):
+            click.echo(f"note: {message}", err=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def _quiet_import_noise() -> None:
     import logging
 
@@ -102,6 +119,7 @@ def main(argv=None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
     _quiet_import_noise()
+    _notes_as_one_line()
     args = list(sys.argv[1:] if argv is None else argv)
     json_mode = contextlib.nullcontext() if "--json" not in args else stdout_reserved_for_json()
     try:
