@@ -120,6 +120,8 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, _raise_terminated)
     _quiet_import_noise()
     _notes_as_one_line()
+    if os.environ.get("EDGEKIT_CACHE_DIR"):  # resolved once, here: steps and the harness run in other directories
+        os.environ["EDGEKIT_CACHE_DIR"] = os.path.abspath(os.path.expanduser(os.environ["EDGEKIT_CACHE_DIR"]))
     args = list(sys.argv[1:] if argv is None else argv)
     json_mode = contextlib.nullcontext() if "--json" not in args else stdout_reserved_for_json()
     try:

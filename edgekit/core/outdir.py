@@ -58,6 +58,10 @@ class OutDir:
         import fcntl
 
         f = self.final
+        cwd = Path.cwd().resolve()
+        if f.resolve() == cwd or f.resolve() in cwd.parents:
+            raise OutputError(f"--out {self.shown} is the current directory (or holds it); edgekit replaces --out as a whole",
+                              hint="pass a subdirectory, e.g. --out out/")
         if f.exists() and not f.is_dir():
             raise OutputError(f"--out {self.shown} exists and is not a directory", hint="pass a directory path (it is created if missing)")
         try:

@@ -138,3 +138,9 @@ def test_an_error_while_keeping_the_partial_report_never_masks_the_original(ligh
     assert "threads" in str(ei.value), "the original error is raised, not the one from the partial report"
     assert any("could not write the partial report" in s and "disk full" in s for s in seen)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_the_current_directory_is_refused_as_out(tmp_path, cli, light):
+    r = cli("deploy", str(light / "light_shufflenet.onnx"), "-p", "x86-cpu", "--no-bench", "--cache-dir", str(tmp_path / "c"), "--out", ".", cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "is the current directory" in r.stderr and "--out out/" in r.stderr
