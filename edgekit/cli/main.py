@@ -104,7 +104,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every cleanup path (temp dirs, child processes, --out staging) runs."""
 
 
+_TERMINATED = []  # set by the handler: a library that swallows the KeyboardInterrupt (e.g. inside an import) cannot hide it
+
+
 def _raise_terminated(signum, frame):
+    _TERMINATED.append(signum)
     raise Terminated()
 
 
@@ -128,6 +132,9 @@ def main(argv=None) -> int:
         with json_mode:
             cli.main(args=args, prog_name="edgekit", standalone_mode=False)
     except EdgekitError as err:
+        if _TERMINATED:  # the error is a consequence of the SIGTERM (e.g. an import it interrupted)
+            click.echo("terminated", err=True)
+            return 143
         if os.environ.get("EDGEKIT_DEBUG"):
             raise
         click.echo(click.style("error: ", fg="red", bold=True) + str(err), err=True)
@@ -149,6 +156,11 @@ def main(argv=None) -> int:
         return err.exit_code
     except click.exceptions.Exit as err:
         return err.exit_code
+    except Exception:
+        if _TERMINATED:  # a library turned the interrupt into its own error: still a termination, not a bug
+            click.echo("terminated", err=True)
+            return 143
+        raise
     return 0
 
 

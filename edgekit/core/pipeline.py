@@ -188,8 +188,8 @@ class Pipeline:
         """A clear error when a step failed because the cache's disk is full (tools say e.g. 'basic_ios::clear')."""
         import errno
 
-        if isinstance(exc, EdgekitError) and not isinstance(exc, OutputError):
-            return None
+        if not isinstance(exc, Exception) or isinstance(exc, EdgekitError) and not isinstance(exc, OutputError):
+            return None  # Ctrl-C/SIGTERM stay what they are; a step's own clear error is kept
         enospc = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
         try:
             free = shutil.disk_usage(tmp).free
