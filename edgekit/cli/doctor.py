@@ -90,7 +90,21 @@ def _mismatches(probe: Dict[str, Any], profile) -> List[str]:
     for rt in profile.runtimes:
         key = {"tflite": ("ai_edge_litert", "tflite_runtime"), "tensorrt": ("tensorrt", "trtexec")}.get(rt, (rt,))
         if not any((rts.get(k) or {}).get("available") for k in key):
-            out.append(f"profile runtime '{rt}' is not usable on the host")
+            reasons = "; ".join(str((rts.get(k) or {}).get("reason")) for k in key if (rts.get(k) or {}).get("reason"))
+            out.append(f"profile runtime '{rt}' is not usable on the host" + (f" ({reasons})" if reasons else ""))
+    cuda = rts.get("cuda") or {}
+    for acc in profile.accelerators:
+        if acc.type == "gpu" and "tensorrt" in acc.runtimes and not cuda.get("available"):
+            out.append(f"profile accelerator '{acc.name}' needs CUDA: {cuda.get('reason') or 'not found on the host'}")
+    src = profile.energy.source
+    if src != "none":
+        e = (probe.get("energy") or {}).get(src) or {}
+        if not e.get("readable", e.get("available")):
+            out.append(f"profile energy source '{src}' is not readable: {e.get('reason') or 'not probed'}")
+    if profile.throttle_command:
+        tool = profile.throttle_command.split()[0]
+        if probe.get("throttled_raw") is None and tool == "vcgencmd":
+            out.append(f"profile throttle command '{profile.throttle_command}' gave no reading (is {tool} installed?)")
     return out
 
 
@@ -122,11 +136,18 @@ def doctor(host, ssh, profile, as_json):
 
 
 def _render(report: Dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     c = console()
     p = report["device"]
     c.print(f"[bold]{report['target']}[/bold]: {p.get('hostname')} — {p.get('arch')}, {p.get('os')}, Python {p.get('python')}, {p.get('cores')} cores, {p.get('cpu_model') or ''}")
+    if p.get("emulated"):
+        c.print(f"[yellow]emulated:[/yellow] {escape(p.get('emulation') or '')} — timings from here are not representative")
+    setup = (p.get("ssh") or {}).get("setup")
+    if setup:
+        pkgs = ", ".join(f"{k} {v}" for k, v in sorted((setup.get("installed") or {}).items()))
+        c.print(f"edgekit setup venv: {escape(setup.get('venv_python') or '')} ({escape(pkgs)}; set up {escape(str(setup.get('at')))})")
     t = Table(title="runtimes", title_justify="left")
     for col in ("runtime", "usable", "version / reason"):
         t.add_column(col)
