@@ -135,6 +135,34 @@ def make_runner(profile: DeviceProfile, host: Optional[str] = None, ssh: Optiona
     )
 
 
+# runtime name -> the harness probe's keys that show it is installed on the device
+RUNTIME_PROBE_KEYS = {"tflite": ("ai_edge_litert", "tflite_runtime"), "tensorrt": ("tensorrt", "trtexec")}
+
+
+def runtime_on_device(profile: DeviceProfile, host: str, ssh: Optional[Dict[str, Any]], progress: Progress) -> tuple:
+    """The first of the profile's runtimes that the device really has (probed over SSH), and a plan note saying so."""
+    progress(f"probing {host} for the runtimes of '{profile.name}' ({', '.join(profile.runtimes)})")
+    runner = make_runner(profile, host, ssh)
+    try:
+        runner.connect()
+        probe = runner.probe()
+    finally:
+        runner.close()
+    rts = probe.get("runtimes", {})
+    have = [rt for rt in profile.runtimes if any((rts.get(k) or {}).get("available") for k in RUNTIME_PROBE_KEYS.get(rt, (rt,)))]
+    where = f"{probe.get('arch')}, Python {probe.get('python')} at {probe.get('python_executable')}"
+    if not have:
+        raise PlanError(
+            f"none of the runtimes of profile '{profile.name}' ({', '.join(profile.runtimes)}) is installed on {host} ({where})",
+            hint=f"edgekit setup --host {host} --profile {profile.name} installs the profile's pinned runtimes into a venv there",
+        )
+    missing = profile.runtimes[: profile.runtimes.index(have[0])]
+    note = f"runtime {have[0]}: found on the device ({where})"
+    if missing:
+        note += f"; the preferred {', '.join(missing)} is not installed there"
+    return have[0], note
+
+
 def harness_spec(artifact: Artifact, device_path: str, profile: DeviceProfile, runtime: str, inputs: Sequence[InputSpec], bench: Dict[str, Any]) -> HarnessSpec:
     return HarnessSpec(
         model_path=device_path,
@@ -243,6 +271,9 @@ def deploy(
     # int8 under a budget without a forced runtime: which runtime's INT8 keeps accuracy is model-dependent
     # (OpenVINO/NNCF wins on PP-OCR det, ORT dynamic INT8 on MiniLM), so measure each instead of guessing.
     searching = want == "auto" or (want == "int8" and max_drop is not None and runtime is None)
+    device_note = None
+    if host and runtime is None and run_benchmark and not searching:
+        runtime, device_note = runtime_on_device(prof, host, ssh, progress)
     options = PlanOptions(runtime=runtime, precision=None if want == "auto" else want, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host, shapes=shapes or None)
     try:
         plan = make_plan(resolved.artifact, resolved.label, prof, options)
@@ -250,6 +281,8 @@ def deploy(
         if not searching:
             raise
         plan = None  # the preferred runtime cannot do it (e.g. INT8 on the Nano's GPU); the search tries the others
+    if device_note and plan is not None:
+        plan = plan.model_copy(update={"notes": [*plan.notes, device_note]})
     if not searching:
         for line in plan.describe():
             progress(line)

@@ -96,3 +96,16 @@ def test_no_space_is_refused_before_anything_is_written(ssh_env, pinned_profile,
 def test_profile_without_pins_is_refused(ssh_env, tmp_path):
     with pytest.raises(SetupError, match="x86-cpu.*setup.pins is empty"):
         setup("x86-cpu", ssh_env.spec, ssh=_ssh(ssh_env, tmp_path / "dev"))
+
+
+def test_deploy_without_any_profile_runtime_on_the_device_says_run_setup(ssh_env, tmp_path, cli):
+    import subprocess
+    import sys
+
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)  # a device Python with no runtime
+    p = cli("deploy", "zoo:ppocr-det", "--profile", "x86-cpu", "--host", ssh_env.spec, "--known-hosts", str(ssh_env.known_hosts),
+            "--identity-file", str(ssh_env.client_key), "--ssh-config", str(ssh_env.root / "ssh_config"),
+            "--remote-workdir", str(tmp_path / "dev"), "--remote-python", str(bare / "bin" / "python"), "--no-cache")
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "none of the runtimes of profile 'x86-cpu'" in p.stderr and "edgekit setup --host" in p.stderr
