@@ -263,6 +263,8 @@ def setup(
                                  hint="install it on the device (sudo apt install python3-venv), or pass --wheelhouse DIR")
             raise _pip_failure(runner.display, "python -m venv", err + out, pyver, machine)
         pip = [vpy, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+        # --no-compile on the installs below: byte-compiling every module of sympy & co. takes minutes on a slow
+        # board (and under qemu); Python compiles what is really imported on first use.
         if wheelhouse:
             if not info["has_ensurepip"]:
                 pipwhl = next((posixpath.join(remote_dir, f.name) for f in files if f.name.startswith("pip-")), None)
@@ -274,14 +276,14 @@ def setup(
                 if rc != 0:
                     raise _pip_failure(runner.display, f"pip install {PY36_PIP}", err + out, pyver, machine)
             progress(f"installing {', '.join(pins)} from the uploaded wheelhouse (offline)")
-            rc, out, err, _ = remote.run(pip + ["install", "--no-index", "--find-links", remote_dir] + pins, "setup install")
+            rc, out, err, _ = remote.run(pip + ["install", "--no-compile", "--no-index", "--find-links", remote_dir] + pins, "setup install")
         else:
             if tuple(info["python"][:2]) < (3, 7):
                 rc, out, err, _ = remote.run(pip + ["install", PY36_PIP], "setup pip", timeout=900)
                 if rc != 0:
                     raise _pip_failure(runner.display, f"pip install {PY36_PIP}", err + out, pyver, machine)
             progress(f"pip install {' '.join(pins)} on the device")
-            rc, out, err, _ = remote.run(pip + ["install"] + pins, "setup install")
+            rc, out, err, _ = remote.run(pip + ["install", "--no-compile"] + pins, "setup install")
         if rc != 0:
             raise _pip_failure(runner.display, "pip install " + " ".join(pins), err + out, pyver, machine)
         progress("checking that each package imports on the device")
