@@ -282,7 +282,9 @@ def deploy(
             raise
         plan = None  # the preferred runtime cannot do it (e.g. INT8 on the Nano's GPU); the search tries the others
     if device_note and plan is not None:
-        plan = plan.model_copy(update={"notes": [*plan.notes, device_note]})
+        # the planner was handed the device's runtime as if the user had asked for it; say where it came from
+        notes = [n for n in plan.notes if n != f"runtime {runtime}: requested with --runtime"]
+        plan = plan.model_copy(update={"notes": [*notes, device_note]})
     if not searching:
         for line in plan.describe():
             progress(line)
