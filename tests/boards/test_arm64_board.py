@@ -103,6 +103,14 @@ def test_setup_then_deploy_ppocr_det_on_raspberry_pi_5(board, cli, tmp_path):
     res = json.loads(s.stdout)
     assert res["machine"] == "aarch64" and res["installed"]["onnxruntime"] == "1.23.2"
     assert res["installed"]["ai-edge-litert"] == "2.1.0" and res["installed"]["numpy"] == "1.26.4"
+    # deploy without --runtime takes the first of the profile's runtimes that the board has: after setup, tflite
+    from edgekit.core.errors import PlanError
+    from edgekit.workflows.deploy import runtime_on_device
+
+    rt, note = runtime_on_device(_pi5(), board.alias, board.ssh_kwargs(wd), lambda m: None)
+    assert rt == "tflite" and "venv/bin/python" in note and "aarch64" in note
+    with pytest.raises(PlanError, match=r"(?s)none of the runtimes of profile 'raspberry-pi-5'.*edgekit setup"):
+        runtime_on_device(_pi5(), board.alias, dict(board.ssh_kwargs(wd), python="/usr/bin/python3"), lambda m: None)
     out = tmp_path / "out"
     with board.sensors("pi5"):
         d = cli("deploy", "zoo:ppocr-det", "--profile", "raspberry-pi-5", *board.ssh_args(wd), "--runtime", "onnxruntime",
