@@ -8,14 +8,6 @@ import click
 
 from edgekit.cli.common import console, json_option, print_json, ssh_options
 
-RUNTIME_HINTS = {
-    "onnxruntime": "pip install onnxruntime",
-    "openvino": "pip install 'edgekit[openvino]'",
-    "ai_edge_litert": "pip install 'edgekit[tflite]'",
-    "tflite_runtime": "pip install tflite-runtime (devices only; ai-edge-litert is preferred)",
-    "tensorrt": "TensorRT ships with JetPack on Jetson boards",
-    "trtexec": "TensorRT ships with JetPack (/usr/src/tensorrt/bin/trtexec)",
-}
 
 
 def _local_python_packages() -> List[Dict[str, Any]]:
@@ -86,11 +78,13 @@ def _mismatches(probe: Dict[str, Any], profile) -> List[str]:
     if cores and cores != profile.cpu.cores:
         out.append(f"host has {cores} cores, profile says {profile.cpu.cores}")
     out += feature_mismatches(probe.get("cpu_flags"), profile)
+    from edgekit.core import runtimes
+
     rts = probe.get("runtimes", {})
     for rt in profile.runtimes:
-        key = {"tflite": ("ai_edge_litert", "tflite_runtime"), "tensorrt": ("tensorrt", "trtexec")}.get(rt, (rt,))
-        if not any((rts.get(k) or {}).get("available") for k in key):
-            reasons = "; ".join(str((rts.get(k) or {}).get("reason")) for k in key if (rts.get(k) or {}).get("reason"))
+        rt_entry = runtimes.get(rt)
+        if not rt_entry.usable_in_probe(rts):
+            reasons = "; ".join(str((rts.get(k) or {}).get("reason")) for k in rt_entry.probe_keys if (rts.get(k) or {}).get("reason"))
             out.append(f"profile runtime '{rt}' is not usable on the host" + (f" ({reasons})" if reasons else ""))
     cuda = rts.get("cuda") or {}
     for acc in profile.accelerators:
@@ -148,12 +142,15 @@ def _render(report: Dict[str, Any]) -> None:
     if setup:
         pkgs = ", ".join(f"{k} {v}" for k, v in sorted((setup.get("installed") or {}).items()))
         c.print(f"edgekit setup venv: {escape(setup.get('venv_python') or '')} ({escape(pkgs)}; set up {escape(str(setup.get('at')))})")
+    from edgekit.core.runtimes import install_hints
+
+    hints = install_hints()
     t = Table(title="runtimes", title_justify="left")
     for col in ("runtime", "usable", "version / reason"):
         t.add_column(col)
     for name, info in sorted(p.get("runtimes", {}).items()):
         ok = bool(info.get("available"))
-        detail = info.get("version") if ok else " — ".join(x for x in (info.get("reason"), RUNTIME_HINTS.get(name)) if x)
+        detail = info.get("version") if ok else " — ".join(x for x in (info.get("reason"), hints.get(name)) if x)
         t.add_row(name, "yes" if ok else "no", str(detail or ""))
     c.print(t)
     energy = p.get("energy", {})
