@@ -115,7 +115,7 @@ def test_setup_then_deploy_ppocr_det_on_raspberry_pi_5(board, cli, tmp_path):
     with board.sensors("pi5"):
         d = cli("deploy", "zoo:ppocr-det", "--profile", "raspberry-pi-5", *board.ssh_args(wd), "--runtime", "onnxruntime",
                 "--shape", "x=1x3x320x320", "--out", str(out), "--warmup-runs", "1", "--warmup-seconds", "0",
-                "--min-runs", "3", "--min-seconds", "2", timeout=2400)
+                "--min-runs", "3", "--min-seconds", "6", timeout=2400)
     assert d.returncode == 0, d.stderr
     assert EMULATED in d.stdout  # the terminal marks the timings
     rep = json.loads((out / "report.json").read_text())
