@@ -112,7 +112,11 @@ def board():
     if env_file.is_file():
         env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
     if env and _reachable(int(env["PORT"])):
-        return Board(env)
+        b = Board(env)
+        yield b
+        # the rootfs is the cached board: do not let each test session's venv and uploads pile up in it
+        shutil.rmtree(b.on_board("/home/edgekit/" + b.workdir[2:]), ignore_errors=True)
+        return
     if os.environ.get("EDGEKIT_ARM64_UNAVAILABLE"):
         pytest.skip(f"arm64 board unavailable: {os.environ['EDGEKIT_ARM64_UNAVAILABLE']}")
     if os.environ.get("EDGEKIT_REQUIRE_ARM64"):
