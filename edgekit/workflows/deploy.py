@@ -136,6 +136,32 @@ def make_runner(profile: DeviceProfile, host: Optional[str] = None, ssh: Optiona
     )
 
 
+def runtime_on_device(profile: DeviceProfile, host: str, ssh: Optional[Dict[str, Any]], progress: Progress) -> tuple:
+    """The first of the profile's runtimes that the device really has (probed over SSH), and a plan note saying so."""
+    progress(f"probing {host} for the runtimes of '{profile.name}' ({', '.join(profile.runtimes)})")
+    runner = make_runner(profile, host, ssh)
+    try:
+        runner.connect()
+        probe = runner.probe()
+    finally:
+        runner.close()
+    rts = probe.get("runtimes", {})
+    from edgekit.core import runtimes
+
+    have = [rt for rt in profile.runtimes if runtimes.get(rt).usable_in_probe(rts)]
+    where = f"{probe.get('arch')}, Python {probe.get('python')} at {probe.get('python_executable')}"
+    if not have:
+        raise PlanError(
+            f"none of the runtimes of profile '{profile.name}' ({', '.join(profile.runtimes)}) is installed on {host} ({where})",
+            hint=f"edgekit setup --host {host} --profile {profile.name} installs the profile's pinned runtimes into a venv there",
+        )
+    missing = profile.runtimes[: profile.runtimes.index(have[0])]
+    note = f"runtime {have[0]}: found on the device ({where})"
+    if missing:
+        note += f"; the preferred {', '.join(missing)} is not installed there"
+    return have[0], note
+
+
 def harness_spec(artifact: Artifact, device_path: str, profile: DeviceProfile, runtime: str, inputs: Sequence[InputSpec], bench: Dict[str, Any]) -> HarnessSpec:
     return HarnessSpec(
         model_path=device_path,
@@ -275,8 +301,11 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
     # int8 under a budget without a forced runtime: which runtime's INT8 keeps accuracy is model-dependent
     # (OpenVINO/NNCF wins on PP-OCR det, ORT dynamic INT8 on MiniLM), so measure each instead of guessing.
     searching = want == "auto" or (want == "int8" and max_drop is not None and runtime is None)
+    device_note = None
+    if host and runtime is None and run_benchmark and not searching:
+        runtime, device_note = runtime_on_device(prof, host, ssh, progress)
     options = PlanOptions(runtime=runtime, precision=None if want == "auto" else want, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host, shapes=shapes or None)
-    plan = _first_plan(resolved, prof, options, searching, progress)
+    plan = _first_plan(resolved, prof, options, searching, progress, device_note)
     runner: Optional[Runner] = None
     if run_benchmark or searching or any(s.step == "tensorrt" for s in plan.steps):
         runner = make_runner(prof, host, ssh, on_progress=None)
@@ -313,7 +342,7 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
     return _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, outdir, data.inputs)
 
 
-def _first_plan(resolved, prof: DeviceProfile, options: PlanOptions, searching: bool, progress: Progress) -> Optional[Plan]:
+def _first_plan(resolved, prof: DeviceProfile, options: PlanOptions, searching: bool, progress: Progress, device_note: Optional[str] = None) -> Optional[Plan]:
     """The plan to run (printed first), or None when a variant search will choose it and the preferred runtime
     cannot do what was asked (e.g. INT8 on the Nano's GPU)."""
     try:
@@ -322,6 +351,10 @@ def _first_plan(resolved, prof: DeviceProfile, options: PlanOptions, searching: 
         if not searching:
             raise
         return None
+    if device_note:
+        # the planner was handed the device's runtime as if the user had asked for it; say where it came from
+        notes = [n for n in plan.notes if n != f"runtime {options.runtime}: requested with --runtime"]
+        plan = plan.model_copy(update={"notes": [*notes, device_note]})
     if not searching:
         for line in plan.describe():
             progress(line)
