@@ -125,9 +125,15 @@ def load_user_data(source: Any, inputs, n_max: int, preprocess: Optional[str]):
 
 
 def make_runner(profile: DeviceProfile, host: Optional[str] = None, ssh: Optional[Dict[str, Any]] = None, on_progress=None) -> Runner:
-    """A LocalRunner for local profiles without --host, else an SSHRunner for the host."""
+    """A LocalRunner for local profiles without --host, an SSHRunner for --host, an AdbRunner for --serial or adb profiles."""
+    opts = dict(ssh or {})
+    serial = opts.pop("serial", None)
+    if host and serial:
+        raise UsageError("--host and --serial both given", hint="--host is an SSH device, --serial an adb device: pass one")
+    if serial or (not host and profile.connection.type == "adb"):
+        return get_runner("adb")(profile, serial, on_progress=on_progress, **opts)
     if host:
-        return get_runner("ssh")(host, profile, on_progress=on_progress, **(ssh or {}))
+        return get_runner("ssh")(host, profile, on_progress=on_progress, **opts)
     if profile.connection.type == "local":
         return get_runner("local")(profile, on_progress=on_progress)
     raise UsageError(
@@ -240,7 +246,7 @@ def deploy(
     out_dir = ensure_writable_dir(out, "--out directory") if out else None
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     if run_benchmark and not host and prof.connection.type != "local":
-        make_runner(prof, host)  # raises the clear "pass --host" error before any work starts
+        make_runner(prof, host, ssh)  # raises the clear "pass --host" (or "no adb") error before any work starts
     resolved = _signature_from_shapes(resolve_model(model, trust_pickle=trust_pickle), shapes)
     timings["load_s"] = time.perf_counter() - t_start
     data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess)
@@ -268,7 +274,7 @@ def deploy(
     variants: List[Dict[str, Any]] = []
     try:
         if runner is not None:
-            progress(f"connecting to {host or 'this machine'}")
+            progress(f"connecting to {host or (runner.target if runner.name == 'adb' else 'this machine')}")
             runner.connect()
         t0 = time.perf_counter()
         try:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import collections
-import hashlib
 import json
 import os
 import posixpath
@@ -21,6 +19,15 @@ from edgekit.fsutil import sha256_file
 from edgekit.profiles import DeviceProfile
 from edgekit.results import BenchmarkResult
 from edgekit.runner import HarnessSpec, Runner
+from edgekit.runners.transport import (
+    FileItem,
+    HarnessStderr,
+    disk_full,
+    harness_command,
+    harness_failure,
+    parse_result,
+    place_items,
+)
 from edgekit.runners.sshconf import (
     KnownHosts,
     ResolvedHost,
@@ -31,8 +38,6 @@ from edgekit.runners.sshconf import (
 )
 
 MIN_PYTHON = (3, 6)
-STDERR_TAIL_LINES = 40
-KILLED_CODES = (137, -9)
 
 # Device-side helper sent with `python -c`: work dir setup, sha256 checks, verified atomic renames, cleanup.
 # Old-Python-parsable syntax, so a too-old interpreter is reported instead of a SyntaxError.
@@ -123,15 +128,7 @@ def _q_path(path: str) -> str:
     return shlex.quote(path)
 
 
-class _FileItem:
-    """One local file to place at `rel` (relative to the remote work dir), identified by sha256."""
-
-    def __init__(self, local: Path, rel: str, sha256: str, size: int):
-        self.local, self.rel, self.sha256, self.size = local, rel, sha256, size
-        self.tmp = posixpath.join(posixpath.dirname(rel), f".{posixpath.basename(rel)}.{uuid.uuid4().hex[:12]}.part")
-
-    def check(self) -> Dict[str, Any]:
-        return {"rel": self.rel, "sha256": self.sha256, "size": self.size}
+_FileItem = FileItem  # the shared upload record (runners/transport.py)
 
 
 class SSHRunner(Runner):
@@ -407,11 +404,7 @@ class SSHRunner(Runner):
         return reply
 
     def _disk_full(self, phase: str, command: Optional[str], rc: Optional[int], detail: str) -> RunnerError:
-        return RunnerError(
-            f"the device's disk is full (during {phase})",
-            host=self.display, command=command, exit_code=rc, stderr_tail=detail,
-            hint=f"free space on the device (df -h {self.workdir or '~/.cache'}), or choose --remote-workdir on a larger disk",
-        )
+        return disk_full(self.display, phase, self.workdir, command, rc, detail)
 
     # ------------------------------------------------------------------ upload
 
@@ -491,19 +484,12 @@ class SSHRunner(Runner):
         if self._client is None:
             self.connect()
         items = []
-        shas = []
         for f in files:
             f = Path(f)
             if not f.is_file():
                 raise RunnerError(f"cannot push {f}: file not found", host=self.display, hint="check the artifact's files")
-            it = self._item(f, kind)
-            shas.append(f"{f.name} {it.sha256}")
-            items.append(it)
-        if key is None:
-            key = items[0].sha256 if len(items) == 1 else hashlib.sha256("\n".join(shas).encode()).hexdigest()
-        for it in items:
-            it.rel = posixpath.join(kind, key, it.local.name)
-            it.tmp = posixpath.join(kind, key, f".{it.local.name}.{uuid.uuid4().hex[:12]}.part")
+            items.append(self._item(f, kind))
+        place_items(items, kind, key)
         reply = self._tool({"workdir": self.workdir, "check": [it.check() for it in items]}, "upload check")
         self._upload_missing(items, reply, "upload")
         return [posixpath.join(self.workdir, it.rel) for it in items]
@@ -520,14 +506,7 @@ class SSHRunner(Runner):
     # ------------------------------------------------------------------ harness
 
     def _harness_cmd(self, args: str, spec_remote: Optional[str] = None) -> str:
-        """Run the harness in the background of a POSIX shell so its PID is known and a KILL shows as 137."""
-        cleanup = f"; rm -f {shlex.quote(spec_remote)}" if spec_remote else ""
-        return (
-            f"cd {shlex.quote(self.workdir)} || exit 1; "
-            f"{self._py()} {shlex.quote(self.harness_remote)} {args} </dev/null & pid=$!; "
-            'echo "EDGEKIT-PID $pid" >&2; wait "$pid"; rc=$?'
-            f"{cleanup}; exit $rc"
-        )
+        return harness_command(self.workdir, self._py(), self.harness_remote, args, spec_remote)
 
     def _kill_remote(self, pid: Optional[int], spec_remote: Optional[str]) -> Optional[str]:
         """TERM then KILL the remote harness and remove its spec; return a note if that was impossible."""
@@ -556,37 +535,11 @@ class SSHRunner(Runner):
 
         t = self._transport(phase)
         self.commands_run += 1
-        pid: Optional[int] = None
-        tail: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
-        err_info: Optional[Dict[str, Any]] = None
+        parser = HarnessStderr(self.on_progress)
+        handle = parser.line
         out = bytearray()
         errbuf = b""
         chan = None
-
-        def handle(line: str) -> None:
-            nonlocal pid, err_info
-            if line.startswith("EDGEKIT-PID "):
-                try:
-                    pid = int(line.split()[1])
-                except (IndexError, ValueError):
-                    tail.append(line)
-                return
-            if line.startswith("EDGEKIT-PROGRESS "):
-                try:
-                    data = json.loads(line[len("EDGEKIT-PROGRESS "):])
-                except ValueError:
-                    tail.append(line)
-                    return
-                tail.append(line)  # kept in the tail: the last progress line says how far the run got
-                if self.on_progress is not None:
-                    self.on_progress(data)
-                return
-            if line.startswith("EDGEKIT-ERROR "):
-                try:
-                    err_info = json.loads(line[len("EDGEKIT-ERROR "):])
-                except ValueError:
-                    pass
-            tail.append(line)
 
         try:
             chan = t.open_session(timeout=self.connect_timeout)
@@ -606,11 +559,11 @@ class SSHRunner(Runner):
                 if not t.is_active():
                     raise self._lost(phase)
                 if time.monotonic() > deadline:
-                    note = self._kill_remote(pid, spec_remote)
+                    note = self._kill_remote(parser.pid, spec_remote)
                     chan.close()
                     raise RunnerError(
                         f"the remote benchmark did not finish within {self.command_timeout:g} s and was stopped",
-                        host=self.display, command=command, stderr_tail="\n".join(tail) + (f"\n{note}" if note else ""),
+                        host=self.display, command=command, stderr_tail=parser.text + (f"\n{note}" if note else ""),
                         hint="raise the command timeout, or lower min_seconds/max_seconds in the run spec",
                     )
                 select.select([chan], [], [], 0.2)
@@ -621,7 +574,7 @@ class SSHRunner(Runner):
             if chan is not None:
                 chan.close()
             if t.is_active():
-                self._kill_remote(pid, spec_remote)
+                self._kill_remote(parser.pid, spec_remote)
             raise
         except (socket.error, EOFError, paramiko.SSHException) as exc:
             raise self._lost(phase, exc) from exc
@@ -630,36 +583,10 @@ class SSHRunner(Runner):
                 chan.close()
         if rc == -1 and not t.is_active():
             raise self._lost(phase)
-        return rc, out.decode(errors="replace"), "\n".join(tail), err_info
+        return rc, out.decode(errors="replace"), parser.text, parser.error
 
     def _harness_error(self, rc: int, command: str, stderr: str, info: Optional[Dict[str, Any]], phase: str) -> RunnerError:
-        """Turn a failed harness run into a typed error with a hint."""
-        kind = (info or {}).get("kind")
-        message = (info or {}).get("message")
-        hint = (info or {}).get("hint")
-        kw = dict(host=self.display, command=command, exit_code=rc, stderr_tail=stderr)
-        if rc in KILLED_CODES or rc == -1:
-            return RunnerError(
-                f"the remote {phase} was killed (probably out of memory)" if rc != -1 else f"the remote {phase} was terminated by a signal",
-                hint="the device ran out of memory or something killed the process: check `dmesg | grep -i oom` on the device, "
-                "use a smaller model or input, or close other programs", **kw)
-        if "No space left on device" in stderr:
-            return self._disk_full(phase, command, rc, stderr)
-        if rc == 127:
-            return RunnerError(
-                f"Python interpreter '{self.python}' not found on the device", **kw,
-                hint="install Python 3.6+ on the device, or set connection.python in the device profile")
-        if rc == 3:
-            return RunnerError(
-                f"runtime missing on the device: {message or 'the harness could not import the runtime'}",
-                hint=hint or f"install it on the device, e.g. `{self.python} -m pip install onnxruntime`", **kw)
-        if rc == 2:
-            return RunnerError(f"the harness rejected its run spec: {message or 'bad spec'}", hint=hint or "this is an edgekit bug; please report it", **kw)
-        if rc == 4:
-            return RunnerError(f"the model failed to load on the device: {message or ''}".rstrip(": "), hint=hint or "check that the runtime version on the device supports this model/opset", **kw)
-        return RunnerError(
-            f"the remote {phase} failed" + (f" ({kind}): {message}" if kind or message else ""),
-            hint=hint or "see the remote stderr above", **kw)
+        return harness_failure(rc, command, stderr, info, phase, display=self.display, python=self.python, workdir=self.workdir)
 
     def run_harness(self, spec: HarnessSpec) -> BenchmarkResult:
         """Write the spec into the work dir, run the harness with the device's Python, parse its JSON result."""
@@ -681,16 +608,7 @@ class SSHRunner(Runner):
         rc, out, stderr, info = self._stream(command, "benchmark", spec_remote)
         if rc != 0:
             raise self._harness_error(rc, command, stderr, info, "benchmark")
-        try:
-            payload = json.loads(out.strip().splitlines()[-1] if out.strip() else "")
-            result = BenchmarkResult.model_validate(payload)
-        except (ValueError, IndexError) as exc:  # pydantic's ValidationError is a ValueError
-            raise RunnerError(
-                f"the harness on the device printed no valid result ({exc.__class__.__name__}: {str(exc)[:300]})",
-                host=self.display, command=command, exit_code=rc, stderr_tail=stderr + "\nstdout: " + out[-2000:],
-                hint="the device may run an older edgekit harness schema; reinstall edgekit and re-run",
-            ) from exc
-        return result.model_copy(update={"runner": "ssh", "host": self.host_spec})
+        return parse_result(out, display=self.display, command=command, rc=rc, stderr=stderr, runner="ssh", host=self.host_spec)
 
     def exec(self, argv: List[str], timeout: float = 600.0) -> Tuple[int, str, str]:
         """Run one program on the device (no shell features; every argument quoted). TimeoutError past `timeout`."""

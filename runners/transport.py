@@ -1,0 +1,177 @@
+"""The push/exec/pull contract the SSH and adb runners share: cached uploads, the harness command, typed errors.
+
+A runner is a transport: it places files on the device (sha256-keyed directory, `.part` upload, verified
+rename, nothing sent when the file is already there), runs a command there, and copies files back. What runs
+on the device is the harness (or the Android demo app); both print the same BenchmarkResult JSON.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import posixpath
+import shlex
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
+
+from edgekit.errors import ConnectionFailed, RunnerError
+from edgekit.results import BenchmarkResult
+
+STDERR_TAIL_LINES = 40
+KILLED_CODES = (137, -9)
+
+
+class DeviceOffline(ConnectionFailed):
+    """The device is known but not answering (adb `offline`, SSH connection dropped)."""
+
+
+class DeviceUnauthorized(ConnectionFailed):
+    """The device refuses this computer (adb `unauthorized`: the USB debugging prompt was not accepted)."""
+
+
+class DeviceDiskFull(RunnerError):
+    """No space left in the device's work directory."""
+
+
+class CommandKilled(RunnerError):
+    """The device-side command was killed (SIGKILL, usually the out-of-memory killer) or timed out and was stopped."""
+
+
+class DeviceCommandMissing(RunnerError):
+    """A program the runner needs does not exist on the device (e.g. `pm`/`am` on a non-Android adbd)."""
+
+
+class FileItem:
+    """One local file to place at `rel` (relative to the device work dir), identified by sha256."""
+
+    def __init__(self, local: Path, rel: str, sha256: str, size: int):
+        self.local, self.rel, self.sha256, self.size = local, rel, sha256, size
+        self.tmp = part_name(rel)
+
+    def check(self) -> Dict[str, Any]:
+        return {"rel": self.rel, "sha256": self.sha256, "size": self.size}
+
+
+def part_name(rel: str) -> str:
+    """A unique hidden `.part` name beside `rel`: uploads land there and are renamed only after the sha256 check."""
+    return posixpath.join(posixpath.dirname(rel), f".{posixpath.basename(rel)}.{uuid.uuid4().hex[:12]}.part")
+
+
+def place_items(items: List[FileItem], kind: str, key: Optional[str] = None) -> List[FileItem]:
+    """Put the files of one push into one directory `kind/<key>`: the single file's sha256, or a hash of all of them
+    (an OpenVINO .xml + .bin pair stays together, and a changed .bin gives a new directory)."""
+    if key is None:
+        key = items[0].sha256 if len(items) == 1 else hashlib.sha256(
+            "\n".join(f"{it.local.name} {it.sha256}" for it in items).encode()).hexdigest()
+    for it in items:
+        it.rel = posixpath.join(kind, key, it.local.name)
+        it.tmp = part_name(it.rel)
+    return items
+
+
+def harness_command(workdir: str, python_cmd: str, harness: str, args: str, spec_remote: Optional[str] = None) -> str:
+    """Run the harness in the background of a POSIX shell so its PID is known and a KILL shows as 137."""
+    cleanup = f"; rm -f {shlex.quote(spec_remote)}" if spec_remote else ""
+    return (
+        f"cd {shlex.quote(workdir)} || exit 1; "
+        f"{python_cmd} {shlex.quote(harness)} {args} </dev/null & pid=$!; "
+        'echo "EDGEKIT-PID $pid" >&2; wait "$pid"; rc=$?'
+        f"{cleanup}; exit $rc"
+    )
+
+
+class HarnessStderr:
+    """Reads the harness's stderr protocol: EDGEKIT-PID, EDGEKIT-PROGRESS {json}, EDGEKIT-ERROR {json}; keeps a tail."""
+
+    def __init__(self, on_progress: Optional[Callable[[Dict[str, Any]], None]] = None):
+        self.on_progress = on_progress
+        self.pid: Optional[int] = None
+        self.error: Optional[Dict[str, Any]] = None
+        self.tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+
+    def line(self, line: str) -> None:
+        if line.startswith("EDGEKIT-PID "):
+            try:
+                self.pid = int(line.split()[1])
+            except (IndexError, ValueError):
+                self.tail.append(line)
+            return
+        if line.startswith("EDGEKIT-PROGRESS "):
+            try:
+                data = json.loads(line[len("EDGEKIT-PROGRESS "):])
+            except ValueError:
+                self.tail.append(line)
+                return
+            self.tail.append(line)  # kept in the tail: the last progress line says how far the run got
+            if self.on_progress is not None:
+                self.on_progress(data)
+            return
+        if line.startswith("EDGEKIT-ERROR "):
+            try:
+                self.error = json.loads(line[len("EDGEKIT-ERROR "):])
+            except ValueError:
+                pass
+        self.tail.append(line)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.tail)
+
+
+def disk_full(display: str, phase: str, workdir: Optional[str], command: Optional[str], rc: Optional[int], detail: str) -> DeviceDiskFull:
+    return DeviceDiskFull(
+        f"the device's disk is full (during {phase})",
+        host=display, command=command, exit_code=rc, stderr_tail=detail,
+        hint=f"free space on the device (df -h {workdir or '~/.cache'}), or choose --remote-workdir on a larger disk",
+    )
+
+
+def harness_failure(rc: int, command: str, stderr: str, info: Optional[Dict[str, Any]], phase: str, *,
+                    display: str, python: str, workdir: Optional[str]) -> RunnerError:
+    """Turn a failed harness run (exit code + EDGEKIT-ERROR record + stderr tail) into a typed error with a hint."""
+    kind = (info or {}).get("kind")
+    message = (info or {}).get("message")
+    hint = (info or {}).get("hint")
+    kw = dict(host=display, command=command, exit_code=rc, stderr_tail=stderr)
+    if rc in KILLED_CODES or rc == -1:
+        return CommandKilled(
+            f"the remote {phase} was killed (probably out of memory)" if rc != -1 else f"the remote {phase} was terminated by a signal",
+            hint="the device ran out of memory or something killed the process: check `dmesg | grep -i oom` on the device, "
+            "use a smaller model or input, or close other programs", **kw)
+    if "No space left on device" in stderr:
+        return disk_full(display, phase, workdir, command, rc, stderr)
+    if rc == 127:
+        return RunnerError(
+            f"Python interpreter '{python}' not found on the device", **kw,
+            hint="install Python 3.6+ on the device, or set connection.python in the device profile")
+    if rc == 3:
+        return RunnerError(
+            f"runtime missing on the device: {message or 'the harness could not import the runtime'}",
+            hint=hint or f"install it on the device, e.g. `{python} -m pip install onnxruntime`", **kw)
+    if rc == 2:
+        return RunnerError(f"the harness rejected its run spec: {message or 'bad spec'}", hint=hint or "this is an edgekit bug; please report it", **kw)
+    if rc == 4:
+        return RunnerError(f"the model failed to load on the device: {message or ''}".rstrip(": "), hint=hint or "check that the runtime version on the device supports this model/opset", **kw)
+    return RunnerError(
+        f"the remote {phase} failed" + (f" ({kind}): {message}" if kind or message else ""),
+        hint=hint or "see the remote stderr above", **kw)
+
+
+def parse_result(out: str, *, display: str, command: str, rc: int, stderr: str, runner: str, host: Optional[str]) -> BenchmarkResult:
+    """The harness's (or the app's) last stdout line as a BenchmarkResult, tagged with where it ran."""
+    try:
+        payload = json.loads(out.strip().splitlines()[-1] if out.strip() else "")
+        result = BenchmarkResult.model_validate(payload)
+    except (ValueError, IndexError) as exc:  # pydantic's ValidationError is a ValueError
+        raise RunnerError(
+            f"the device printed no valid benchmark result ({exc.__class__.__name__}: {str(exc)[:300]})",
+            host=display, command=command, exit_code=rc, stderr_tail=stderr + "\nstdout: " + out[-2000:],
+            hint="the device may run an older edgekit harness (or demo app) schema; reinstall edgekit and re-run",
+        ) from exc
+    return result.model_copy(update={"runner": runner, "host": host})
+
+
+def quote_argv(argv: Sequence[Any]) -> str:
+    return " ".join(shlex.quote(str(a)) for a in argv)
