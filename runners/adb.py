@@ -112,6 +112,7 @@ class AdbRunner(Runner):
         on_upload: Optional[Callable[[int, int], None]] = None,
         app_apk: Optional[os.PathLike | str] = None,
         mode: str = "auto",
+        sysfs_root: str = "/",
         **_ignored: Any,  # SSH-only options (known_hosts, ...) that the CLI collects for every runner
     ):
         self.profile = profile
@@ -131,6 +132,7 @@ class AdbRunner(Runner):
         if mode not in ("auto", "harness", "app"):
             raise RunnerError(f"adb run mode '{mode}' is not one of auto, harness, app")
         self.mode = mode
+        self.sysfs_root = sysfs_root  # where /sys is read from on the device (tests point it at a captured tree)
         self.bytes_uploaded = 0
         self.uploads_skipped = 0
         self.commands_run = 0
@@ -357,7 +359,7 @@ class AdbRunner(Runner):
         from edgekit.registry import harness_module
 
         h = harness_module()
-        base = "/sys/class/power_supply/battery"
+        base = posixpath.join(self.sysfs_root, "sys/class/power_supply/battery")
         rc, out, _ = self.shell(f"cat {base}/current_now {base}/voltage_now 2>/dev/null", "battery", timeout=30)
         vals = out.split()
         if rc == 0 and len(vals) == 2:
@@ -375,7 +377,8 @@ class AdbRunner(Runner):
 
     def thermal(self) -> Dict[str, float]:
         """Every thermal zone's temperature in °C, keyed by its type (millidegrees or degrees as the kernel reports)."""
-        rc, out, _ = self.shell('for z in /sys/class/thermal/thermal_zone*; do [ -r "$z/temp" ] && '
+        zones = shlex.quote(posixpath.join(self.sysfs_root, "sys/class/thermal"))
+        rc, out, _ = self.shell(f'for z in {zones}/thermal_zone*; do [ -r "$z/temp" ] && '
                                 'echo "$(cat "$z/type" 2>/dev/null) $(cat "$z/temp" 2>/dev/null)"; done; true', "thermal", timeout=30)
         temps: Dict[str, float] = {}
         for line in out.splitlines():
