@@ -17,12 +17,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from edgekit.artifact import Artifact
-from edgekit.errors import ConnectionFailed, EdgekitError, RunnerError
-from edgekit.fsutil import sha256_file
-from edgekit.profiles import DeviceProfile
-from edgekit.results import BenchmarkResult
-from edgekit.runner import HarnessSpec, Runner
+from edgekit.core.artifact import Artifact
+from edgekit.core.errors import ConnectionFailed, EdgekitError, RunnerError
+from edgekit.core.fsutil import sha256_file
+from edgekit.core.profiles import DeviceProfile
+from edgekit.core.results import BenchmarkResult
+from edgekit.core.runner_interface import HarnessSpec, Runner
 from edgekit.runners.transport import (
     CommandKilled,
     DeviceCommandMissing,
@@ -356,7 +356,7 @@ class AdbRunner(Runner):
 
     def battery(self) -> Dict[str, Any]:
         """Battery power now: /sys/class/power_supply/battery current_now x voltage_now, else `dumpsys battery` fields."""
-        from edgekit.registry import harness_module
+        from edgekit.core.registry import harness_module
 
         h = harness_module()
         base = posixpath.join(self.sysfs_root, "sys/class/power_supply/battery")
@@ -407,7 +407,7 @@ class AdbRunner(Runner):
     # ------------------------------------------------------------------ harness path
 
     def _ensure_harness(self) -> None:
-        from edgekit.registry import harness_path
+        from edgekit.core.registry import harness_path
 
         if self.harness_remote is None:
             self.harness_remote = self.push_files([Path(harness_path())], "harness")[0]

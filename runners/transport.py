@@ -16,8 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
-from edgekit.errors import ConnectionFailed, RunnerError
-from edgekit.results import BenchmarkResult
+from edgekit.core.errors import ConnectionFailed, RunnerError
+from edgekit.core.results import BenchmarkResult
 
 STDERR_TAIL_LINES = 40
 KILLED_CODES = (137, -9)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from edgekit.errors import EdgekitError, ModelLoadError
+from edgekit.core.errors import EdgekitError, ModelLoadError
 
 LITERTJS_VERSION = "2.5.3"
 APP_PACKAGE = "dev.edgekit.demo"
@@ -213,7 +213,7 @@ def _run(argv: List[str], what: str, cwd: Optional[Path] = None) -> str:
 
 def input_spec(model: Path, inputs_npz: Optional[Path]) -> tuple[Dict[str, object], Dict[str, bytes]]:
     """assets/input_spec.json and the raw input files: from the model's signature, data from the .npz when given."""
-    from edgekit.artifact import load_artifact
+    from edgekit.core.artifact import load_artifact
 
     art = load_artifact(model)
     if art.format != "tflite":

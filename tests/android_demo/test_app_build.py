@@ -68,7 +68,7 @@ def test_missing_tools_are_named_with_install_hints(monkeypatch, tmp_path):
 
 
 def test_inputs_that_do_not_fit_the_model_are_refused(tmp_path):
-    from edgekit.errors import ModelLoadError
+    from edgekit.core.errors import ModelLoadError
     from edgekit.workflows.app import build_apk
 
     bad = tmp_path / "bad.npz"
@@ -83,7 +83,7 @@ def test_inputs_that_do_not_fit_the_model_are_refused(tmp_path):
 
 
 def test_only_tflite_is_embedded(tmp_path, ppocr_det_path):
-    from edgekit.errors import ModelLoadError
+    from edgekit.core.errors import ModelLoadError
     from edgekit.workflows.app import build_apk
 
     with pytest.raises(ModelLoadError, match="embeds .tflite models"):

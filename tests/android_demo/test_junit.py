@@ -30,7 +30,7 @@ def _pure_java_sources():
 def junit_run(tmp_path_factory, demo_apk):
     require_or_skip(all(j.is_file() for j in JUNIT), "junit4 is not installed (apt-get install junit4)")
     require_or_skip(shutil.which("javac") is not None, "no JDK (apt-get install default-jdk-headless)")
-    from edgekit.registry import harness_module
+    from edgekit.core.registry import harness_module
 
     h = harness_module()
     tmp = tmp_path_factory.mktemp("junit")
@@ -68,7 +68,7 @@ def test_junit_suite_passes(junit_run):
 
 
 def test_app_result_is_a_valid_benchmark_result(junit_run):
-    from edgekit.results import BenchmarkResult
+    from edgekit.core.results import BenchmarkResult
 
     _, tmp, _ = junit_run
     r = BenchmarkResult.model_validate_json((tmp / "result.json").read_text())

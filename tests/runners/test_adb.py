@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.errors import ConnectionFailed
-from edgekit.profiles import load_profile
-from edgekit.runner import HarnessSpec, InputSpec
+from edgekit.core.errors import ConnectionFailed
+from edgekit.core.profiles import load_profile
+from edgekit.core.runner_interface import HarnessSpec, InputSpec
 from edgekit.runners.adb import AdbNotFound, AdbRunner, parse_devices, parse_df_available_kb
 from edgekit.runners.transport import CommandKilled, DeviceCommandMissing, DeviceDiskFull, DeviceOffline, DeviceUnauthorized
 
@@ -144,7 +144,7 @@ def test_no_adb_client_says_how_to_install_it(profile, monkeypatch, tmp_path):
 
 def test_harness_path_runs_end_to_end(serial, profile, tmp_path):
     # the device's Python here is this interpreter (it has numpy and ai-edge-litert), reached through adbd
-    from edgekit.artifact import load_artifact
+    from edgekit.core.artifact import load_artifact
 
     r = AdbRunner(profile, serial, workdir=str(tmp_path / "wd"), python=sys.executable)
     art = load_artifact(FACE)
