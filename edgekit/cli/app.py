@@ -34,3 +34,23 @@ def build(model, inputs, out, quiet):
     t0 = time.perf_counter()
     path = build_apk(model, out, inputs=inputs, progress=progress_printer(not quiet))
     console().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+
+
+@app.command()
+@click.option("--model", "-m", required=True, type=click.Path(dir_okay=False), help="The .tflite to embed.")
+@click.option("--inputs", type=click.Path(dir_okay=False), default=None, help=".npz keyed by input name (else random inputs).")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the assets (Gradle: android_demo/build/edgekit-assets).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def assets(model, inputs, out, quiet):
+    """Write the app's assets (model, input spec, LiteRT WebAssembly) for the Gradle / Android Studio build.
+
+    \b
+    Example:
+      edgekit app assets --model out/model.tflite --out android_demo/build/edgekit-assets
+    """
+    from pathlib import Path
+
+    from edgekit.workflows.app import prepare_assets
+
+    spec = prepare_assets(model, Path(out), inputs=inputs, progress=progress_printer(not quiet))
+    console().print(f"wrote {out}: model.tflite ({spec['size_bytes']} bytes), input_spec.json, web/ (@litertjs/core {spec['litertjs_version']})")

@@ -255,34 +255,48 @@ def input_spec(model: Path, inputs_npz: Optional[Path]) -> tuple[Dict[str, objec
     return spec, data
 
 
+def prepare_assets(model: os.PathLike | str, dest: os.PathLike | str, inputs: Optional[os.PathLike | str] = None,
+                   progress: Callable[[str], None] = lambda m: None) -> Dict[str, object]:
+    """The app's assets with the model: web/ (engine page + vendored LiteRT.js), model.tflite, input_spec.json, inputs/."""
+    model, dest = Path(model), Path(dest)
+    spec, input_files = input_spec(model, Path(inputs) if inputs else None)
+    core = litertjs_dir(progress)
+    shutil.copytree(app_source_dir() / "assets", dest, dirs_exist_ok=True)
+    shutil.copyfile(model, dest / "model.tflite")
+    for rel, blob in input_files.items():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_bytes(blob)
+    spec["litertjs_version"] = vendor_litertjs(core, dest / "web" / "litert")
+    (dest / "input_spec.json").write_text(json.dumps(spec, indent=1))
+    return spec
+
+
 def build_apk(model: os.PathLike | str, out: os.PathLike | str, inputs: Optional[os.PathLike | str] = None,
               progress: Callable[[str], None] = lambda m: None) -> Path:
     """Build, align and sign the demo APK with `model` embedded; written atomically to `out`."""
     model, out = Path(model), Path(out)
     if out.suffix != ".apk":
         raise EdgekitError(f"--out {out}: the output file must end in .apk")
-    spec, input_files = input_spec(model, Path(inputs) if inputs else None)
+    input_spec(model, Path(inputs) if inputs else None)  # a bad model or .npz fails before any tool is looked for
     tools = find_tools()
-    core = litertjs_dir(progress)
     keystore = debug_keystore(tools.keytool)
     src = app_source_dir()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgekit-apk-") as td:
         w = Path(td)
         assets = w / "assets"
-        shutil.copytree(src / "assets", assets)
-        shutil.copyfile(model, assets / "model.tflite")
-        for rel, blob in input_files.items():
-            (assets / rel).parent.mkdir(parents=True, exist_ok=True)
-            (assets / rel).write_bytes(blob)
-        spec["litertjs_version"] = vendor_litertjs(core, assets / "web" / "litert")
-        (assets / "input_spec.json").write_text(json.dumps(spec, indent=1))
+        prepare_assets(model, assets, inputs, progress)
         gen, classes, dex = w / "gen", w / "classes", w / "dex"
         for d in (gen, classes, dex):
             d.mkdir()
-        manifest, res, jar = src / "AndroidManifest.xml", src / "res", tools.android_jar
+        # the source manifest has no package attribute (Gradle's `namespace` sets it); aapt needs it in the file
+        text = (src / "AndroidManifest.xml").read_text()
+        manifest = w / "AndroidManifest.xml"
+        manifest.write_text(text.replace("<manifest ", f'<manifest package="{APP_PACKAGE}" ', 1))
+        res, jar = src / "res", tools.android_jar
         progress("aapt: resources and R.java")
         _run([tools.aapt, "package", "-f", "-m", "-J", str(gen), "-M", str(manifest), "-S", str(res), "-I", jar], "aapt (R.java)")
+        # src/ only: src-native/ needs the LiteRT AAR (Gradle build)
         java = sorted(str(p) for p in (src / "src").rglob("*.java")) + sorted(str(p) for p in gen.rglob("*.java"))
         progress(f"javac: {len(java)} sources")
         _run([tools.javac, "-source", "8", "-target", "8", "-nowarn", "-Xlint:-options", "-encoding", "UTF-8",

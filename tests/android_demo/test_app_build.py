@@ -88,3 +88,12 @@ def test_only_tflite_is_embedded(tmp_path, ppocr_det_path):
 
     with pytest.raises(ModelLoadError, match="embeds .tflite models"):
         build_apk(ppocr_det_path, tmp_path / "x.apk")
+
+
+def test_assets_for_the_gradle_build(tmp_path, litertjs_env, cli):
+    out = cli("app", "assets", "--model", str(MODEL), "--out", str(tmp_path / "assets"), "-q", timeout=600)
+    assert out.returncode == 0, out.stderr
+    a = tmp_path / "assets"
+    assert (a / "model.tflite").read_bytes() == MODEL.read_bytes()
+    assert json.loads((a / "input_spec.json").read_text())["inputs"][0]["name"] == "input"
+    assert (a / "web" / "bench.js").is_file() and (a / "web" / "litert" / "wasm" / "litert_wasm_compat_internal.wasm").is_file()
