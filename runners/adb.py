@@ -19,7 +19,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import ConnectionFailed, EdgekitError, RunnerError
-from edgekit.core.fsutil import sha256_file
 from edgekit.core.profiles import DeviceProfile
 from edgekit.core.results import BenchmarkResult
 from edgekit.core.runner_interface import HarnessSpec, Runner
@@ -30,11 +29,12 @@ from edgekit.runners.transport import (
     DeviceUnauthorized,
     FileItem,
     HarnessStderr,
+    ShaCache,
     disk_full,
     harness_command,
     harness_failure,
     parse_result,
-    place_items,
+    pushable_files,
     quote_argv,
 )
 
@@ -138,7 +138,7 @@ class AdbRunner(Runner):
         self.commands_run = 0
         self.harness_remote: Optional[str] = None
         self._probe: Optional[Dict[str, Any]] = None
-        self._sha_cache: Dict[Tuple[str, int, int], str] = {}
+        self._shas = ShaCache()
         self.notes: List[str] = []
         self._pushed: Dict[str, Path] = {}  # device path -> local file, so the app path can embed the model
 
@@ -246,14 +246,6 @@ class AdbRunner(Runner):
 
     # ------------------------------------------------------------------ files
 
-    def _item(self, local: Path, kind: str) -> FileItem:
-        st = local.stat()
-        ck = (str(local.resolve()), st.st_size, st.st_mtime_ns)
-        if ck not in self._sha_cache:
-            self._sha_cache[ck] = sha256_file(local)
-        sha = self._sha_cache[ck]
-        return FileItem(local, posixpath.join(kind, sha, local.name), sha, st.st_size)
-
     def _abs(self, rel: str) -> str:
         return posixpath.join(self.workdir, rel)
 
@@ -261,13 +253,7 @@ class AdbRunner(Runner):
         """Place local files in one device directory (named by content); send only what is not there with that sha256."""
         if self.serial is None:
             self.connect()
-        items = []
-        for f in files:
-            f = Path(f)
-            if not f.is_file():
-                raise RunnerError(f"cannot push {f}: file not found", host=self.display, hint="check the artifact's files")
-            items.append(self._item(f, kind))
-        place_items(items, kind, key)
+        items = self._shas.items(files, kind, key, self.display)
         # one shell round trip: make the dirs, drop stale .part files, hash what is there, report free space
         dirs = sorted({posixpath.dirname(self._abs(it.rel)) for it in items})
         parts = [f"mkdir -p {' '.join(shlex.quote(d) for d in dirs)} || exit 1"]
@@ -332,10 +318,7 @@ class AdbRunner(Runner):
 
     def push(self, artifact: Artifact) -> str:
         """Upload every file of the artifact into one directory; skip what is already there."""
-        if artifact.metadata.get("in_memory") or str(artifact.path).startswith("<memory:"):
-            raise RunnerError(f"artifact {artifact.path} is an in-memory PyTorch module and cannot be pushed to a device",
-                              host=self.display, hint="export it first (the deploy pipeline does this)")
-        paths = self.push_files(list(artifact.files))
+        paths = self.push_files(pushable_files(artifact, self.display))
         self._pushed[paths[0]] = Path(artifact.path)
         return paths[0]
 

@@ -15,18 +15,18 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import ConnectionFailed, EdgekitError, HostKeyError, RunnerError, require
-from edgekit.core.fsutil import sha256_file
 from edgekit.core.profiles import DeviceProfile
 from edgekit.core.results import BenchmarkResult
 from edgekit.core.runner_interface import HarnessSpec, Runner
 from edgekit.runners.transport import (
     FileItem,
     HarnessStderr,
+    ShaCache,
     disk_full,
     harness_command,
     harness_failure,
     parse_result,
-    place_items,
+    pushable_files,
 )
 from edgekit.runners.sshconf import (
     KnownHosts,
@@ -128,9 +128,6 @@ def _q_path(path: str) -> str:
     return shlex.quote(path)
 
 
-_FileItem = FileItem  # the shared upload record (runners/transport.py)
-
-
 class SSHRunner(Runner):
     """Runs the edgekit harness on a device reached over SSH; host keys verified against known_hosts."""
 
@@ -185,7 +182,7 @@ class SSHRunner(Runner):
         self._clients: List[Any] = []
         self._client = None
         self._sftp = None
-        self._sha_cache: Dict[Tuple[str, int, int], str] = {}
+        self._shas = ShaCache()
 
     # ------------------------------------------------------------------ connection
 
@@ -298,13 +295,8 @@ class SSHRunner(Runner):
         self.harness_remote = posixpath.join(self.workdir, item.rel)
         self._upload_missing([item], reply, "harness upload")
 
-    def _item(self, local: Path, kind: str, key: Optional[str] = None) -> _FileItem:
-        st = local.stat()
-        ck = (str(local.resolve()), st.st_size, st.st_mtime_ns)
-        if ck not in self._sha_cache:
-            self._sha_cache[ck] = sha256_file(local)
-        sha = self._sha_cache[ck]
-        return _FileItem(local, posixpath.join(kind, key or sha, local.name), sha, st.st_size)
+    def _item(self, local: Path, kind: str) -> FileItem:
+        return self._shas.item(local, kind)
 
     # ------------------------------------------------------------------ remote commands
 
@@ -423,7 +415,7 @@ class SSHRunner(Runner):
                 ) from exc
         return self._sftp
 
-    def _upload_missing(self, items: List[_FileItem], reply: Dict[str, Any], phase: str) -> None:
+    def _upload_missing(self, items: List[FileItem], reply: Dict[str, Any], phase: str) -> None:
         """Upload what the device lacks to temp names, verify sha256 there, then rename atomically."""
         present = reply.get("present", {})
         missing = [it for it in items if not present.get(it.rel)]
@@ -483,25 +475,14 @@ class SSHRunner(Runner):
         """Place local files in one remote directory (named by `key` or content); return their device paths."""
         if self._client is None:
             self.connect()
-        items = []
-        for f in files:
-            f = Path(f)
-            if not f.is_file():
-                raise RunnerError(f"cannot push {f}: file not found", host=self.display, hint="check the artifact's files")
-            items.append(self._item(f, kind))
-        place_items(items, kind, key)
+        items = self._shas.items(files, kind, key, self.display)
         reply = self._tool({"workdir": self.workdir, "check": [it.check() for it in items]}, "upload check")
         self._upload_missing(items, reply, "upload")
         return [posixpath.join(self.workdir, it.rel) for it in items]
 
     def push(self, artifact: Artifact) -> str:
         """Upload every file of the artifact (e.g. OpenVINO .xml + .bin) into one dir; skip what is already there."""
-        if artifact.metadata.get("in_memory") or str(artifact.path).startswith("<memory:"):
-            raise RunnerError(
-                f"artifact {artifact.path} is an in-memory PyTorch module and cannot be pushed to a device",
-                host=self.display, hint="export it first (the deploy pipeline does this)",
-            )
-        return self.push_files(list(artifact.files))[0]
+        return self.push_files(pushable_files(artifact, self.display))[0]
 
     # ------------------------------------------------------------------ harness
 

@@ -71,6 +71,43 @@ def place_items(items: List[FileItem], kind: str, key: Optional[str] = None) -> 
     return items
 
 
+class ShaCache:
+    """sha256 of local files, remembered by (path, size, mtime) so a re-push does not hash a large model again."""
+
+    def __init__(self) -> None:
+        self._seen: Dict[Any, str] = {}
+
+    def item(self, local: Path, kind: str) -> FileItem:
+        from edgekit.core.fsutil import sha256_file
+
+        st = local.stat()
+        ck = (str(local.resolve()), st.st_size, st.st_mtime_ns)
+        if ck not in self._seen:
+            self._seen[ck] = sha256_file(local)
+        sha = self._seen[ck]
+        return FileItem(local, posixpath.join(kind, sha, local.name), sha, st.st_size)
+
+    def items(self, files: Sequence[Any], kind: str, key: Optional[str], display: str) -> List[FileItem]:
+        """Upload records for one push, every file checked to exist, placed together (place_items)."""
+        out = []
+        for f in files:
+            f = Path(f)
+            if not f.is_file():
+                raise RunnerError(f"cannot push {f}: file not found", host=display, hint="check the artifact's files")
+            out.append(self.item(f, kind))
+        return place_items(out, kind, key)
+
+
+def pushable_files(artifact: Any, display: str) -> List[Path]:
+    """The artifact's files, or a clear error for an in-memory PyTorch module (it has no file to send)."""
+    if artifact.metadata.get("in_memory") or str(artifact.path).startswith("<memory:"):
+        raise RunnerError(
+            f"artifact {artifact.path} is an in-memory PyTorch module and cannot be pushed to a device",
+            host=display, hint="export it first (the deploy pipeline does this)",
+        )
+    return list(artifact.files)
+
+
 def harness_command(workdir: str, python_cmd: str, harness: str, args: str, spec_remote: Optional[str] = None) -> str:
     """Run the harness in the background of a POSIX shell so its PID is known and a KILL shows as 137."""
     cleanup = f"; rm -f {shlex.quote(spec_remote)}" if spec_remote else ""
