@@ -22,8 +22,8 @@ from edgekit.core.errors import ConnectionFailed, EdgekitError, RunnerError
 from edgekit.core.profiles import DeviceProfile
 from edgekit.core.results import BenchmarkResult
 from edgekit.core.runner_interface import HarnessSpec, Runner
+from edgekit.runners.harness_protocol import KILLED_CODES, CommandKilled, harness_error, parse_result
 from edgekit.runners.transport import (
-    CommandKilled,
     DeviceCommandMissing,
     DeviceOffline,
     DeviceUnauthorized,
@@ -32,8 +32,6 @@ from edgekit.runners.transport import (
     ShaCache,
     disk_full,
     harness_command,
-    harness_failure,
-    parse_result,
     pushable_files,
     quote_argv,
 )
@@ -341,7 +339,7 @@ class AdbRunner(Runner):
         """Battery power now: /sys/class/power_supply/battery current_now x voltage_now, else `dumpsys battery` fields."""
         from edgekit.core.registry import harness_module
 
-        h = harness_module()
+        h = harness_module("energy.android_battery")
         base = posixpath.join(self.sysfs_root, "sys/class/power_supply/battery")
         rc, out, _ = self.shell(f"cat {base}/current_now {base}/voltage_now 2>/dev/null", "battery", timeout=30)
         vals = out.split()
@@ -440,7 +438,10 @@ class AdbRunner(Runner):
         return rc, out, parser.text, parser.error
 
     def _harness_error(self, rc: int, command: str, stderr: str, info: Optional[Dict[str, Any]], phase: str) -> RunnerError:
-        return harness_failure(rc, command, stderr, info, phase, display=self.display, python=self.python, workdir=self.workdir)
+        """harness_protocol's one mapping, with a full disk told apart (a phone's /data fills up)."""
+        if rc not in KILLED_CODES and rc != -1 and "No space left on device" in stderr:
+            return disk_full(self.display, phase, self.workdir, command, rc, stderr)
+        return harness_error(rc, command, stderr, info, phase=f"device {phase}", host=self.display, python=self.python)
 
     def probe(self) -> Dict[str, Any]:
         """The harness probe where the device has Python, else what a plain Android shell tells; plus adb facts."""
@@ -518,7 +519,7 @@ class AdbRunner(Runner):
         rc, out, stderr, info = self._run_stream(command, "benchmark", spec_remote)
         if rc != 0:
             raise self._harness_error(rc, command, stderr, info, "benchmark")
-        return parse_result(out, display=self.display, command=command, rc=rc, stderr=stderr, runner="adb", host=self.serial)
+        return parse_result(out, command, rc, stderr, runner="adb", host=self.serial, shown_host=self.display)
 
     # ------------------------------------------------------------------ demo app path
 
@@ -582,7 +583,7 @@ class AdbRunner(Runner):
         if failed:
             raise RunnerError(f"the demo app failed: {failed}", host=self.display, command=start,
                               hint="see the app's screen and `adb logcat -s edgekit`")
-        result = parse_result(text, display=self.display, command=start, rc=0, stderr="", runner="adb", host=self.serial)
+        result = parse_result(text, start, 0, "", runner="adb", host=self.serial, shown_host=self.display)
         thermal = result.thermal.model_copy(update={"before": result.thermal.before.model_copy(update={"temps_c": temps_before}),
                                                     "after": result.thermal.after.model_copy(update={"temps_c": self.thermal()})})
         return result.model_copy(update={"thermal": thermal})

@@ -18,16 +18,8 @@ from edgekit.core.errors import ConnectionFailed, EdgekitError, HostKeyError, Ru
 from edgekit.core.profiles import DeviceProfile
 from edgekit.core.results import BenchmarkResult
 from edgekit.core.runner_interface import HarnessSpec, Runner
-from edgekit.runners.transport import (
-    FileItem,
-    HarnessStderr,
-    ShaCache,
-    disk_full,
-    harness_command,
-    harness_failure,
-    parse_result,
-    pushable_files,
-)
+from edgekit.runners.harness_protocol import KILLED_CODES, harness_error, parse_result
+from edgekit.runners.transport import FileItem, HarnessStderr, ShaCache, disk_full, harness_command, pushable_files
 from edgekit.runners.sshconf import (
     KnownHosts,
     ResolvedHost,
@@ -567,7 +559,10 @@ class SSHRunner(Runner):
         return rc, out.decode(errors="replace"), parser.text, parser.error
 
     def _harness_error(self, rc: int, command: str, stderr: str, info: Optional[Dict[str, Any]], phase: str) -> RunnerError:
-        return harness_failure(rc, command, stderr, info, phase, display=self.display, python=self.python, workdir=self.workdir)
+        """Turn a failed harness run into a typed error with a hint (a full disk is told apart here)."""
+        if rc not in KILLED_CODES and rc != -1 and "No space left on device" in stderr:
+            return self._disk_full(phase, command, rc, stderr)
+        return harness_error(rc, command, stderr, info, phase=f"remote {phase}", host=self.display, python=self.python)
 
     def run_harness(self, spec: HarnessSpec) -> BenchmarkResult:
         """Write the spec into the work dir, run the harness with the device's Python, parse its JSON result."""
@@ -589,7 +584,7 @@ class SSHRunner(Runner):
         rc, out, stderr, info = self._stream(command, "benchmark", spec_remote)
         if rc != 0:
             raise self._harness_error(rc, command, stderr, info, "benchmark")
-        return parse_result(out, display=self.display, command=command, rc=rc, stderr=stderr, runner="ssh", host=self.host_spec)
+        return parse_result(out, command, rc, stderr, runner="ssh", host=self.host_spec, shown_host=self.display)
 
     def exec(self, argv: List[str], timeout: float = 600.0) -> Tuple[int, str, str]:
         """Run one program on the device (no shell features; every argument quoted). TimeoutError past `timeout`."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import json
 import posixpath
 import shlex
 import uuid
@@ -17,10 +16,11 @@ from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 from edgekit.core.errors import ConnectionFailed, RunnerError
-from edgekit.core.results import BenchmarkResult
+from edgekit.runners.harness_protocol import CommandKilled, stream_line
 
 STDERR_TAIL_LINES = 40
-KILLED_CODES = (137, -9)
+__all__ = ["CommandKilled", "DeviceOffline", "DeviceUnauthorized", "DeviceDiskFull", "DeviceCommandMissing", "FileItem",
+           "ShaCache", "HarnessStderr", "disk_full", "harness_command", "place_items", "pushable_files", "quote_argv"]
 
 
 class DeviceOffline(ConnectionFailed):
@@ -33,10 +33,6 @@ class DeviceUnauthorized(ConnectionFailed):
 
 class DeviceDiskFull(RunnerError):
     """No space left in the device's work directory."""
-
-
-class CommandKilled(RunnerError):
-    """The device-side command was killed (SIGKILL, usually the out-of-memory killer) or timed out and was stopped."""
 
 
 class DeviceCommandMissing(RunnerError):
@@ -120,7 +116,7 @@ def harness_command(workdir: str, python_cmd: str, harness: str, args: str, spec
 
 
 class HarnessStderr:
-    """Reads the harness's stderr protocol: EDGEKIT-PID, EDGEKIT-PROGRESS {json}, EDGEKIT-ERROR {json}; keeps a tail."""
+    """Reads a harness's stderr: the EDGEKIT-PID line of harness_command, then harness_protocol.stream_line; keeps a tail."""
 
     def __init__(self, on_progress: Optional[Callable[[Dict[str, Any]], None]] = None):
         self.on_progress = on_progress
@@ -135,22 +131,12 @@ class HarnessStderr:
             except (IndexError, ValueError):
                 self.tail.append(line)
             return
-        if line.startswith("EDGEKIT-PROGRESS "):
-            try:
-                data = json.loads(line[len("EDGEKIT-PROGRESS "):])
-            except ValueError:
-                self.tail.append(line)
-                return
-            self.tail.append(line)  # kept in the tail: the last progress line says how far the run got
-            if self.on_progress is not None:
-                self.on_progress(data)
-            return
-        if line.startswith("EDGEKIT-ERROR "):
-            try:
-                self.error = json.loads(line[len("EDGEKIT-ERROR "):])
-            except ValueError:
-                pass
-        self.tail.append(line)
+        kind, data = stream_line(line)
+        self.tail.append(line)  # progress lines too: the last one says how far the run got
+        if kind == "progress" and self.on_progress is not None:
+            self.on_progress(data)
+        elif kind == "error":
+            self.error = data
 
     @property
     def text(self) -> str:
@@ -163,51 +149,6 @@ def disk_full(display: str, phase: str, workdir: Optional[str], command: Optiona
         host=display, command=command, exit_code=rc, stderr_tail=detail,
         hint=f"free space on the device (df -h {workdir or '~/.cache'}), or choose --remote-workdir on a larger disk",
     )
-
-
-def harness_failure(rc: int, command: str, stderr: str, info: Optional[Dict[str, Any]], phase: str, *,
-                    display: str, python: str, workdir: Optional[str]) -> RunnerError:
-    """Turn a failed harness run (exit code + EDGEKIT-ERROR record + stderr tail) into a typed error with a hint."""
-    kind = (info or {}).get("kind")
-    message = (info or {}).get("message")
-    hint = (info or {}).get("hint")
-    kw = dict(host=display, command=command, exit_code=rc, stderr_tail=stderr)
-    if rc in KILLED_CODES or rc == -1:
-        return CommandKilled(
-            f"the remote {phase} was killed (probably out of memory)" if rc != -1 else f"the remote {phase} was terminated by a signal",
-            hint="the device ran out of memory or something killed the process: check `dmesg | grep -i oom` on the device, "
-            "use a smaller model or input, or close other programs", **kw)
-    if "No space left on device" in stderr:
-        return disk_full(display, phase, workdir, command, rc, stderr)
-    if rc == 127:
-        return RunnerError(
-            f"Python interpreter '{python}' not found on the device", **kw,
-            hint="install Python 3.6+ on the device, or set connection.python in the device profile")
-    if rc == 3:
-        return RunnerError(
-            f"runtime missing on the device: {message or 'the harness could not import the runtime'}",
-            hint=hint or f"install it on the device, e.g. `{python} -m pip install onnxruntime`", **kw)
-    if rc == 2:
-        return RunnerError(f"the harness rejected its run spec: {message or 'bad spec'}", hint=hint or "this is an edgekit bug; please report it", **kw)
-    if rc == 4:
-        return RunnerError(f"the model failed to load on the device: {message or ''}".rstrip(": "), hint=hint or "check that the runtime version on the device supports this model/opset", **kw)
-    return RunnerError(
-        f"the remote {phase} failed" + (f" ({kind}): {message}" if kind or message else ""),
-        hint=hint or "see the remote stderr above", **kw)
-
-
-def parse_result(out: str, *, display: str, command: str, rc: int, stderr: str, runner: str, host: Optional[str]) -> BenchmarkResult:
-    """The harness's (or the app's) last stdout line as a BenchmarkResult, tagged with where it ran."""
-    try:
-        payload = json.loads(out.strip().splitlines()[-1] if out.strip() else "")
-        result = BenchmarkResult.model_validate(payload)
-    except (ValueError, IndexError) as exc:  # pydantic's ValidationError is a ValueError
-        raise RunnerError(
-            f"the device printed no valid benchmark result ({exc.__class__.__name__}: {str(exc)[:300]})",
-            host=display, command=command, exit_code=rc, stderr_tail=stderr + "\nstdout: " + out[-2000:],
-            hint="the device may run an older edgekit harness (or demo app) schema; reinstall edgekit and re-run",
-        ) from exc
-    return result.model_copy(update={"runner": runner, "host": host})
 
 
 def quote_argv(argv: Sequence[Any]) -> str:

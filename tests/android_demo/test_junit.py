@@ -32,13 +32,13 @@ def junit_run(tmp_path_factory, demo_apk):
     require_or_skip(shutil.which("javac") is not None, "no JDK (apt-get install default-jdk-headless)")
     from edgekit.core.registry import harness_module
 
-    h = harness_module()
+    bench = harness_module("bench")
     tmp = tmp_path_factory.mktemp("junit")
     rng = np.random.default_rng(3)
     cases = []
     for n in (1, 2, 7, 50, 1001):
         s = [float(x) for x in rng.lognormal(1.5, 0.4, size=n)]
-        cases.append({"samples_ms": s, "stats": h._stats(s)})
+        cases.append({"samples_ms": s, "stats": bench.latency_stats(s)})
     (tmp / "stats.json").write_text(json.dumps(cases))
     with zipfile.ZipFile(demo_apk) as z:
         (tmp / "input_spec.json").write_bytes(z.read("assets/input_spec.json"))

@@ -20,7 +20,8 @@ from edgekit.core.errors import ConnectionFailed
 from edgekit.core.profiles import load_profile
 from edgekit.core.runner_interface import HarnessSpec, InputSpec
 from edgekit.runners.adb import AdbNotFound, AdbRunner, parse_devices, parse_df_available_kb
-from edgekit.runners.transport import CommandKilled, DeviceCommandMissing, DeviceDiskFull, DeviceOffline, DeviceUnauthorized
+from edgekit.runners.harness_protocol import CommandKilled
+from edgekit.runners.transport import DeviceCommandMissing, DeviceDiskFull, DeviceOffline, DeviceUnauthorized
 
 REPO = Path(__file__).resolve().parents[2]
 BOARD = REPO / "tests" / "boards" / "adbd-loopback"
