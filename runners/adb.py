@@ -109,6 +109,7 @@ class AdbRunner(Runner):
         on_progress: Optional[Callable[[Dict[str, Any]], None]] = None,
         on_upload: Optional[Callable[[int, int], None]] = None,
         app_apk: Optional[os.PathLike | str] = None,
+        apk_builder: Optional[Callable[[Path], Path]] = None,
         mode: str = "auto",
         sysfs_root: str = "/",
         **_ignored: Any,  # SSH-only options (known_hosts, ...) that the CLI collects for every runner
@@ -127,6 +128,7 @@ class AdbRunner(Runner):
         self.on_progress = on_progress
         self.on_upload = on_upload
         self.app_apk = Path(app_apk) if app_apk else None
+        self.apk_builder = apk_builder  # model file -> APK with it embedded (the deploy workflow passes edgekit app build)
         if mode not in ("auto", "harness", "app"):
             raise RunnerError(f"adb run mode '{mode}' is not one of auto, harness, app")
         self.mode = mode
@@ -541,12 +543,10 @@ class AdbRunner(Runner):
         apk = self.app_apk
         model_local = model_local or self._pushed.get(spec.model_path)
         if apk is None:
-            if model_local is None:
-                raise RunnerError("the demo app path needs the local .tflite file to embed in the APK", host=self.display,
-                                  hint="pass the APK with app_apk= (edgekit app build --model M.tflite --out demo.apk)")
-            from edgekit.workflows.app import build_apk
-
-            apk = build_apk(model_local, out=Path(tempfile.mkdtemp(prefix="edgekit-apk-")) / "edgekit-demo.apk")
+            if model_local is None or self.apk_builder is None:
+                raise RunnerError("the demo app path needs an APK with the model embedded", host=self.display,
+                                  hint="build it with `edgekit app build --model M.tflite --out demo.apk` and pass app_apk=")
+            apk = self.apk_builder(model_local)
         cp = self._adb(["install", "-r", "-t", str(apk)])
         if cp.returncode != 0:
             raise RunnerError(f"adb install {apk} failed: {(cp.stderr + cp.stdout).strip()[-300:]}", host=self.display,

@@ -123,6 +123,15 @@ def load_user_data(source: Any, inputs, n_max: int, preprocess: Optional[str]):
     return feeds[: len(feeds) - n_eval], feeds[len(feeds) - n_eval :], "user:" + h.hexdigest()[:16]
 
 
+def _demo_apk(model: Path) -> Path:
+    """The Android demo app with `model` embedded (edgekit app build), in a fresh temp dir."""
+    import tempfile
+
+    from edgekit.workflows.app import build_apk
+
+    return build_apk(model, Path(tempfile.mkdtemp(prefix="edgekit-apk-")) / "edgekit-demo.apk")
+
+
 def make_runner(profile: DeviceProfile, host: Optional[str] = None, ssh: Optional[Dict[str, Any]] = None, on_progress=None) -> Runner:
     """A LocalRunner for local profiles without --host, an SSHRunner for --host, an AdbRunner for --serial or adb profiles."""
     opts = dict(ssh or {})
@@ -130,7 +139,8 @@ def make_runner(profile: DeviceProfile, host: Optional[str] = None, ssh: Optiona
     if host and serial:
         raise UsageError("--host and --serial both given", hint="--host is an SSH device, --serial an adb device: pass one")
     if serial or (not host and profile.connection.type == "adb"):
-        return get_runner("adb")(profile, serial, on_progress=on_progress, **opts)
+        # the demo-app path (a phone without Python) needs an APK with the model: built here, not by the transport
+        return get_runner("adb")(profile, serial, on_progress=on_progress, apk_builder=_demo_apk, **opts)
     if host:
         return get_runner("ssh")(host, profile, on_progress=on_progress, **opts)
     if profile.connection.type == "local":
