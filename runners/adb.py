@@ -32,6 +32,7 @@ from edgekit.runners.transport import (
     ShaCache,
     disk_full,
     harness_command,
+    parse_probe,
     pushable_files,
     quote_argv,
 )
@@ -459,11 +460,7 @@ class AdbRunner(Runner):
             rc, out, stderr, info = self._run_stream(command, "probe", None)
             if rc != 0:
                 raise self._harness_error(rc, command, stderr, info, "probe")
-            try:
-                data = json.loads(out.strip().splitlines()[-1])
-            except (ValueError, IndexError) as exc:
-                raise RunnerError("the harness probe printed no JSON", host=self.display, command=command, exit_code=rc,
-                                  stderr_tail=stderr, hint="reinstall edgekit and re-run") from exc
+            data = parse_probe(out, display=self.display, command=command, rc=rc, stderr=stderr)
         else:
             _, out, _ = self.shell("uname -n; uname -m; uname -r; uname -s", "probe", timeout=30)
             vals = (out.splitlines() + [""] * 4)[:4]

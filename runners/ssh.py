@@ -19,7 +19,7 @@ from edgekit.core.profiles import DeviceProfile
 from edgekit.core.results import BenchmarkResult
 from edgekit.core.runner_interface import HarnessSpec, Runner
 from edgekit.runners.harness_protocol import KILLED_CODES, harness_error, parse_result
-from edgekit.runners.transport import FileItem, HarnessStderr, ShaCache, disk_full, harness_command, pushable_files
+from edgekit.runners.transport import FileItem, HarnessStderr, ShaCache, disk_full, harness_command, parse_probe, pushable_files
 from edgekit.runners.sshconf import (
     KnownHosts,
     ResolvedHost,
@@ -622,11 +622,7 @@ class SSHRunner(Runner):
         rc, out, stderr, info = self._stream(command, "probe", None)
         if rc != 0:
             raise self._harness_error(rc, command, stderr, info, "probe")
-        try:
-            data = json.loads(out.strip().splitlines()[-1])
-        except (ValueError, IndexError) as exc:
-            raise RunnerError("the harness probe printed no JSON", host=self.display, command=command, exit_code=rc,
-                              stderr_tail=stderr, hint="reinstall edgekit and re-run") from exc
+        data = parse_probe(out, display=self.display, command=command, rc=rc, stderr=stderr)
         data["ssh"] = {
             "target": self.target, "workdir": self.workdir, "python": self.python,
             "python_version": ".".join(map(str, self.remote_python or [])),

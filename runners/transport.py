@@ -20,7 +20,7 @@ from edgekit.runners.harness_protocol import CommandKilled, stream_line
 
 STDERR_TAIL_LINES = 40
 __all__ = ["CommandKilled", "DeviceOffline", "DeviceUnauthorized", "DeviceDiskFull", "DeviceCommandMissing", "FileItem",
-           "ShaCache", "HarnessStderr", "disk_full", "harness_command", "place_items", "pushable_files", "quote_argv"]
+           "ShaCache", "HarnessStderr", "disk_full", "harness_command", "parse_probe", "place_items", "pushable_files", "quote_argv"]
 
 
 class DeviceOffline(ConnectionFailed):
@@ -149,6 +149,17 @@ def disk_full(display: str, phase: str, workdir: Optional[str], command: Optiona
         host=display, command=command, exit_code=rc, stderr_tail=detail,
         hint=f"free space on the device (df -h {workdir or '~/.cache'}), or choose --remote-workdir on a larger disk",
     )
+
+
+def parse_probe(out: str, *, display: str, command: str, rc: int, stderr: str) -> Dict[str, Any]:
+    """The JSON document `harness --probe` prints last on stdout."""
+    import json
+
+    try:
+        return json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError) as exc:
+        raise RunnerError("the harness probe printed no JSON", host=display, command=command, exit_code=rc,
+                          stderr_tail=stderr, hint="reinstall edgekit and re-run") from exc
 
 
 def quote_argv(argv: Sequence[Any]) -> str:

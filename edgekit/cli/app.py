@@ -7,16 +7,27 @@ import click
 from edgekit.cli.common import console, progress_printer
 
 
+def _model_options(out_help: str, out_type):
+    """--model, --inputs, --out, --quiet: what both `app` commands take."""
+
+    def wrap(f):
+        f = click.option("--quiet", "-q", is_flag=True, help="No progress lines.")(f)
+        f = click.option("--out", "-o", required=True, type=out_type, help=out_help)(f)
+        f = click.option("--inputs", type=click.Path(dir_okay=False), default=None,
+                         help=".npz keyed by input name: the app feeds these instead of seeded random data.")(f)
+        return click.option("--model", "-m", required=True, type=click.Path(dir_okay=False),
+                            help="The .tflite to embed (stored uncompressed).")(f)
+
+    return wrap
+
+
 @click.group()
 def app():
     """Build the Android demo app that embeds an edgekit-built .tflite and benchmarks it on the phone."""
 
 
 @app.command()
-@click.option("--model", "-m", required=True, type=click.Path(dir_okay=False), help="The .tflite to embed (stored uncompressed).")
-@click.option("--inputs", type=click.Path(dir_okay=False), default=None, help=".npz keyed by input name: the app feeds these instead of random data.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the signed APK (e.g. demo.apk).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@_model_options("Where to write the signed APK (e.g. demo.apk).", click.Path(dir_okay=False))
 def build(model, inputs, out, quiet):
     """Build, align and sign the demo APK offline (aapt, javac, dx/d8, zipalign, apksigner).
 
@@ -37,10 +48,7 @@ def build(model, inputs, out, quiet):
 
 
 @app.command()
-@click.option("--model", "-m", required=True, type=click.Path(dir_okay=False), help="The .tflite to embed.")
-@click.option("--inputs", type=click.Path(dir_okay=False), default=None, help=".npz keyed by input name (else random inputs).")
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the assets (Gradle: android_demo/build/edgekit-assets).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@_model_options("Folder for the assets (Gradle: android_demo/build/edgekit-assets).", click.Path(file_okay=False))
 def assets(model, inputs, out, quiet):
     """Write the app's assets (model, input spec, LiteRT WebAssembly) for the Gradle / Android Studio build.
 
