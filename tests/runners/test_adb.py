@@ -211,3 +211,20 @@ def test_doctor_reports_the_adb_device(serial, cli):
     adb = rep["device"]["adb"]
     assert adb["commands"]["pm"] is False and adb["commands"]["sha256sum"] is True
     assert adb["python_version"] and rep["device"]["arch"] == os.uname().machine
+
+
+def test_a_device_that_goes_offline_is_typed(serial, profile, tmp_path):
+    # cut the link under a connected runner (the loopback forwarder of adbd-loopback): adb reports it offline
+    r = AdbRunner(profile, serial, workdir=str(tmp_path / "wd"))
+    r.connect()
+    port = serial.rsplit(":", 1)[1]
+    pid = int(Path(f"/tmp/edgekit-adbd-{port}/forward.pid").read_text())
+    os.kill(pid, 15)
+    try:
+        with pytest.raises(DeviceOffline):
+            r.exec(["true"])
+        with pytest.raises(DeviceOffline, match="offline during connect"):
+            AdbRunner(profile, serial).connect()
+    finally:
+        up = subprocess.run([str(BOARD), "up"], capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stderr
