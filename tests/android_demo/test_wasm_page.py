@@ -56,7 +56,7 @@ def _run_page(apk: Path, tmp_path: Path, config: dict, timeout: float = 240.0) -
         z.extractall(root)
     server, got, done = _serve(root)
     url = f"http://127.0.0.1:{server.server_address[1]}/assets/web/bench.html?outputs=1&config=" + urllib.parse.quote(json.dumps(config))
-    proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--remote-debugging-port=0", url],
+    proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", url],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         finished = done.wait(timeout)
