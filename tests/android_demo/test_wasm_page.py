@@ -107,3 +107,30 @@ def test_page_follows_the_benchmark_rules(page_result):
     assert len(page_result["samples_ms"]) >= 5 and all(s > 0 for s in page_result["samples_ms"])
     assert page_result["inputs"] == [{"name": "input", "shape": [1, 128, 128, 3], "dtype": "float32", "source": "file"}]
     assert page_result["capped"] is False
+
+
+def test_the_app_turns_a_real_page_run_into_a_benchmark_result(page_result, demo_apk, tmp_path):
+    """The app's Java (RunRecord, Stats, ResultJson) on the page's real output gives a valid BenchmarkResult whose
+    statistics are the harness's on the same samples."""
+    from edgekit.core.registry import harness_module
+    from edgekit.core.results import BenchmarkResult
+
+    require_or_skip(shutil.which("javac") is not None, "no JDK (apt-get install default-jdk-headless)")
+    src = sorted(p for p in (Path(__file__).resolve().parents[2] / "android_demo" / "src").rglob("*.java")
+                 if "import android." not in p.read_text())
+    comp = subprocess.run(["javac", "-encoding", "UTF-8", "-nowarn", "-d", str(tmp_path / "cls")] + [str(p) for p in src],
+                          capture_output=True, text=True, timeout=300)
+    assert comp.returncode == 0, comp.stderr[-2000:]
+    with zipfile.ZipFile(demo_apk) as z:
+        (tmp_path / "input_spec.json").write_bytes(z.read("assets/input_spec.json"))
+    (tmp_path / "page.json").write_text(json.dumps(page_result))
+    run = subprocess.run(["java", "-cp", str(tmp_path / "cls"), "dev.edgekit.demo.ResultJson", str(tmp_path / "input_spec.json"),
+                          str(tmp_path / "page.json")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = BenchmarkResult.model_validate_json(run.stdout)
+    assert res.runtime.name == "litert-wasm" and res.runtime.version.startswith("@litertjs/core")
+    assert res.timing.samples_ms == page_result["samples_ms"]
+    want = harness_module("bench").latency_stats(page_result["samples_ms"])
+    for k, v in want.items():
+        assert getattr(res.timing.stats, k) == pytest.approx(v, rel=1e-9)
+    assert any("not the speed of native LiteRT" in w for w in res.warnings)

@@ -16,6 +16,38 @@ public final class ResultJson {
     private ResultJson() {
     }
 
+    /**
+     * Off the phone: `java dev.edgekit.demo.ResultJson input_spec.json page_result.json` prints the result document the
+     * app would write for that engine-page output (the tests feed it a real litert-wasm run from headless Chromium).
+     */
+    public static void main(String[] args) throws Exception {
+        if (args.length != 2) {
+            System.err.println("usage: ResultJson INPUT_SPEC.json PAGE_RESULT.json");
+            System.exit(2);
+        }
+        InputSpec spec = InputSpec.parse(read(args[0]));
+        RunRecord r = RunRecord.fromJson(read(args[1]));
+        Map<String, Object> dev = device(java.net.InetAddress.getLocalHost().getHostName(), System.getProperty("os.arch"),
+            System.getProperty("os.name"), System.getProperty("os.version"), null, Runtime.getRuntime().availableProcessors(),
+            null, "JDK " + System.getProperty("java.version") + " (not a phone)");
+        System.out.println(Json.write(build(spec, BenchConfig.defaults(), "litert-wasm", r, dev, null, new Date())));
+    }
+
+    private static String read(String path) throws java.io.IOException {
+        java.io.InputStream in = new java.io.FileInputStream(path);  // no java.nio.file below API 26
+        try {
+            java.io.ByteArrayOutputStream b = new java.io.ByteArrayOutputStream();
+            byte[] buf = new byte[8192];
+            int n;
+            while ((n = in.read(buf)) > 0) {
+                b.write(buf, 0, n);
+            }
+            return b.toString("UTF-8");
+        } finally {
+            in.close();
+        }
+    }
+
     /** A device record: Build.* and /proc facts gathered by the activity (hostname, arch, os, kernel, cores...). */
     public static Map<String, Object> device(String hostname, String arch, String os, String kernel, String cpuModel,
                                              int cores, Long memoryMb, String deviceModel) {
