@@ -38,9 +38,12 @@ def ssh_options(f):
     @click.option("--remote-workdir", default=None, help="Work directory on the device (default ~/.cache/edgekit there).")
     @click.option("--remote-python", default=None, help="Python on the device (default: the profile's, usually python3).")
     @click.option("--connect-timeout", type=float, default=None, help="SSH connect timeout in seconds (default: ssh config ConnectTimeout, else 10).")
+    @click.option("--serial", default=None, help="Run on this Android device over adb (an `adb devices` serial, or HOST:PORT); default $ANDROID_SERIAL, the profile's, or the only device.")
     @functools.wraps(f)
-    def wrapper(*args, host, accept_new_host_key, known_hosts, identity_file, ssh_config, remote_workdir, remote_python, connect_timeout, **kwargs):
+    def wrapper(*args, host, accept_new_host_key, known_hosts, identity_file, ssh_config, remote_workdir, remote_python, connect_timeout, serial, **kwargs):
         ssh: Dict[str, Any] = {"accept_new_host_key": accept_new_host_key}
+        if serial:
+            ssh["serial"] = serial
         if connect_timeout is not None:
             ssh["connect_timeout"] = connect_timeout
         if remote_python:

@@ -111,13 +111,14 @@ def doctor(host, ssh, profile, as_json):
     from edgekit.workflows.deploy import make_runner
     from edgekit.core.profiles import load_profile
 
-    prof = load_profile(profile or "x86-cpu") if (profile or not host) else None
+    remote = host or ssh.get("serial")
+    prof = load_profile(profile or ("android-arm64" if ssh.get("serial") else "x86-cpu")) if (profile or not host) else None
     if host and prof is None:
         prof = load_profile("x86-cpu").model_copy(update={"name": "(none)"})
     with make_runner(prof, host, ssh) as runner:
         probe = runner.probe()
     report: Dict[str, Any] = {"target": runner.target, "device": probe}
-    if not host:
+    if not remote:
         report["converters"] = _steps()
         report["python_packages"] = _local_python_packages()
     if profile:
@@ -164,6 +165,13 @@ def _render(report: Dict[str, Any]) -> None:
         c.print(e)
     thermal = p.get("thermal_zones") or []
     c.print(esc(f"thermal zones: {', '.join(z if isinstance(z, str) else z.get('name', '?') for z in thermal) or 'none readable'}; governor: {p.get('governor') or 'unknown'}"))
+    adb = p.get("adb")
+    if adb:
+        cmds = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in adb.get("commands", {}).items())
+        bat = adb.get("battery", {})
+        c.print(esc(f"adb {adb.get('serial')}: work dir {adb.get('workdir')}, Python {adb.get('python_version') or 'none'}; device commands: {cmds}"))
+        c.print(f"battery power: {str(round(bat['power_w'], 3)) + ' W' if bat.get('available') else 'no (' + str(bat.get('reason')) + ')'}; "
+                f"thermal: {', '.join(f'{k} {v:.1f} °C' for k, v in adb.get('thermal_c', {}).items()) or 'no zones'}")
     if "converters" in report:
         s = Table(title="conversion steps", title_justify="left")
         for col in ("step", "usable", "detail"):

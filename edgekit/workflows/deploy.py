@@ -124,10 +124,26 @@ def load_user_data(source: Any, inputs, n_max: int, preprocess: Optional[str]):
     return feeds[: len(feeds) - n_eval], feeds[len(feeds) - n_eval :], "user:" + h.hexdigest()[:16]
 
 
+def _demo_apk(model: Path) -> Path:
+    """The Android demo app with `model` embedded (edgekit app build), in a fresh temp dir."""
+    import tempfile
+
+    from edgekit.workflows.app import build_apk
+
+    return build_apk(model, Path(tempfile.mkdtemp(prefix="edgekit-apk-")) / "edgekit-demo.apk")
+
+
 def make_runner(profile: DeviceProfile, host: Optional[str] = None, ssh: Optional[Dict[str, Any]] = None, on_progress=None) -> Runner:
-    """A LocalRunner for local profiles without --host, else an SSHRunner for the host."""
+    """A LocalRunner for local profiles without --host, an SSHRunner for --host, an AdbRunner for --serial or adb profiles."""
+    opts = dict(ssh or {})
+    serial = opts.pop("serial", None)
+    if host and serial:
+        raise UsageError("--host and --serial both given", hint="--host is an SSH device, --serial an adb device: pass one")
+    if serial or (not host and profile.connection.type == "adb"):
+        # the demo-app path (a phone without Python) needs an APK with the model: built here, not by the transport
+        return get_runner("adb")(profile, serial, on_progress=on_progress, apk_builder=_demo_apk, **opts)
     if host:
-        return get_runner("ssh")(host, profile, on_progress=on_progress, **(ssh or {}))
+        return get_runner("ssh")(host, profile, on_progress=on_progress, **opts)
     if profile.connection.type == "local":
         return get_runner("local")(profile, on_progress=on_progress)
     raise UsageError(
@@ -271,7 +287,7 @@ def deploy(
         cache_dir = Path(cache_dir).expanduser().resolve()  # resolved once, here: steps run in other directories
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     if run_benchmark and not host and prof.connection.type != "local":
-        make_runner(prof, host)  # raises the clear "pass --host" error before any work starts
+        make_runner(prof, host, ssh)  # raises the clear "pass --host" (or "no adb") error before any work starts
     outdir = OutDir(out).open() if out else None  # locked and staged: --out only ever shows one whole run
     try:
         return _deploy(
@@ -315,7 +331,7 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
     variants: List[Dict[str, Any]] = []
     try:
         if runner is not None:
-            progress(f"connecting to {host or 'this machine'}")
+            progress(f"connecting to {host or (runner.target if runner.name == 'adb' else 'this machine')}")
             runner.connect()
         t0 = time.perf_counter()
         try:
