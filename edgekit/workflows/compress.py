@@ -64,7 +64,12 @@ def compress(model: Any, method: str, out_dir: Path, *, profile: Any, settings: 
 
         produced = step(finetune=tune).run(src, cfg, ctx)
     else:
-        produced = step().run(src, cfg, ctx)
+        from edgekit.core.errors import StepSkipped
+
+        try:
+            produced = step().run(src, cfg, ctx)
+        except StepSkipped as skip:  # in a pipeline a skip passes the input on; here the one asked-for step did nothing
+            raise UsageError(f"{method} cannot compress {resolved.label}: {skip.reason}", hint="try another --method, or adjust its setting") from None
     if finetune_s is not None and step_name == "lowrank":
         import torch
 
