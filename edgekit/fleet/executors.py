@@ -96,11 +96,14 @@ class RayExecutor:
     def __init__(self, address: str, boards: Sequence[Dict[str, Any]], ssh: Dict[str, Any], retries: Dict[str, Any], bench: Dict[str, Any]):
         ray = import_ray()
         self.ray = ray
+        # workers started by `ray start` do not share this process's environment: carry edgekit's own settings
+        env = {k: v for k, v in os.environ.items() if k.startswith("EDGEKIT_") or k in ("HF_HUB_OFFLINE",)}
+        kw = dict(ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": env})
         try:
             if address == "auto":
-                ray.init(ignore_reinit_error=True, log_to_driver=False)  # the running cluster (RAY_ADDRESS / ray start), else a local one
+                ray.init(**kw)  # the running cluster (RAY_ADDRESS / ray start), else a local one
             else:
-                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+                ray.init(address=address, **kw)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise EdgekitError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}",
                                hint="start one with `ray start --head` (or pass --ray auto for a local one) and check the address") from None

@@ -14,3 +14,20 @@ def append(history: Optional[str], result: Dict[str, Any], cell: Dict[str, Any],
     from edgekit.results import BenchmarkResult
 
     return append_benchmark(history, BenchmarkResult.model_validate(result), kind="sweep", command=command, model=cell["model"])
+
+
+def available() -> bool:
+    """True when this build has the history store."""
+    try:
+        import edgekit.report.history  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def records(history: Optional[str], command_contains: str = "") -> list:
+    """History rows written by sweeps (for tests and `edgekit history`)."""
+    from edgekit.report.history import History
+
+    with History.open(history, create=False) as h:
+        return [r for r in h.query() if r.get("kind") == "sweep" and command_contains in (r.get("command") or "")]

@@ -52,7 +52,10 @@ def run_sweep(
     ran: List[str] = []
     try:
         stale = store.reset_running()
-        jobs, cells = expand(spec, str(cache_dir) if cache_dir else None)
+        from edgekit.pipeline import default_cache_dir
+
+        # one absolute cache for every worker (Ray workers do not inherit this process's environment)
+        jobs, cells = expand(spec, str(Path(cache_dir or default_cache_dir()).resolve()))
         store.add_cells(cells)
         todo = [c for c in cells if store.status(c["id"]) not in FINAL]
         emit("plan", {"cells": len(cells), "todo": len(todo), "stale": stale, "boards": [b.name for b in spec.fleet.boards],
