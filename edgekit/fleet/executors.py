@@ -20,6 +20,37 @@ RAY_ACTOR_TASK_RETRIES = 2
 CONVERSION_MEMORY = 1 << 30  # bytes a conversion asks Ray for (ONNX/OpenVINO conversion of a zoo model peaks below this)
 
 
+_IN_JOB = False
+
+
+def _on_sigint(signum, frame):
+    """Ctrl-C reaches the whole process group: a busy worker unwinds its job (the pipeline removes its temp
+    files), an idle one leaves at once; either way without a traceback of the pool's internals."""
+    if _IN_JOB:
+        raise KeyboardInterrupt
+    os._exit(130)
+
+
+def _pool_init() -> None:
+    import signal
+
+    from edgekit.cli.main import _quiet_import_noise
+
+    signal.signal(signal.SIGINT, _on_sigint)
+    _quiet_import_noise()
+
+
+def _pool_convert(job: Dict[str, Any]) -> Dict[str, Any]:
+    global _IN_JOB
+    _IN_JOB = True
+    try:
+        return convert_job(job)
+    except KeyboardInterrupt:
+        os._exit(130)
+    finally:
+        _IN_JOB = False
+
+
 class PoolExecutor:
     """Conversions in a process pool (spawned workers: the driver has threads); each board is a 1-thread executor."""
 
@@ -28,7 +59,7 @@ class PoolExecutor:
     def __init__(self, boards: Sequence[Dict[str, Any]], ssh: Dict[str, Any], retries: Dict[str, Any], bench: Dict[str, Any],
                  workers: Optional[int] = None, on_progress: Optional[Callable[[str, Dict[str, Any]], None]] = None):
         self.workers_n = workers or max(1, min(2, os.cpu_count() or 1))
-        self.conv = cf.ProcessPoolExecutor(self.workers_n, mp_context=multiprocessing.get_context("spawn"))
+        self.conv = cf.ProcessPoolExecutor(self.workers_n, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init)
         self.boards = {b["name"]: BoardWorker(b, ssh, retries, bench, on_progress) for b in boards}
         self.threads = {name: cf.ThreadPoolExecutor(1, thread_name_prefix=f"board-{name}") for name in self.boards}
 
@@ -36,7 +67,7 @@ class PoolExecutor:
         return f"process pool ({self.workers_n} conversion workers), one thread per board ({len(self.boards)})"
 
     def submit_conversion(self, job: Dict[str, Any]):
-        return self.conv.submit(convert_job, job)
+        return self.conv.submit(_pool_convert, job)
 
     def submit_cell(self, board: str, cell: Dict[str, Any], info: Dict[str, Any]):
         return self.threads[board].submit(self.boards[board].run_cell, cell, info)

@@ -30,9 +30,14 @@ def write_sweep(shelf, d: Path, models: str = MODELS, names=None, extra: str = "
 
 
 def cells(out: Path):
-    with sqlite3.connect(out / "sweep.sqlite") as db:
+    db = sqlite3.connect(out / "sweep.sqlite")
+    try:
         return {(r[0], r[1]): {"status": r[2], "reason": r[3], "finished": r[4], "attempts": r[5]}
                 for r in db.execute("SELECT board, model, status, reason, finished, attempts FROM cells")}
+    except sqlite3.OperationalError:
+        return {}  # the sweep has not created its tables yet
+    finally:
+        db.close()
 
 
 def sweep_cli(*args, **kw):
