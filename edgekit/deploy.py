@@ -232,12 +232,16 @@ def deploy(
     fidelity_samples: int = 8,
     progress: Optional[Progress] = None,
     command: Optional[str] = None,
+    history: Optional[Union[str, Path]] = None,
 ) -> DeployReport:
     """Plan, convert (cached), push and benchmark; writes artifacts and reports to `out` atomically."""
     progress = progress or (lambda m: None)
     t_start = time.perf_counter()
     timings: Dict[str, float] = {}
     out_dir = ensure_writable_dir(out, "--out directory") if out else None
+    from edgekit.report import history as hist
+
+    hist.check_writable(history)  # a bad history file fails now, not after the work
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     if run_benchmark and not host and prof.connection.type != "local":
         make_runner(prof, host)  # raises the clear "pass --host" error before any work starts
@@ -307,9 +311,19 @@ def deploy(
         timings=timings,
     )
     if variants:
-        report = report.model_copy(update={"variants": variants})
+        from edgekit.search import DEFAULT_MAX_DROP
+
+        md = DEFAULT_MAX_DROP if max_drop is None else max_drop
+        search = {"max_drop": md, "budget": 1.0 - md, "score": data.task_metric_name or "output cosine"}
+        report = report.model_copy(update={"variants": variants, "search": search})
     if out_dir is not None:
         report = write_outputs(out_dir, report, result)
+    if bench_result is not None:
+        hist.append_benchmark(
+            history, bench_result, kind="deploy", command=report.command, model=resolved.label, model_sha256=resolved.artifact.sha256,
+            profile=prof.name, power_mode=prof.power_mode, fidelity=report.fidelity_end_to_end,
+            report_path=str(out_dir / "report.html") if out_dir is not None else None,
+        )
     return report
 
 

@@ -1666,7 +1666,19 @@ def _idle_and_timed(step, spec, collector):
                                   timed_energy_j=source.energy_j(rapl_c0, rapl_c1), idle_s=idle_t1 - idle_t0)
     else:
         energy = summarize_energy(idle_w, timed_w, duration, runs, source.name, collector.rails)
+    if energy.get("available"):
+        energy.update(power_trace(collector, idle_t0, idle_t1, t0, t1))
     return samples, t0, t1, capped, energy
+
+
+def power_trace(collector, idle_t0, idle_t1, t0, t1, max_points=2000):
+    """The sampled power (W) from the idle start to the timed end, times relative to the timed start; thinned to
+    at most `max_points` (every k-th sample) so a long run keeps report.json small."""
+    with collector._lock:
+        pts = [(t - t0, w) for t, w in collector.samples if idle_t0 <= t <= t1]
+    k = max(1, (len(pts) + max_points - 1) // max_points)
+    return {"trace": [[round(t, 4), round(w, 4)] for t, w in pts[::k]],
+            "idle_window": [round(idle_t0 - t0, 4), round(idle_t1 - t0, 4)]}
 
 
 def run_benchmark(spec):

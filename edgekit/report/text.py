@@ -76,7 +76,7 @@ def _copy_steps(out_dir: Path, produced) -> List[Dict[str, Any]]:
 
 
 def write_outputs(out_dir: Path, report: DeployReport, result) -> DeployReport:
-    """Copy every produced artifact, then manifest.json, report.md and last report.json (its presence = complete)."""
+    """Copy every produced artifact, then manifest.json, report.md, report.html and last report.json (its presence = complete)."""
     steps_out = _copy_steps(out_dir, result.produced)
     final = result.artifact
     final_files = _copy_artifact(final, out_dir) if final.format != "pytorch" else {"path": str(final.path), "files": []}
@@ -88,6 +88,9 @@ def write_outputs(out_dir: Path, report: DeployReport, result) -> DeployReport:
     }
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
     atomic_write_text(out_dir / "report.md", to_markdown(report))
+    from edgekit.report.html import write_html
+
+    write_html(out_dir / "report.html", report)
     atomic_write_text(out_dir / "report.json", report.model_dump_json(indent=2))
     return report
 
@@ -134,10 +137,13 @@ def bench_rows(b: BenchmarkResult) -> List[tuple]:
         ("runtime", f"{b.runtime.name} {b.runtime.version}, {b.runtime.threads} threads"),
         ("device", f"{b.device.hostname} ({b.device.arch}, {b.device.cpu_model or '?'})"),
     ]
-    if e.available:
-        rows.append(("energy / inference", f"{e.energy_per_inference_mj:.2f} mJ ({e.energy_above_idle_per_inference_mj:.2f} above idle), {e.avg_power_w:.2f} W avg [{e.source}]"))
+    if e.available and e.energy_per_inference_mj is not None:
+        # above-idle needs an idle baseline, average power a sample-based source: either may be missing
+        above = "" if e.energy_above_idle_per_inference_mj is None else f" ({e.energy_above_idle_per_inference_mj:.2f} above idle)"
+        power = "" if e.avg_power_w is None else f", {e.avg_power_w:.2f} W avg"
+        rows.append(("energy / inference", f"{e.energy_per_inference_mj:.2f} mJ{above}{power} [{e.source}]"))
     else:
-        rows.append(("energy", f"unavailable: {e.reason}"))
+        rows.append(("energy", f"unavailable: {e.reason or 'no energy per inference was measured'}"))
     th = b.thermal
     temps = ", ".join(f"{k} {v:.0f}→{th.after.temps_c.get(k, float('nan')):.0f} °C" for k, v in list(th.before.temps_c.items())[:3])
     rows.append(("thermal", (temps or "no readable sensors") + ("; THROTTLED" if th.throttled else "")))
@@ -220,6 +226,15 @@ def render_terminal(report: DeployReport, console=None) -> None:
     console.print(f"artifact: {report.artifact['path']} ({_mb(report.artifact['size_bytes'])}, sha256 {report.artifact['sha256'][:12]}…)")
 
 
+def md_cell(value) -> str:
+    """A Markdown table cell: `|` escaped (fidelity text has `max|Δ|`), newlines folded."""
+    return " ".join(str(value).split()).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def _md_row(row) -> str:
+    return "| " + " | ".join(md_cell(c) for c in row) + " |"
+
+
 def to_markdown(report: DeployReport) -> str:
     lines = [
         f"# edgekit deploy report",
@@ -241,10 +256,10 @@ def to_markdown(report: DeployReport) -> str:
     if report.variants:
         lines += ["", "## Variants measured on the target", "", "| variant | status | median | fidelity | size | reason |", "|---|---|---|---|---|---|"]
         for row in variant_rows(report):
-            lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
+            lines.append(_md_row(row))
     lines += ["", "## Steps", "", "| step | status | time | size | fidelity vs source |", "|---|---|---|---|---|"]
     for row in step_rows(report):
-        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
+        lines.append(_md_row(row))
     for r in report.steps:
         for n in r.notes:
             lines.append(f"- {r.step}: {_unprefixed(r.step, n)}")
@@ -252,8 +267,8 @@ def to_markdown(report: DeployReport) -> str:
         lines += ["", f"End-to-end fidelity vs the original model: {describe(report.fidelity_end_to_end)}"]
     if report.benchmark:
         lines += ["", f"## Benchmark ({report.target})", "", "| metric | value |", "|---|---|"]
-        for k, v in bench_rows(report.benchmark):
-            lines.append(f"| {k} | {v} |")
+        for row in bench_rows(report.benchmark):
+            lines.append(_md_row(row))
     a = report.artifact
     lines += ["", "## Artifact", "", f"`{a['path']}` — {a['format']}, {a['precision']}, {_mb(a['size_bytes'])}, sha256 `{a['sha256']}`", ""]
     return "\n".join(lines)

@@ -1,0 +1,29 @@
+"""Everything a person or a program reads after a run: terminal table, report.json/.md/.html with inline SVG
+charts, the SQLite history of every run, and run-to-run comparison.
+
+Belongs here: rendering (text.py: terminal + Markdown; html.py + charts.py: the self-contained report.html),
+the history store (history.py) and compare (compare.py). Statistics themselves live in edgekit.quality.stats.
+Callers import from this package; heavy modules (html, history) are imported only where used.
+"""
+
+from edgekit.report.text import (
+    bench_rows,
+    build_report,
+    render_terminal,
+    step_rows,
+    to_markdown,
+    variant_rows,
+    write_outputs,
+    write_partial,
+)
+
+__all__ = [
+    "bench_rows",
+    "build_report",
+    "render_terminal",
+    "step_rows",
+    "to_markdown",
+    "variant_rows",
+    "write_outputs",
+    "write_partial",
+]
