@@ -317,7 +317,7 @@ def deploy(
         search = {"max_drop": md, "budget": 1.0 - md, "score": data.task_metric_name or "output cosine"}
         report = report.model_copy(update={"variants": variants, "search": search})
     if out_dir is not None:
-        report = write_outputs(out_dir, report, result)
+        report = write_outputs(out_dir, report, result, power_mode=prof.power_mode)
     if bench_result is not None:
         hist.append_benchmark(
             history, bench_result, kind="deploy", command=report.command, model=resolved.label, model_sha256=resolved.artifact.sha256,

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 W, H = 640, 260
-ML, MR, MT, MB = 56, 16, 18, 38  # margins: room for tick labels and the axis title
+ML, MR, MT, MB = 56, 16, 34, 38  # margins: tick labels, axis title; the legend row sits in the top margin
 
 COLORS = {
     "bar": "#4e79a7",
@@ -106,12 +106,17 @@ def _svg(name: str, title: str, body: str, w: int = W, h: int = H) -> str:
             f'role="img" font-family="sans-serif"><title>{escape(title)}</title>{body}</svg>')
 
 
-def _legend(items: Sequence[Tuple[str, str]], x: float, y: float) -> str:
+def _legend(items: Sequence[Tuple[str, str]], x: float = ML, y: float = 14, w: int = W) -> str:
+    """Legend entries in a row above the plot area (wrapping), so they never cover data."""
     out = ['<g class="legend" font-size="11">']
-    for i, (color, label) in enumerate(items):
-        yy = y + i * 14
-        out.append(f'<rect x="{_f(x)}" y="{_f(yy - 8)}" width="10" height="10" fill="{color}"/>'
-                   f'<text x="{_f(x + 14)}" y="{_f(yy + 1)}">{escape(label)}</text>')
+    cx, cy = x, y
+    for color, label in items:
+        width = 18 + 6.2 * len(label)
+        if cx + width > w - MR and cx > x:
+            cx, cy = x, cy + 13
+        out.append(f'<rect x="{_f(cx)}" y="{_f(cy - 8)}" width="10" height="10" fill="{color}"/>'
+                   f'<text x="{_f(cx + 14)}" y="{_f(cy + 1)}">{escape(label)}</text>')
+        cx += width + 10
     out.append("</g>")
     return "".join(out)
 
@@ -137,7 +142,7 @@ def latency_histogram(samples_ms: Sequence[float], median: float, p90: float, p9
     for key, v in (("median", median), ("p90", p90), ("p99", p99)):
         xx = _f(fr.x(min(max(v, lo), hi)))
         body.append(f'<line class="mark-{key}" x1="{xx}" y1="{MT}" x2="{xx}" y2="{H - MB}" stroke="{COLORS[key]}" stroke-width="2" stroke-dasharray="4 2"/>')
-    body.append(_legend([(COLORS["median"], f"median {median:.2f} ms"), (COLORS["p90"], f"p90 {p90:.2f} ms"), (COLORS["p99"], f"p99 {p99:.2f} ms")], W - MR - 120, MT + 8))
+    body.append(_legend([(COLORS["median"], f"median {median:.2f} ms"), (COLORS["p90"], f"p90 {p90:.2f} ms"), (COLORS["p99"], f"p99 {p99:.2f} ms")]))
     return _svg("latency-histogram", f"latency histogram of {a.size} timed runs", "".join(body))
 
 
@@ -184,7 +189,7 @@ def latency_series(samples_ms: Sequence[float], thermal: Optional[Dict[str, obje
     if th.get("throttled"):
         body.append(f'<rect class="throttled" x="{ML}" y="{MT}" width="{W - ML - MR}" height="{H - MT - MB}" fill="{COLORS["thermal"]}" fill-opacity="0.08"/>'
                     f'<text x="{W - MR - 4}" y="{MT + 12}" text-anchor="end" font-size="11" fill="{COLORS["thermal"]}">device reported throttling</text>')
-    body.append(_legend(legend, ML + 8, MT + 8))
+    body.append(_legend(legend))
     return _svg("latency-series", f"latency of {a.size} timed runs in order", "".join(body))
 
 
@@ -214,7 +219,7 @@ def power_trace(trace: Sequence[Sequence[float]], idle_w: Optional[float], avg_w
         legend.append((COLORS["idle"], f"idle {idle_w:.2f} W"))
     if avg_w is not None:
         legend.append((COLORS["line"], f"timed average {avg_w:.2f} W"))
-    body.append(_legend(legend, ML + 8, MT + 8))
+    body.append(_legend(legend))
     body.append(f'<text class="energy" x="{W - MR - 4}" y="{MT + 12}" text-anchor="end" font-size="12" font-weight="bold">{escape(energy_label)}</text>')
     return _svg("power-trace", "power trace with idle baseline and timed window", "".join(body))
 
@@ -255,7 +260,7 @@ def variants_scatter(variants: Sequence[Dict[str, object]], budget: Optional[flo
         body.append(f'<circle class="variant{" chosen" if chosen else ""}" cx="{cx}" cy="{cy}" r="{r}" fill="{color}"{ring}><title>{escape(str(v.get("label")))}: {xs[i]:.2f} ms, {ys[i]:.4f}</title></circle>'
                     f'<text x="{cx}" y="{_f(fr.y(ys[i]) - 9)}" text-anchor="middle">{escape(str(v.get("label")))}</text>')
     body.append("</g>")
-    body.append(_legend([(COLORS["chosen"], "chosen"), (COLORS["ok"], "meets budget"), (COLORS["bad"], "violates budget"), (COLORS["front"], "Pareto front")], W - MR - 110, H - MB - 60))
+    body.append(_legend([(COLORS["chosen"], "chosen"), (COLORS["ok"], "meets budget"), (COLORS["bad"], "violates budget"), (COLORS["front"], "Pareto front")]))
     return _svg("variants", "variants: latency against task score", "".join(body))
 
 
@@ -306,5 +311,5 @@ def rounds_chart(artifacts: Sequence[Dict[str, object]]) -> str:
         body.append(f'<polyline class="round-line" fill="none" stroke="{c}" stroke-width="2" points="{pts}"/>')
         body += [f'<circle cx="{_f(fr.x(i + 1))}" cy="{_f(fr.y(v))}" r="3" fill="{c}"/>' for i, v in enumerate(s)]
         legend.append((c, name))
-    body.append(_legend(legend, ML + 8, MT + 8))
+    body.append(_legend(legend))
     return _svg("rounds", "median latency per interleaved round", "".join(body))

@@ -75,7 +75,7 @@ def _copy_steps(out_dir: Path, produced) -> List[Dict[str, Any]]:
     return out
 
 
-def write_outputs(out_dir: Path, report: DeployReport, result) -> DeployReport:
+def write_outputs(out_dir: Path, report: DeployReport, result, power_mode: Optional[str] = None) -> DeployReport:
     """Copy every produced artifact, then manifest.json, report.md, report.html and last report.json (its presence = complete)."""
     steps_out = _copy_steps(out_dir, result.produced)
     final = result.artifact
@@ -90,7 +90,7 @@ def write_outputs(out_dir: Path, report: DeployReport, result) -> DeployReport:
     atomic_write_text(out_dir / "report.md", to_markdown(report))
     from edgekit.report.html import write_html
 
-    write_html(out_dir / "report.html", report)
+    write_html(out_dir / "report.html", report, power_mode=power_mode)
     atomic_write_text(out_dir / "report.json", report.model_dump_json(indent=2))
     return report
 
