@@ -67,7 +67,7 @@ def test_long_series_is_thinned_but_keeps_spikes():
     svg = charts.latency_series(samples)
     pts = re.search(r'class="series"[^>]*points="([^"]+)"', svg).group(1).split()
     assert len(pts) <= 1600
-    assert min(float(p.split(",")[1]) for p in pts) < 30  # the 99 ms spike is near the top of the plot
+    assert min(float(p.split(",")[1]) for p in pts) < charts.MT + 20  # the 99 ms spike is near the top of the plot
 
 
 def test_variants_scatter_budget_front_and_choice():
