@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-
-def light_model(name: str) -> Path:
-    import onnx
-
-    return Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / f"light_{name}.onnx"
-
-
-QUICK = ["--warmup-runs", "2", "--warmup-seconds", "0", "--min-runs", "15", "--min-seconds", "0.2"]
+from reporthelp import light_model
 
 
 @pytest.fixture(scope="session")
