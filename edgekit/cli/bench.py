@@ -35,12 +35,12 @@ def bench(artifacts, profile, host, ssh, shapes, runtime, rounds, cooldown, out,
     import uuid
     from pathlib import Path
 
-    from edgekit.artifact import load_artifact
-    from edgekit.deploy import command_line, make_runner
-    from edgekit.fsutil import atomic_write_text
-    from edgekit.profiles import load_profile
+    from edgekit.core.artifact import load_artifact
+    from edgekit.workflows.deploy import command_line, make_runner
+    from edgekit.core.fsutil import atomic_write_text
+    from edgekit.core.profiles import load_profile
     from edgekit.report import history as hist
-    from edgekit.shapes import parse_shape_options, resolve_inputs
+    from edgekit.core.shapes import parse_shape_options, resolve_inputs
     from edgekit.workflows.rounds import run_rounds, summarize
 
     prof = load_profile(profile)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.quality import stats
 from edgekit.report.identity import differences, identity
 
@@ -46,7 +46,7 @@ def load_run(ref: str, history_path: Any = None) -> Dict[str, Any]:
         raise CompareError(f"{p}: not a readable JSON report ({exc})", hint="pass a report.json written by edgekit deploy, or a bench --out file") from exc
     from pydantic import ValidationError
 
-    from edgekit.results import BenchmarkResult, DeployReport
+    from edgekit.core.results import BenchmarkResult, DeployReport
 
     try:
         if isinstance(doc, dict) and "benchmark" in doc:

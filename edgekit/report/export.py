@@ -7,7 +7,7 @@ import io
 import json
 from typing import Any, Dict, List, Optional
 
-from edgekit.errors import UsageError
+from edgekit.core.errors import UsageError
 
 FLAT = ("id", "created", "kind", "model", "model_sha256", "artifact_path", "artifact_sha256", "artifact_format", "profile",
         "precision", "runtime", "runtime_version", "host", "arch", "cpu_model", "runs", "median_ms", "p90_ms", "p99_ms",
@@ -23,7 +23,7 @@ def _row(r: Dict[str, Any]) -> Dict[str, Any]:
 
 def export_runs(runs: List[Dict[str, Any]], fmt: str, out: Optional[str]) -> Optional[str]:
     """CSV text when `out` is None; otherwise writes `out` atomically and returns None."""
-    from edgekit.fsutil import atomic_write_bytes, atomic_write_text
+    from edgekit.core.fsutil import atomic_write_bytes, atomic_write_text
 
     if fmt == "csv":
         buf = io.StringIO()
@@ -38,7 +38,7 @@ def export_runs(runs: List[Dict[str, Any]], fmt: str, out: Optional[str]) -> Opt
     if fmt == "parquet":
         if out is None:
             raise UsageError("parquet is binary: pass --out FILE.parquet")
-        from edgekit.errors import require
+        from edgekit.core.errors import require
 
         pa = require("pyarrow", "parquet", "history export --format parquet")
         import pyarrow.parquet as pq

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 APPLICATION_ID = 0x45444B48  # "EDKH"
 SCHEMA_VERSION = 2

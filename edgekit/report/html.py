@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from edgekit.report import charts
 from edgekit.report.identity import identity
-from edgekit.results import BenchmarkResult, DeployReport
+from edgekit.core.results import BenchmarkResult, DeployReport
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1000px;color:#222;padding:0 16px}
@@ -115,7 +115,7 @@ def render(report: Union[DeployReport, BenchmarkResult], title: Optional[str] = 
            rounds: Optional[Dict[str, Any]] = None) -> str:
     """The whole report.html for a deploy (DeployReport) or a bench (BenchmarkResult)."""
     from edgekit import __version__
-    from edgekit.fidelity import describe
+    from edgekit.quality.fidelity import describe
 
     parts: List[str] = []
     if isinstance(report, DeployReport):
@@ -162,6 +162,6 @@ def render(report: Union[DeployReport, BenchmarkResult], title: Optional[str] = 
 
 def write_html(path: Union[str, Path], report: Union[DeployReport, BenchmarkResult], **kw) -> Path:
     """Render and write atomically (temp file + rename)."""
-    from edgekit.fsutil import atomic_write_text
+    from edgekit.core.fsutil import atomic_write_text
 
     return atomic_write_text(path, render(report, **kw))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, Optional
 
-from edgekit.results import BenchmarkResult
+from edgekit.core.results import BenchmarkResult
 
 _X86_CPU = re.compile(r"\b(intel|amd|xeon|epyc|ryzen|core\(tm\)|pentium|celeron)\b", re.I)
 _ARM_ARCH = ("aarch64", "arm64", "armv7l", "armv8l", "armv6l")

@@ -25,7 +25,7 @@ def run_rounds(
     sleep: Callable[[float], None] = time.sleep,
 ) -> List[List[Any]]:
     """results[i][r] = BenchmarkResult of artifact i in round r, measured in the order round by round."""
-    from edgekit.deploy import benchmark
+    from edgekit.workflows.deploy import benchmark
 
     progress = progress or (lambda m: None)
     results: List[List[Any]] = [[] for _ in artifacts]

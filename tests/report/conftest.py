@@ -9,10 +9,10 @@ from reporthelp import light_model
 @pytest.fixture(scope="session")
 def real_result():
     """One real BenchmarkResult: light_shufflenet on onnxruntime through the LocalRunner and the harness."""
-    from edgekit.artifact import load_artifact
-    from edgekit.deploy import benchmark, make_runner
-    from edgekit.profiles import load_profile
-    from edgekit.shapes import resolve_inputs
+    from edgekit.core.artifact import load_artifact
+    from edgekit.workflows.deploy import benchmark, make_runner
+    from edgekit.core.profiles import load_profile
+    from edgekit.core.shapes import resolve_inputs
 
     prof = load_profile("x86-cpu")
     art = load_artifact(light_model("shufflenet"))
