@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_sensors import fake_tegrastats
 from reporthelp import light_model
 
 pytestmark = pytest.mark.slow
@@ -25,18 +26,6 @@ FIX = Path(__file__).resolve().parents[1] / "fixtures"
 CHARTS = ("latency-histogram", "latency-series", "power-trace", "variants", "step-timeline")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--enable-logging=stderr", "--v=0"]
-
-REPLAY = """
-import sys, time
-# `tegrastats --interval N`: replays a real Jetson Nano capture, one line per interval
-interval = int(sys.argv[sys.argv.index('--interval') + 1]) / 1000.0
-lines = [l.rstrip('\\n') for l in open({fixture!r}) if l.strip()]
-i = 0
-while True:
-    sys.stdout.write(lines[i % len(lines)] + '\\n'); sys.stdout.flush()
-    i += 1
-    time.sleep(interval)
-"""
 
 PROFILE = """
 name: x86-cpu-replayed-sensor
@@ -68,10 +57,7 @@ def _browser(exe: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
 def real_report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     bindir = tmp / "bin"
-    bindir.mkdir()
-    tool = bindir / "tegrastats"
-    tool.write_text(f"#!{sys.executable}\n" + REPLAY.format(fixture=str(FIX / "tegrastats_nano_jp4_lines.txt")))
-    tool.chmod(0o755)
+    fake_tegrastats(bindir, FIX / "tegrastats_nano_jp4_lines.txt")
     (tmp / "profile.yaml").write_text(PROFILE)
     env = dict(os.environ)
     env.pop("EDGEKIT_DEBUG", None)
