@@ -196,3 +196,15 @@ def test_history_cli_lists_and_filters(tmp_path, real_result, cli):
     r = cli("history", "--history", str(tmp_path / "missing.sqlite"))
     assert r.returncode != 0 and "no history at" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_api_bench_records_its_run(tmp_path):
+    from edgekit.api import bench
+    from reporthelp import light_model
+
+    path = tmp_path / "api.sqlite"
+    r = bench(str(light_model("squeezenet")), "x86-cpu", bench={"warmup_runs": 1, "warmup_seconds": 0.0, "min_runs": 5, "min_seconds": 0.0}, history=str(path))
+    with History.open(path) as h:
+        (rec,) = h.query()
+    assert rec["kind"] == "bench" and rec["model"] == "light_squeezenet.onnx" and rec["samples"] == r.timing.samples_ms
+    assert rec["profile"] == "x86-cpu" and rec["command"] == "edgekit.api.bench(...)"
