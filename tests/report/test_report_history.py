@@ -208,3 +208,15 @@ def test_api_bench_records_its_run(tmp_path):
         (rec,) = h.query()
     assert rec["kind"] == "bench" and rec["model"] == "light_squeezenet.onnx" and rec["samples"] == r.timing.samples_ms
     assert rec["profile"] == "x86-cpu" and rec["command"] == "edgekit.api.bench(...)"
+
+
+def test_deploy_with_a_corrupt_history_fails_before_any_work(tmp_path, cli):
+    from reporthelp import light_model
+
+    bad = tmp_path / "h.sqlite"
+    bad.write_bytes(b"\x00garbage" * 100)
+    before = bad.read_bytes()
+    r = cli("deploy", str(light_model("squeezenet")), "--profile", "x86-cpu", "--out", str(tmp_path / "out"), "--history", str(bad))
+    assert r.returncode != 0 and "not an SQLite database" in r.stderr and str(bad) in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "report.json").exists() and "›" not in r.stderr  # no plan/progress line: nothing ran
+    assert bad.read_bytes() == before
