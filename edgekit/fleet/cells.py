@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from edgekit.errors import ConnectionFailed, EdgekitError, FidelityError, PlanError
+from edgekit.core.errors import ConnectionFailed, EdgekitError, FidelityError, PlanError
 from edgekit.fleet.inventory import SweepSpec, profile_key
 from edgekit.fleet.lock import BoardBusy, BoardLock
 
@@ -21,7 +21,7 @@ def _h(*parts: Any) -> str:
 
 def expand(spec: SweepSpec, cache_dir: Optional[str] = None) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """(conversion jobs, benchmark cells). A conversion is keyed by what it builds, never by the board."""
-    from edgekit.profiles import load_profile
+    from edgekit.core.profiles import load_profile
 
     jobs: Dict[str, Dict[str, Any]] = {}
     cells: List[Dict[str, Any]] = []
@@ -52,13 +52,13 @@ def convert_job(job: Dict[str, Any]) -> Dict[str, Any]:
 
     Runs in a worker process or a Ray task: takes and returns plain data. An EdgekitError is a result
     (infeasible / rejected / failed, with the reason); anything else is a crash that the executor may retry."""
-    from edgekit.deploy import build_data, resolve_model
-    from edgekit.fidelity import compare, predict
-    from edgekit.pipeline import Pipeline
-    from edgekit.plan import PlanOptions, make_plan
-    from edgekit.profiles import load_profile
-    from edgekit.search import _budget
-    from edgekit.shapes import random_feeds
+    from edgekit.workflows.deploy import build_data, resolve_model
+    from edgekit.quality.fidelity import compare, predict
+    from edgekit.core.pipeline import Pipeline
+    from edgekit.core.plan import PlanOptions, make_plan
+    from edgekit.core.profiles import load_profile
+    from edgekit.quality.variant_search import _budget
+    from edgekit.core.shapes import random_feeds
 
     t0 = time.perf_counter()
     precision, runtime = job["precision"], job["runtime"]
@@ -125,7 +125,7 @@ class BoardWorker:
         return f"adb:{self.board['serial']}" if self.board.get("serial") else f"ssh:{self.board['host']}"
 
     def profile(self):
-        from edgekit.profiles import load_profile
+        from edgekit.core.profiles import load_profile
 
         if self._profile is None:
             self._profile = load_profile(self.board["profile"])
@@ -134,7 +134,7 @@ class BoardWorker:
     def _connect(self):
         if self.runner is not None:
             return self.runner
-        from edgekit.registry import get_runner
+        from edgekit.core.registry import get_runner
 
         limits = self.board.get("limits") or {}
         if self.board.get("serial"):
@@ -167,9 +167,9 @@ class BoardWorker:
 
     def run_cell(self, cell: Dict[str, Any], info: Dict[str, Any]) -> Dict[str, Any]:
         """Benchmark one converted variant on this board; returns {status, reason, result, bench_s, cell_s}."""
-        from edgekit.artifact import Artifact
-        from edgekit.deploy import benchmark
-        from edgekit.runner import InputSpec
+        from edgekit.core.artifact import Artifact
+        from edgekit.workflows.deploy import benchmark
+        from edgekit.core.runner_interface import InputSpec
 
         t0 = time.perf_counter()
         name = self.board["name"]

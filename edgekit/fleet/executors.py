@@ -9,7 +9,7 @@ import multiprocessing
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from edgekit.errors import EdgekitError, MissingDependencyError
+from edgekit.core.errors import EdgekitError, MissingDependencyError
 from edgekit.fleet.cells import BoardWorker, convert_job
 
 # Ray: a conversion task killed by a crash is re-run this many times; an actor that dies is restarted and its
@@ -150,7 +150,7 @@ class RayExecutor:
         return f"ray ({nodes} node(s), {cpus:g} CPUs{', ' + ', '.join(extra) if extra else ''}), one actor per board ({len(self.actors)})"
 
     def conversion_resources(self, job: Dict[str, Any]) -> Dict[str, float]:
-        from edgekit.profiles import load_profile
+        from edgekit.core.profiles import load_profile
 
         runtime = job.get("runtime") or load_profile(job["profile"]).runtimes[0]
         want = {"openvino": "openvino", "tensorrt": "tensorrt-builder"}.get(runtime)

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -201,7 +201,7 @@ def load_fleet(path: Union[str, Path]) -> Fleet:
 
 def _profile_ref(ref: str, base: Path, where: str) -> str:
     """A profile name stays a name; a path becomes absolute (relative to the file naming it); both must load."""
-    from edgekit.profiles import load_profile
+    from edgekit.core.profiles import load_profile
 
     cand = base / ref
     if ("/" in ref or ref.endswith((".yaml", ".yml"))) and cand.exists():

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 POLL_S = 0.2
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 SCHEMA = 1
 # done/rejected/infeasible are final; failed and interrupted cells run again on the next sweep

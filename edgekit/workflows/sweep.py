@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 from edgekit.fleet.cells import expand
 from edgekit.fleet.inventory import SweepSpec, load_sweep
 from edgekit.fleet.store import FINAL, SweepStore
-from edgekit.fsutil import ensure_writable_dir
+from edgekit.core.fsutil import ensure_writable_dir
 
 Event = Callable[[str, Dict[str, Any]], None]
 STORE_NAME = "sweep.sqlite"
@@ -45,14 +45,17 @@ def run_sweep(
 ) -> SweepSummary:
     """Run (or resume) a sweep into `out`; returns a summary. Safe to interrupt at any point."""
     emit = on_event or (lambda kind, data: None)
+    from edgekit.report.history import check_writable
+
     spec = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
     out_dir = ensure_writable_dir(out, "--out directory")
+    check_writable(history)  # a bad history file fails now, not after the first measurement
     store = SweepStore(out_dir / STORE_NAME)
     t_start = time.perf_counter()
     ran: List[str] = []
     try:
         stale = store.reset_running()
-        from edgekit.pipeline import default_cache_dir
+        from edgekit.core.pipeline import default_cache_dir
 
         # one absolute cache for every worker (Ray workers do not inherit this process's environment)
         jobs, cells = expand(spec, str(Path(cache_dir or default_cache_dir()).resolve()))
@@ -70,7 +73,7 @@ def run_sweep(
         by_status={s: sum(1 for r in rows if r["status"] == s) for s in sorted({r["status"] for r in rows})},
         store=str(out_dir / STORE_NAME), report=str(out_dir / REPORT_NAME),
     )
-    from edgekit.fleet.sweep_html import write_sweep_report
+    from edgekit.report.sweep_html import write_sweep_report
 
     write_sweep_report(out_dir / REPORT_NAME, rows, spec)
     emit("finished", dict(summary))
@@ -108,7 +111,7 @@ def _execute(spec, store: SweepStore, jobs, todo, ray, ssh_config, ssh, history,
             if outcome["status"] == "ok":
                 store.mark_running(c["id"])
                 emit("queued", {"board": c["board"], "cell": c})
-                pending[ex.submit_cell(c["board"], c, outcome["info"])] = {"kind": "cell", "cell": c, "t0": time.perf_counter()}
+                pending[ex.submit_cell(c["board"], c, outcome["info"])] = {"kind": "cell", "cell": c, "fidelity": outcome["info"].get("fidelity")}
             else:
                 final = {"infeasible": "infeasible", "rejected": "rejected"}.get(outcome["status"], "failed")
                 reason = outcome["reason"] if final != "failed" else f"conversion failed: {outcome['reason']}"
@@ -153,7 +156,7 @@ def _execute(spec, store: SweepStore, jobs, todo, ray, ssh_config, ssh, history,
                 store.finish(c["id"], res["status"], res.get("reason", ""), res.get("result"), res.get("bench_s"), res.get("cell_s"))
                 ran.append(c["id"])
                 if res["status"] == "done" and res.get("result"):
-                    _to_history(history, res["result"], c, command)
+                    _to_history(history, res["result"], {**c, "fidelity": meta["fidelity"]}, command)
                 emit("cell", {"board": c["board"], "cell": c, "status": res["status"], "reason": res.get("reason", ""), "bench_s": res.get("bench_s"), "cell_s": res.get("cell_s")})
     except KeyboardInterrupt:
         interrupted = True

@@ -13,7 +13,7 @@ from edgekit.fleet.cells import expand
 from edgekit.fleet.inventory import FleetError, load_fleet, load_sweep
 from edgekit.fleet.lock import BoardBusy, BoardLock
 from edgekit.fleet.store import SweepStore
-from edgekit.fleet.sweep_html import pareto, recommend
+from edgekit.report.sweep_html import pareto, recommend
 
 
 def write(d: Path, name: str, text: str) -> Path:
@@ -62,13 +62,13 @@ def test_boards_of_one_profile_share_conversions(tmp_path):
 def test_precisions_auto_takes_the_profiles_list(tmp_path):
     write(tmp_path, "fleet.yaml", ISSUE_FLEET)
     spec = load_sweep(write(tmp_path, "sweep.yaml", ISSUE_SWEEP.replace("[fp32, int8]", "auto")))
-    from edgekit.profiles import load_profile
+    from edgekit.core.profiles import load_profile
 
     assert {c["precision"] for c in expand(spec)[1]} == set(load_profile("raspberry-pi-5").precisions)
 
 
 def test_profile_file_relative_to_the_fleet_file(tmp_path):
-    from edgekit.profiles import bundled_dir
+    from edgekit.core.profiles import bundled_dir
 
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "my-pi.yaml").write_text(f"extends: {bundled_dir() / 'raspberry-pi-5.yaml'}\nname: my-pi\n")
@@ -132,7 +132,7 @@ def test_cli_bad_sweep_is_one_line_without_traceback(tmp_path, cli):
 
 
 def test_ray_missing_names_the_extra(tmp_path, monkeypatch):
-    from edgekit.errors import MissingDependencyError
+    from edgekit.core.errors import MissingDependencyError
     from edgekit.fleet.executors import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)

@@ -40,6 +40,16 @@ def cells(out: Path):
         db.close()
 
 
+def _results(out: Path):
+    from edgekit.fleet.store import SweepStore
+
+    s = SweepStore(out / "sweep.sqlite")
+    try:
+        return s.cells("done")
+    finally:
+        s.close()
+
+
 def sweep_cli(*args, **kw):
     env = dict(os.environ)
     env.pop("EDGEKIT_DEBUG", None)
@@ -59,12 +69,12 @@ def test_sweep_three_boards_then_rerun_does_no_work(shelf, tmp_path):
     assert {b for b, _ in rows} == set(shelf.names)
     html = (out / "sweep-report.html").read_text()
     assert "device class x86-cpu" in html and "recommended for zoo:minilm" in html and "recommended for zoo:ppocr-rec" in html
-    assert html.count('class="pt') >= 2 and "<script" not in html
+    assert html.count('data-chart="variants"') == 2 and 'class="variant chosen"' in html and "<script" not in html
     # each measurement is also in the history store
     from edgekit.fleet import history as hist
 
-    if hist.available():
-        assert len(hist.records(os.environ["EDGEKIT_HISTORY"], command_contains="")) >= 6
+    recorded = [r for r in hist.records(os.environ["EDGEKIT_HISTORY"]) if r["artifact_sha256"] in {c["result"]["model"]["sha256"] for c in _results(out)}]
+    assert len(recorded) >= 6 and {r["profile"] for r in recorded} == {"x86-cpu"}
     events.clear()
     again = run_sweep(spec, out, ssh_config=shelf.ssh_config, on_event=lambda k, d: events.append((k, d)))
     assert again["ran"] == 0 and again["by_status"] == {"done": 6}

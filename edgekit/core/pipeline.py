@@ -1,0 +1,308 @@
+"""Pipeline: run a plan step by step with a content-addressed cache and a fidelity check after each step."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from pydantic import ValidationError
+
+from edgekit import __version__
+from edgekit.core.artifact import Artifact
+from edgekit.core.errors import FidelityError, OutputError, PlanError, StepSkipped
+from edgekit.quality.fidelity import compare, describe, predict
+from edgekit.core.fsutil import atomic_write_text, sha256_file
+from edgekit.core.plan import Plan
+from edgekit.core.profiles import DeviceProfile
+from edgekit.core.registry import get_step
+from edgekit.core.results import FidelityResult, StepRecord
+from edgekit.core.runner_interface import InputSpec
+from edgekit.core.shapes import random_feeds
+from edgekit.core.steps import StepContext, task_judged
+
+# Steps whose output depends on calibration/evaluation data, so the data's identity is part of their cache key.
+DATA_STEPS = {"quantize-ort", "openvino", "tflite", "tensorrt", "prune", "lowrank", "weight-share"}
+CACHE_LAYOUT = 1
+
+
+def default_cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("EDGEKIT_CACHE_DIR") or user_cache_dir("edgekit")) / "artifacts"
+
+
+@dataclass
+class DataSources:
+    """Reference data for a run: calibration and held-out evaluation feeds, task metric, concrete input shapes."""
+
+    inputs: List[InputSpec]
+    calib: Optional[Callable[[int], List[Dict[str, Any]]]] = None
+    eval: Optional[Callable[[int], List[Dict[str, Any]]]] = None
+    task_metric: Optional[Callable[[Any, Any], float]] = None
+    task_metric_name: Optional[str] = None
+    fingerprint: str = "none"  # identity of calib/eval data (e.g. "zoo:ppocr-det" or a file's sha256)
+
+
+@dataclass
+class PipelineResult:
+    artifact: Artifact
+    records: List[StepRecord]
+    artifacts: List[Artifact] = field(default_factory=list)
+    produced: List[Tuple[StepRecord, Artifact]] = field(default_factory=list)
+    end_to_end: Optional[FidelityResult] = None
+
+
+def _step_source_hash(step_cls) -> str:
+    import inspect
+
+    import importlib
+
+    try:
+        h = hashlib.sha256(inspect.getsource(inspect.getmodule(step_cls)).encode())
+        for name in getattr(step_cls, "source_modules", ()):
+            h.update(inspect.getsource(importlib.import_module(name)).encode())
+        return h.hexdigest()[:16]
+    except (OSError, TypeError):
+        return "unknown"
+
+
+def _relocate(art: Artifact, old: Path, new: Path) -> Artifact:
+    def move(p: Path) -> Path:
+        try:
+            return new / Path(p).relative_to(old)
+        except ValueError:
+            return p
+
+    return art.model_copy(update={"path": move(art.path), "extra_files": [move(p) for p in art.extra_files]})
+
+
+def _artifact_summary(art: Artifact) -> Dict[str, Any]:
+    return {
+        "path": str(art.path),
+        "format": art.format,
+        "precision": art.precision,
+        "sha256": art.sha256,
+        "size_bytes": art.total_size_bytes if art.format != "pytorch" else art.size_bytes,
+    }
+
+
+class Pipeline:
+    """Runs a Plan. `records`/`artifacts` stay readable after a failure so callers can keep partial results."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        profile: DeviceProfile,
+        data: DataSources,
+        cache_dir: Optional[Path] = None,
+        runner: Any = None,
+        fidelity_samples: int = 8,
+        progress: Optional[Callable[[str], None]] = None,
+        use_cache: bool = True,
+    ):
+        self.plan = plan
+        self.profile = profile
+        self.data = data
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.runner = runner
+        self.fidelity_samples = fidelity_samples
+        self.progress = progress or (lambda msg: None)
+        self.use_cache = use_cache
+        self.records: List[StepRecord] = []
+        self.artifacts: List[Artifact] = []
+        self.produced: List[Tuple[StepRecord, Artifact]] = []  # (record, artifact) of every step that made one
+        self._pred_cache: Dict[str, Any] = {}
+        self._feeds: Optional[List[Dict[str, Any]]] = None
+        self._feeds_kind = "random"
+
+    # ---- reference data
+    def reference_feeds(self) -> List[Dict[str, Any]]:
+        if self._feeds is None:
+            if self.data.eval is not None:
+                self._feeds = list(self.data.eval(self.fidelity_samples))
+                self._feeds_kind = "eval"
+            else:
+                self._feeds = random_feeds(self.data.inputs, self.fidelity_samples, seed=1234)
+                self._feeds_kind = "random"
+        return self._feeds
+
+    def _predict(self, art: Artifact):
+        key = art.sha256 + art.format
+        if key not in self._pred_cache:
+            self._pred_cache[key] = predict(art, self.reference_feeds(), threads=self.profile.threads)
+        return self._pred_cache[key]
+
+    def check(self, source: Artifact, produced: Artifact, budget) -> FidelityResult:
+        ref = self._predict(source)
+        new = self._predict(produced)
+        return compare(ref, new, budget, self.data.task_metric, self.data.task_metric_name, data=self._feeds_kind)
+
+    def _end_to_end(self, source: Artifact, final: Artifact) -> FidelityResult:
+        """Final artifact vs the original model; cached like a step so a cached re-run stays near-instant."""
+        from edgekit.core.steps import FidelityBudget
+
+        key = hashlib.sha256(f"{source.sha256}|{final.sha256}|{self.data.fingerprint}|{self.fidelity_samples}".encode()).hexdigest()
+        path = self.cache_dir / "fidelity" / f"{key}.json"
+        if self.use_cache and path.exists():
+            try:
+                return FidelityResult.model_validate_json(path.read_text())
+            except ValueError:
+                pass  # unreadable entry: recompute
+        res = self.check(source, final, FidelityBudget(min_cosine=0.0))
+        atomic_write_text(path, res.model_dump_json())
+        return res
+
+    # ---- cache
+    def _key(self, source: Artifact, step_cls, config_json: Dict[str, Any]) -> str:
+        payload = {
+            "layout": CACHE_LAYOUT,
+            "edgekit": __version__,
+            "source": source.sha256,
+            "source_format": source.format,
+            "step": step_cls.name,
+            "step_code": _step_source_hash(step_cls),
+            "config": config_json,
+            "tools": step_cls.tool_versions(),
+            "profile": self.profile.model_dump(mode="json", exclude={"source_file", "description", "name"}),
+            "data": self.data.fingerprint if step_cls.name in DATA_STEPS else None,
+            "fidelity_samples": self.fidelity_samples,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _load_cached(self, entry: Path) -> Optional[tuple]:
+        meta = entry / "entry.json"
+        if not meta.exists():
+            return None
+        try:
+            data = json.loads(meta.read_text())
+            art = Artifact.model_validate(data["artifact"])
+            art = _relocate(art, Path(data["dir"]), entry)
+            if sha256_file(art.path) != art.sha256:
+                return None  # corrupted entry: rebuild rather than trust it
+            record = StepRecord.model_validate(data["record"])
+            return art, record
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _store(self, tmp: Path, entry: Path, art: Artifact, record: StepRecord) -> Artifact:
+        atomic_write_text(
+            tmp / "entry.json",
+            json.dumps({"dir": str(tmp), "artifact": art.to_manifest(), "record": record.model_dump(mode="json")}, indent=2),
+        )
+        try:
+            os.replace(tmp, entry) if not entry.exists() else shutil.rmtree(tmp)
+        except OSError as exc:
+            raise OutputError(f"cannot store a step result in the cache {self.cache_dir}: {exc}", hint="pass --cache-dir to a writable place") from exc
+        return _relocate(art, tmp, entry)
+
+    # ---- run
+    def run(self, source: Artifact) -> PipelineResult:
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cache directory {self.cache_dir} is not writable: {exc.strerror or exc}", hint="pass --cache-dir DIR or set EDGEKIT_CACHE_DIR") from exc
+        current = source
+        self.artifacts = [source]
+        total = len(self.plan.steps)
+        for i, planned in enumerate(self.plan.steps, 1):
+            step_cls = get_step(planned.step)
+            try:
+                config = step_cls.Config(**planned.config)
+            except ValidationError as exc:
+                raise PlanError(f"step '{planned.step}': invalid configuration: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
+            if current.format not in step_cls.accepts:
+                raise PlanError(
+                    f"step '{planned.step}' accepts {', '.join(step_cls.accepts)}, but the model is {current.format} at this point",
+                    hint="this is a planning bug; please report it with `edgekit plan` output",
+                )
+            config_json = config.model_dump(mode="json")
+            key = self._key(current, step_cls, config_json)
+            entry = self.cache_dir / key[:2] / key
+            self.progress(f"[{i}/{total}] {planned.step}: {planned.reason}")
+            cached = self._load_cached(entry) if self.use_cache and step_cls.produces != "pytorch" else None
+            if cached is not None:
+                art, old = cached
+                record = old.model_copy(update={"status": "cached", "reason": planned.reason, "duration_s": 0.0, "artifact": _artifact_summary(art)})
+                self.records.append(record)
+                self.artifacts.append(art)
+                self.produced.append((record, art))
+                current = art
+                continue
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=entry.parent))
+            ctx = StepContext(
+                work_dir=tmp,
+                profile=self.profile,
+                calib_data=self.data.calib,
+                eval_data=self.data.eval,
+                task_metric=self.data.task_metric,
+                task_metric_name=self.data.task_metric_name,
+                runner=self.runner,
+                cache_dir=self.cache_dir,
+                progress=self.progress,
+            )
+            t0 = time.perf_counter()
+            try:
+                produced = step_cls().run(current, config, ctx)
+            except StepSkipped as skip:
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.records.append(
+                    StepRecord(step=planned.step, status="skipped", reason=f"skipped: {skip.reason}", config=config_json, duration_s=time.perf_counter() - t0, notes=ctx.notes)
+                )
+                self.progress(f"      skipped: {skip.reason}")
+                continue
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            duration = time.perf_counter() - t0
+            fid = None
+            budget = getattr(config, "fidelity", None)
+            if budget is not None and self.data.task_metric is not None and "fidelity" not in config.model_fields_set:
+                budget = task_judged(budget)  # the model's task metric judges; cosine guards gross breakage
+            if budget is not None and budget.check and step_cls.checkable:
+                self.progress(f"      checking fidelity against the {current.format} source")
+                fid = self.check(current, produced, budget)
+                if not fid.passed:
+                    rejected = self.cache_dir / "rejected" / key
+                    shutil.rmtree(rejected, ignore_errors=True)
+                    rejected.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(tmp, rejected)
+                    raise FidelityError(
+                        f"step '{planned.step}' produced a model whose outputs differ from its source: "
+                        + "; ".join(fid.failures)
+                        + f"\n  measured: {describe(fid)}\n  the rejected artifact is kept at {rejected} for inspection",
+                        hint="raise the budget (e.g. --max-drop) only if this accuracy is acceptable, or choose another precision/runtime",
+                    )
+            elif not step_cls.checkable:
+                ctx.note(f"{planned.step}: output is not checked on the host (it only runs on the device)")
+            record = StepRecord(
+                step=planned.step,
+                status="ran",
+                reason=planned.reason,
+                config=config_json,
+                duration_s=duration,
+                artifact=_artifact_summary(produced),
+                fidelity=fid,
+                notes=list(ctx.notes),
+                details=ctx.report,
+            )
+            if produced.format == "pytorch":
+                final = produced  # an in-memory module is not cached; files the step wrote stay in its work dir
+            else:
+                final = self._store(tmp, entry, produced, record)
+                record = record.model_copy(update={"artifact": _artifact_summary(final)})
+            self.records.append(record)
+            self.artifacts.append(final)
+            self.produced.append((record, final))
+            current = final
+        e2e = None
+        if len(self.artifacts) > 2 and current.format in ("onnx", "openvino", "tflite") and any(r.fidelity for r in self.records):
+            e2e = self._end_to_end(source, current)
+        return PipelineResult(artifact=current, records=self.records, artifacts=self.artifacts, produced=self.produced, end_to_end=e2e)

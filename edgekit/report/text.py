@@ -1,0 +1,166 @@
+"""Text renderings of a run: the terminal tables and report.md (pure: no file writing here)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from edgekit.core.results import BenchmarkResult, DeployReport
+from edgekit.quality.fidelity import describe
+
+
+def _mb(n: Optional[float]) -> str:
+    return "—" if n is None else f"{n / 1e6:.2f} MB"
+
+
+# ---- rendering
+def bench_rows(b: BenchmarkResult) -> List[tuple]:
+    s = b.timing.stats
+    e = b.energy
+    rows = [
+        ("latency median", f"{s.median_ms:.2f} ms"),
+        ("latency mean ± std", f"{s.mean_ms:.2f} ± {s.std_ms:.2f} ms"),
+        ("latency p90 / p99", f"{s.p90_ms:.2f} / {s.p99_ms:.2f} ms"),
+        ("latency min / max", f"{s.min_ms:.2f} / {s.max_ms:.2f} ms"),
+        ("throughput", f"{b.timing.throughput_ips:.1f} inferences/s"),
+        ("runs (timed)", f"{b.timing.runs} in {b.timing.duration_s:.1f} s (warm-up {b.timing.warmup_runs} in {b.timing.warmup_s:.1f} s)"),
+        ("load / first inference", f"{b.timing.load_ms:.1f} / {b.timing.first_inference_ms:.1f} ms"),
+        ("peak RSS", "—" if b.memory.peak_rss_mb is None else f"{b.memory.peak_rss_mb:.1f} MB"),
+        ("model size", _mb(b.model.size_bytes)),
+        ("runtime", f"{b.runtime.name} {b.runtime.version}, {b.runtime.threads} threads"),
+        ("device", f"{b.device.hostname} ({b.device.arch}, {b.device.cpu_model or '?'})"),
+    ]
+    if e.available and e.energy_per_inference_mj is not None:
+        # above-idle needs an idle baseline, average power a sample-based source: either may be missing
+        above = "" if e.energy_above_idle_per_inference_mj is None else f" ({e.energy_above_idle_per_inference_mj:.2f} above idle)"
+        power = "" if e.avg_power_w is None else f", {e.avg_power_w:.2f} W avg"
+        rows.append(("energy / inference", f"{e.energy_per_inference_mj:.2f} mJ{above}{power} [{e.source}]"))
+    else:
+        rows.append(("energy", f"unavailable: {e.reason or 'no energy per inference was measured'}"))
+    th = b.thermal
+    temps = ", ".join(f"{k} {v:.0f}→{th.after.temps_c.get(k, float('nan')):.0f} °C" for k, v in list(th.before.temps_c.items())[:3])
+    rows.append(("thermal", (temps or "no readable sensors") + ("; THROTTLED" if th.throttled else "")))
+    if th.before.governor:
+        rows.append(("CPU governor", th.before.governor))
+    for w in b.warnings:
+        rows.append(("warning", w))
+    return rows
+
+
+def step_rows(report: DeployReport) -> List[tuple]:
+    rows = []
+    for r in report.steps:
+        size = _mb(r.artifact["size_bytes"]) if r.artifact else "—"
+        fid = describe(r.fidelity) if r.fidelity else ("—" if r.status != "skipped" else r.reason)
+        rows.append((r.step, r.status, f"{r.duration_s:.1f} s", size, fid))
+    return rows
+
+
+def _unprefixed(step: str, note: str) -> str:
+    return note[len(step) + 2 :] if note.startswith(step + ": ") else note
+
+
+def variant_rows(report: DeployReport, reason_width: Optional[int] = None) -> List[tuple]:
+    rows = []
+    for v in report.variants:
+        fid = v.get("fidelity")
+        fid_txt = ""
+        if fid:
+            fid_txt = f"{fid['task_metric']} {fid['task_score']:.4f}" if fid.get("task_score") is not None else f"cos {fid['cosine_min']:.5f}"
+        rows.append((
+            f"{v['runtime']}/{v['precision']}",
+            v["status"],
+            "—" if v.get("median_ms") is None else f"{v['median_ms']:.2f} ms",
+            fid_txt or "—",
+            _mb(v.get("size_bytes")),
+            _clip(v.get("reason") or "", reason_width),
+        ))
+    return rows
+
+
+def _clip(text: str, width: Optional[int]) -> str:
+    text = " ".join(text.split())
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
+
+
+def render_terminal(report: DeployReport, console=None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = console or Console()
+    t = Table(title=f"edgekit deploy {report.model} → {report.profile} ({report.runtime}, {report.precision})", title_justify="left")
+    for col in ("step", "status", "time", "size", "fidelity vs source"):
+        t.add_column(col)
+    for row in step_rows(report):
+        t.add_row(*[escape(str(c)) for c in row])
+    if report.variants:
+        vt = Table(title="variants measured on the target", title_justify="left")
+        vt.add_column("variant", no_wrap=True)
+        for col in ("status", "median", "fidelity", "size", "reason"):
+            vt.add_column(col)
+        for row in variant_rows(report, reason_width=70):
+            vt.add_row(*[escape(str(c)) for c in row])
+        console.print(vt)
+    if report.steps:
+        console.print(t)
+    for r in report.steps:
+        for n in r.notes:
+            console.print(f"[dim]{r.step}:[/dim] {escape(_unprefixed(r.step, n))}")
+    if report.fidelity_end_to_end:
+        console.print(f"end-to-end fidelity vs original: {describe(report.fidelity_end_to_end)}")
+    if report.benchmark:
+        b = Table(title=f"benchmark on {report.target}", title_justify="left", show_header=False)
+        b.add_column("metric", style="bold")
+        b.add_column("value")
+        for row in bench_rows(report.benchmark):
+            b.add_row(*[escape(str(c)) for c in row])
+        console.print(b)
+    console.print(f"artifact: {report.artifact['path']} ({_mb(report.artifact['size_bytes'])}, sha256 {report.artifact['sha256'][:12]}…)")
+
+
+def md_cell(value) -> str:
+    """A Markdown table cell: `|` escaped (fidelity text has `max|Δ|`), newlines folded."""
+    return " ".join(str(value).split()).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def _md_row(row) -> str:
+    return "| " + " | ".join(md_cell(c) for c in row) + " |"
+
+
+def to_markdown(report: DeployReport) -> str:
+    lines = [
+        f"# edgekit deploy report",
+        "",
+        f"- model: `{report.model}`",
+        f"- profile: `{report.profile}` — runtime **{report.runtime}**, precision **{report.precision}**",
+        f"- target: {report.target}",
+        f"- command: `{report.command}`",
+        f"- created: {report.created} (edgekit {report.edgekit_version})",
+        "",
+        "## Plan",
+        "",
+    ]
+    for i, s in enumerate(report.plan, 1):
+        cfg = ", ".join(f"{k}={v}" for k, v in s["config"].items())
+        lines.append(f"{i}. **{s['step']}**" + (f" ({cfg})" if cfg else "") + f" — {s['reason']}")
+    for n in report.plan_notes:
+        lines.append(f"- note: {n}")
+    if report.variants:
+        lines += ["", "## Variants measured on the target", "", "| variant | status | median | fidelity | size | reason |", "|---|---|---|---|---|---|"]
+        for row in variant_rows(report):
+            lines.append(_md_row(row))
+    lines += ["", "## Steps", "", "| step | status | time | size | fidelity vs source |", "|---|---|---|---|---|"]
+    for row in step_rows(report):
+        lines.append(_md_row(row))
+    for r in report.steps:
+        for n in r.notes:
+            lines.append(f"- {r.step}: {_unprefixed(r.step, n)}")
+    if report.fidelity_end_to_end:
+        lines += ["", f"End-to-end fidelity vs the original model: {describe(report.fidelity_end_to_end)}"]
+    if report.benchmark:
+        lines += ["", f"## Benchmark ({report.target})", "", "| metric | value |", "|---|---|"]
+        for row in bench_rows(report.benchmark):
+            lines.append(_md_row(row))
+    a = report.artifact
+    lines += ["", "## Artifact", "", f"`{a['path']}` — {a['format']}, {a['precision']}, {_mb(a['size_bytes'])}, sha256 `{a['sha256']}`", ""]
+    return "\n".join(lines)

@@ -1,0 +1,347 @@
+"""The main job as a Python API: resolve model and profile, plan, run the pipeline, benchmark, report."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from edgekit import __version__
+from edgekit.core.artifact import Artifact, load_artifact
+from edgekit.core.errors import EdgekitError, PlanError, UsageError
+from edgekit.core.fsutil import ensure_writable_dir
+from edgekit.core.pipeline import DataSources, Pipeline, PipelineResult
+from edgekit.core.plan import Plan, PlanOptions, make_plan
+from edgekit.core.profiles import DeviceProfile, load_profile
+from edgekit.core.registry import get_runner
+from edgekit.core.results import BenchmarkResult, DeployReport
+from edgekit.core.runner_interface import HarnessSpec, InputSpec, Runner, runtime_options_for
+from edgekit.core.shapes import resolve_inputs
+
+Progress = Callable[[str], None]
+
+
+class ResolvedModel:
+    """A model given by the user: the source artifact, a label, and the zoo entry if it came from the zoo."""
+
+    def __init__(self, artifact: Artifact, label: str, zoo: Any = None):
+        self.artifact = artifact
+        self.label = label
+        self.zoo = zoo
+
+
+def resolve_model(spec: Union[str, Path, Artifact], trust_pickle: bool = False) -> ResolvedModel:
+    if isinstance(spec, Artifact):
+        return ResolvedModel(spec, str(spec.path))
+    text = str(spec)
+    if text.startswith("zoo:"):
+        from edgekit.zoo import models as zoo
+
+        model = zoo.resolve(text)
+        return ResolvedModel(model.artifact(), text, model)
+    return ResolvedModel(load_artifact(text, trust_pickle=trust_pickle), text)
+
+
+def _signature_from_shapes(resolved: ResolvedModel, shapes: Optional[Dict[str, List[int]]]) -> ResolvedModel:
+    """A PyTorch file that carries no signature (TorchScript, pickled module) takes its inputs from --shape."""
+    art = resolved.artifact
+    if art.inputs or art.format not in ("torchscript", "pytorch") or art.module is not None:
+        return resolved
+    if not shapes:
+        raise UsageError(
+            f"{resolved.label}: a {art.format} file carries no input signature; edgekit needs example input shapes to export it",
+            hint="pass one --shape per forward() argument, e.g. --shape x=1x3x224x224",
+        )
+    from edgekit.core.artifact import TensorSpec
+
+    inputs = [TensorSpec(name=n, shape=list(s), dtype="float32") for n, s in shapes.items()]
+    return ResolvedModel(art.model_copy(update={"inputs": inputs}), resolved.label, resolved.zoo)
+
+
+def build_data(
+    model: ResolvedModel,
+    shapes: Optional[Dict[str, List[int]]] = None,
+    calib: Optional[Any] = None,
+    calib_preprocess: Optional[str] = None,
+    calib_samples: int = 128,
+) -> DataSources:
+    """Calibration/evaluation data and concrete input shapes: user data first, else the zoo's, else none."""
+    zoo = model.zoo
+    sample = None
+    if zoo is not None and any(not t.dtype.startswith(("float", "bfloat")) for t in model.artifact.inputs):
+        sample = zoo.eval_feeds(1)[0]  # real value ranges for integer inputs (token ids, masks)
+    inputs = resolve_inputs(
+        model.artifact.inputs,
+        overrides=shapes,
+        defaults=getattr(zoo, "default_shapes", None),
+        sample=sample,
+        model=model.label,
+    )
+    if calib is not None:
+        calib_feeds, eval_feeds, fingerprint = load_user_data(calib, model.artifact.inputs, calib_samples, calib_preprocess)
+        return DataSources(
+            inputs=inputs,
+            calib=lambda n: calib_feeds[:n],
+            eval=lambda n: eval_feeds[:n],
+            task_metric=zoo.task_metric if zoo is not None else None,
+            task_metric_name=zoo.task_metric_name if zoo is not None else None,
+            fingerprint=fingerprint,
+        )
+    if zoo is not None:
+        return DataSources(
+            inputs=inputs,
+            calib=lambda n: zoo.calib_feeds(n),
+            eval=lambda n: zoo.eval_feeds(n),
+            task_metric=zoo.task_metric,
+            task_metric_name=zoo.task_metric_name,
+            fingerprint=f"zoo:{zoo.name}",
+        )
+    return DataSources(inputs=inputs)
+
+
+def load_user_data(source: Any, inputs, n_max: int, preprocess: Optional[str]):
+    """--calib data split into calibration (first 3/4) and held-out evaluation (last 1/4) samples, never shared."""
+    import hashlib
+
+    from edgekit.quality import calibration as calib_mod
+    from edgekit.core.errors import CalibrationError
+
+    feeds = calib_mod.load_calibration(source, list(inputs), n_max, preprocess)
+    if len(feeds) < 2:
+        raise CalibrationError(
+            f"{calib_mod.what_src(source)} gave {len(feeds)} usable sample(s); edgekit needs at least 2 (some are held out to measure accuracy)",
+            hint="add more samples (tens to a few hundred are typical)",
+        )
+    n_eval = max(1, len(feeds) // 4)
+    h = hashlib.sha256()
+    for feed in feeds:
+        for name in sorted(feed):
+            h.update(name.encode())
+            h.update(feed[name].tobytes())
+    return feeds[: len(feeds) - n_eval], feeds[len(feeds) - n_eval :], "user:" + h.hexdigest()[:16]
+
+
+def make_runner(profile: DeviceProfile, host: Optional[str] = None, ssh: Optional[Dict[str, Any]] = None, on_progress=None) -> Runner:
+    """A LocalRunner for local profiles without --host, else an SSHRunner for the host."""
+    if host:
+        return get_runner("ssh")(host, profile, on_progress=on_progress, **(ssh or {}))
+    if profile.connection.type == "local":
+        return get_runner("local")(profile, on_progress=on_progress)
+    raise UsageError(
+        f"profile '{profile.name}' describes a device reached over {profile.connection.type}; edgekit needs to know where it is",
+        hint="pass --host user@device (an ~/.ssh/config alias works too), or use --profile x86-cpu to run here",
+    )
+
+
+def harness_spec(artifact: Artifact, device_path: str, profile: DeviceProfile, runtime: str, inputs: Sequence[InputSpec], bench: Dict[str, Any]) -> HarnessSpec:
+    return HarnessSpec(
+        model_path=device_path,
+        model_format=artifact.format,
+        runtime=runtime,
+        sha256=artifact.sha256,
+        precision=artifact.precision,
+        threads=bench.get("threads") or profile.threads,
+        inputs=_device_inputs(artifact, inputs),
+        warmup_runs=bench.get("warmup_runs", 10),
+        warmup_seconds=bench.get("warmup_seconds", 1.0),
+        min_runs=bench.get("min_runs", 50),
+        min_seconds=bench.get("min_seconds", 5.0),
+        max_seconds=bench.get("max_seconds", 120.0),
+        energy_source=profile.energy.source,
+        energy_rails=profile.energy.rails,
+        energy_interval_ms=profile.energy.interval_ms,
+        idle_seconds=bench.get("idle_seconds", 2.0) if profile.energy.source != "none" else 0.0,
+        thermal_zones=profile.thermal_zones,
+        runtime_options=runtime_options_for(runtime, artifact.precision),
+    )
+
+
+def _device_inputs(artifact: Artifact, inputs: Sequence[InputSpec]) -> List[InputSpec]:
+    """Inputs in the artifact's own names/layout (e.g. NHWC for TFLite) from source-layout specs."""
+    meta = artifact.metadata
+    name_map = meta.get("input_name_map", {})
+    transpose = meta.get("feed_transpose", {})
+    out = []
+    for s in inputs:
+        name = name_map.get(s.name, s.name)
+        shape = list(s.shape)
+        if name in transpose:
+            shape = [shape[i] for i in transpose[name]]
+        out.append(s.model_copy(update={"name": name, "shape": shape}))
+    return out
+
+
+def runtime_for(artifact: Artifact, requested: Optional[str] = None) -> str:
+    from edgekit.quality.fidelity import RUNTIME_FOR_FORMAT
+
+    if requested:
+        return requested
+    if artifact.format == "tensorrt":
+        return "tensorrt"
+    rt = RUNTIME_FOR_FORMAT.get(artifact.format)
+    if rt is None:
+        raise PlanError(f"{artifact.path}: a {artifact.format} model cannot be benchmarked directly", hint="run `edgekit deploy` to convert it first")
+    return rt
+
+
+def benchmark(
+    artifact: Artifact,
+    profile: DeviceProfile,
+    runner: Runner,
+    inputs: Sequence[InputSpec],
+    runtime: Optional[str] = None,
+    bench: Optional[Dict[str, Any]] = None,
+    progress: Optional[Progress] = None,
+) -> BenchmarkResult:
+    rt = runtime_for(artifact, runtime)
+    if progress:
+        progress(f"pushing {artifact.path.name} to {runner.target}")
+    device_path = runner.push(artifact)
+    spec = harness_spec(artifact, device_path, profile, rt, inputs, bench or {})
+    if progress:
+        progress(f"benchmarking on {runner.target} with {rt} ({spec.threads} threads, ≥{spec.min_runs} runs and ≥{spec.min_seconds:g} s)")
+    return runner.run_harness(spec)
+
+
+def deploy(
+    model: Union[str, Path, Artifact],
+    profile: Union[str, DeviceProfile],
+    *,
+    host: Optional[str] = None,
+    ssh: Optional[Dict[str, Any]] = None,
+    runtime: Optional[str] = None,
+    precision: Optional[str] = None,
+    max_drop: Optional[float] = None,
+    calib: Optional[Any] = None,
+    calib_preprocess: Optional[str] = None,
+    shapes: Optional[Dict[str, List[int]]] = None,
+    simplify: bool = True,
+    out: Optional[Union[str, Path]] = None,
+    cache_dir: Optional[Union[str, Path]] = None,
+    use_cache: bool = True,
+    bench: Optional[Dict[str, Any]] = None,
+    run_benchmark: bool = True,
+    trust_pickle: bool = False,
+    fidelity_samples: int = 8,
+    progress: Optional[Progress] = None,
+    command: Optional[str] = None,
+    history: Optional[Union[str, Path]] = None,
+) -> DeployReport:
+    """Plan, convert (cached), push and benchmark; writes artifacts and reports to `out` atomically."""
+    progress = progress or (lambda m: None)
+    t_start = time.perf_counter()
+    timings: Dict[str, float] = {}
+    out_dir = ensure_writable_dir(out, "--out directory") if out else None
+    from edgekit.report import history as hist
+
+    hist.check_writable(history)  # a bad history file fails now, not after the work
+    prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    if run_benchmark and not host and prof.connection.type != "local":
+        make_runner(prof, host)  # raises the clear "pass --host" error before any work starts
+    resolved = _signature_from_shapes(resolve_model(model, trust_pickle=trust_pickle), shapes)
+    timings["load_s"] = time.perf_counter() - t_start
+    data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess)
+    want = precision or prof.default_precision
+    # int8 under a budget without a forced runtime: which runtime's INT8 keeps accuracy is model-dependent
+    # (OpenVINO/NNCF wins on PP-OCR det, ORT dynamic INT8 on MiniLM), so measure each instead of guessing.
+    searching = want == "auto" or (want == "int8" and max_drop is not None and runtime is None)
+    options = PlanOptions(runtime=runtime, precision=None if want == "auto" else want, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host, shapes=shapes or None)
+    try:
+        plan = make_plan(resolved.artifact, resolved.label, prof, options)
+    except PlanError:
+        if not searching:
+            raise
+        plan = None  # the preferred runtime cannot do it (e.g. INT8 on the Nano's GPU); the search tries the others
+    if not searching:
+        for line in plan.describe():
+            progress(line)
+    runner: Optional[Runner] = None
+    needs_device = run_benchmark or searching or any(s.step == "tensorrt" for s in plan.steps)
+    if needs_device:
+        runner = make_runner(prof, host, ssh, on_progress=None)
+    pipeline: Optional[Pipeline] = None
+    result: Optional[PipelineResult] = None
+    bench_result: Optional[BenchmarkResult] = None
+    variants: List[Dict[str, Any]] = []
+    try:
+        if runner is not None:
+            progress(f"connecting to {host or 'this machine'}")
+            runner.connect()
+        t0 = time.perf_counter()
+        try:
+            if searching:
+                precisions = None if want == "auto" else [want]
+                plan, result, variants = _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes or None, cache_dir, use_cache, fidelity_samples, progress)
+            else:
+                pipeline = Pipeline(plan, prof, data, cache_dir=Path(cache_dir) if cache_dir else None, runner=runner, fidelity_samples=fidelity_samples, progress=progress, use_cache=use_cache)
+                result = pipeline.run(resolved.artifact)
+        finally:
+            timings["pipeline_s"] = time.perf_counter() - t0
+        if run_benchmark and runner is not None:
+            t0 = time.perf_counter()
+            bench_result = benchmark(result.artifact, prof, runner, data.inputs, runtime=plan.runtime, bench=bench, progress=progress)
+            timings["benchmark_s"] = time.perf_counter() - t0
+    except EdgekitError:
+        if out_dir is not None and pipeline is not None and pipeline.records:
+            from edgekit.report import write_partial
+
+            write_partial(out_dir, pipeline, plan, resolved, prof, command or "")
+        raise
+    finally:
+        if runner is not None:
+            runner.close()
+    timings["total_s"] = time.perf_counter() - t_start
+    from edgekit.report import build_report, write_outputs
+
+    report = build_report(
+        command=command or "edgekit.workflows.deploy(...)",
+        resolved=resolved,
+        profile=prof,
+        plan=plan,
+        result=result,
+        bench=bench_result,
+        target=runner.target if runner is not None else plan.target,
+        timings=timings,
+    )
+    if variants:
+        from edgekit.quality.variant_search import DEFAULT_MAX_DROP
+
+        md = DEFAULT_MAX_DROP if max_drop is None else max_drop
+        search = {"max_drop": md, "budget": 1.0 - md, "score": data.task_metric_name or "output cosine"}
+        report = report.model_copy(update={"variants": variants, "search": search})
+    if out_dir is not None:
+        report = write_outputs(out_dir, report, result, power_mode=prof.power_mode)
+    if bench_result is not None:
+        hist.append_benchmark(
+            history, bench_result, kind="deploy", command=report.command, model=resolved.label, model_sha256=resolved.artifact.sha256,
+            profile=prof.name, power_mode=prof.power_mode, fidelity=report.fidelity_end_to_end,
+            report_path=str(out_dir / "report.html") if out_dir is not None else None,
+        )
+    return report
+
+
+def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress):
+    """Build and measure every feasible runtime x precision variant (or only `precisions`); keep the fastest within budget."""
+    from edgekit.quality.variant_search import DEFAULT_MAX_DROP, search
+
+    md = DEFAULT_MAX_DROP if max_drop is None else max_drop
+    what = "each runtime x precision" if not precisions else f"the {'/'.join(precisions)} path of each runtime"
+    progress(f"variant search: building and measuring {what} of '{prof.name}' on {runner.target}; budget: drop ≤ {md:.2%} of {data.task_metric_name or 'output cosine'}")
+    variants, best = search(
+        resolved, prof, data, runner, max_drop=md, host=host, simplify=simplify, shapes=shapes,
+        cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, fidelity_samples=fidelity_samples,
+        runtimes=[runtime] if runtime else None, precisions=precisions, progress=progress, benchmark=benchmark,
+    )
+    rows = [v.model_dump(mode="json") for v in variants]
+    if best is None:
+        lines = "\n".join(f"  {v.runtime}/{v.precision}: {v.status} {v.reason}" for v in variants)
+        raise EdgekitError(f"no variant of {resolved.label} meets the budget on {prof.name}:\n{lines}", hint="raise --max-drop, or pick --runtime/--precision explicitly")
+    plan, result = best
+    plan = plan.model_copy(update={"notes": [*plan.notes, f"chosen by measurement among {len(variants)} variants (see variants in the report)"]})
+    return plan, result, rows
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["edgekit", *sys.argv[1:]])
