@@ -37,6 +37,8 @@ def shelf(tmp_path_factory):
             pytest.fail("EDGEKIT_REQUIRE_SSHD is set but /usr/sbin/sshd is missing: .ci/run must install openssh-server")
         pytest.skip("OpenSSH server not installed (apt-get install -y --no-install-recommends openssh-server)")
     if not netns_available():
+        if os.environ.get("EDGEKIT_REQUIRE_NETNS"):
+            pytest.fail("EDGEKIT_REQUIRE_NETNS is set but network namespaces cannot be created (root and iproute2 needed)")
         pytest.skip("needs root and iproute2 to put each board in its own network namespace")
     s = Shelf(tmp_path_factory.mktemp("shelf"), 3).start()
     try:
@@ -47,7 +49,12 @@ def shelf(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    pytest.importorskip("ray", reason="Ray is the optional extra edgekit[fleet]")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("EDGEKIT_REQUIRE_RAY"):
+            pytest.fail("EDGEKIT_REQUIRE_RAY is set but ray is missing: .ci/run must pip install -e '.[fleet]'")
+        pytest.skip("Ray is the optional extra edgekit[fleet]")
     if not ray_bin():
         pytest.skip("the `ray` command is not installed")
     c = RayCluster()
