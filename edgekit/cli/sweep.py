@@ -90,7 +90,7 @@ class BoardProgress:
 @click.command("sweep")
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory for sweep.sqlite (the resumable record) and sweep-report.html.")
-@click.option("--ray", default=None, metavar="auto|ADDRESS", help="Run on Ray (pip install 'edgekit\\[fleet]'): `auto` joins the running cluster or starts a local one; or a cluster address.")
+@click.option("--ray", default=None, metavar="auto|ADDRESS", help="Run on Ray (pip install 'edgekit[fleet]'): `auto` joins the running cluster or starts a local one; or a cluster address.")
 @click.option("--ssh-config", type=click.Path(dir_okay=False), default=None, help="ssh config file for the boards' host aliases (default ~/.ssh/config).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Artifact cache (default: the user cache; must be shared by all Ray nodes).")
 @click.option("--history", default=None, help="History database to append results to (default: the user's; 'off' to skip).")

@@ -15,6 +15,9 @@ from edgekit.fleet.inventory import SweepSpec, profile_key
 from edgekit.fleet.lock import BoardBusy, BoardLock
 
 
+EVAL_SAMPLES = 16  # held-out samples that score a variant end to end
+
+
 def _h(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -53,12 +56,10 @@ def convert_job(job: Dict[str, Any]) -> Dict[str, Any]:
     Runs in a worker process or a Ray task: takes and returns plain data. An EdgekitError is a result
     (infeasible / rejected / failed, with the reason); anything else is a crash that the executor may retry."""
     from edgekit.workflows.deploy import build_data, resolve_model
-    from edgekit.quality.fidelity import compare, predict
     from edgekit.core.pipeline import Pipeline
     from edgekit.core.plan import PlanOptions, make_plan
     from edgekit.core.profiles import load_profile
     from edgekit.quality.variant_search import _budget
-    from edgekit.core.shapes import random_feeds
 
     t0 = time.perf_counter()
     precision, runtime = job["precision"], job["runtime"]
@@ -80,9 +81,7 @@ def convert_job(job: Dict[str, Any]) -> Dict[str, Any]:
         result = Pipeline(plan, prof, data, cache_dir=cache, runner=None).run(resolved.artifact)
         art = result.artifact
         budget = _budget(md, data.task_metric is not None)
-        feeds = data.eval(16) if data.eval is not None else random_feeds(data.inputs, 8, seed=1234)
-        fid = compare(predict(resolved.artifact, feeds, threads=prof.threads), predict(art, feeds, threads=prof.threads),
-                      budget, data.task_metric, data.task_metric_name, data="eval" if data.eval is not None else "random")
+        fid = _scored(resolved.artifact, art, data, budget, prof.threads, cache)
         info = {
             "artifact": art.to_manifest(), "inputs": [i.model_dump(mode="json") for i in data.inputs], "runtime": plan.runtime,
             "steps": [s.step for s in plan.steps], "fidelity": fid.model_dump(mode="json"), "size_bytes": art.total_size_bytes,
@@ -96,6 +95,29 @@ def convert_job(job: Dict[str, Any]) -> Dict[str, Any]:
         return {"status": "rejected", "reason": exc.message.splitlines()[0], "build_s": time.perf_counter() - t0}
     except EdgekitError as exc:
         return {"status": "failed", "reason": exc.message.splitlines()[0], "build_s": time.perf_counter() - t0}
+
+
+def _scored(source, art, data, budget, threads, cache_dir):
+    """End-to-end score of `art` against the original on held-out data; cached by content so a sweep on a
+    warm cache does not re-run both models."""
+    from edgekit.core.fsutil import atomic_write_text
+    from edgekit.core.pipeline import default_cache_dir
+    from edgekit.core.results import FidelityResult
+    from edgekit.core.shapes import random_feeds
+    from edgekit.quality.fidelity import compare, predict
+
+    key = _h("sweep-score", source.sha256, art.sha256, art.format, data.fingerprint, budget.model_dump(mode="json"), EVAL_SAMPLES)
+    path = Path(cache_dir or default_cache_dir()) / "fidelity" / f"sweep-{key}.json"
+    if path.exists():
+        try:
+            return FidelityResult.model_validate_json(path.read_text())
+        except ValueError:
+            pass  # unreadable entry: score again
+    feeds = data.eval(EVAL_SAMPLES) if data.eval is not None else random_feeds(data.inputs, 8, seed=1234)
+    fid = compare(predict(source, feeds, threads=threads), predict(art, feeds, threads=threads),
+                  budget, data.task_metric, data.task_metric_name, data="eval" if data.eval is not None else "random")
+    atomic_write_text(path, fid.model_dump_json())
+    return fid
 
 
 def bench_core_s(result: Dict[str, Any]) -> float:
