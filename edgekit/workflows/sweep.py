@@ -100,6 +100,9 @@ def _execute(spec, store: SweepStore, jobs, todo, ray, ssh_config, ssh, history,
     for c in todo:
         by_conv.setdefault(c["conversion"], []).append(c)
     jobs_by_key = {j["key"]: j for j in jobs}
+    from edgekit.fleet.history import HistorySink
+
+    sink = HistorySink(history, command)
     ex = _make_executor(spec, ray, ssh_kw, on_board_progress)
     emit("executor", {"describe": ex.describe()})
     pending: Dict[Any, Dict[str, Any]] = {}
@@ -152,11 +155,10 @@ def _execute(spec, store: SweepStore, jobs, todo, ray, ssh_config, ssh, history,
                     res = {"status": "failed", "reason": f"board worker crashed: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", "result": None, "bench_s": None, "cell_s": None}
                 if res["status"] == "interrupted":
                     continue  # left 'running' in the store: reset to interrupted, re-run next time
-                # the driver's view of the cell: from dispatch to its result, queueing behind the board's other cells excluded
                 store.finish(c["id"], res["status"], res.get("reason", ""), res.get("result"), res.get("bench_s"), res.get("cell_s"))
                 ran.append(c["id"])
                 if res["status"] == "done" and res.get("result"):
-                    _to_history(history, res["result"], {**c, "fidelity": meta["fidelity"]}, command)
+                    sink.append(res["result"], {**c, "fidelity": meta["fidelity"]})
                 emit("cell", {"board": c["board"], "cell": c, "status": res["status"], "reason": res.get("reason", ""), "bench_s": res.get("bench_s"), "cell_s": res.get("cell_s")})
     except KeyboardInterrupt:
         interrupted = True
@@ -164,13 +166,8 @@ def _execute(spec, store: SweepStore, jobs, todo, ray, ssh_config, ssh, history,
         store.reset_running()
         raise
     finally:
+        sink.close()
         if not interrupted:
             ex.close()
     return ran
 
-
-def _to_history(history, result: Dict[str, Any], cell: Dict[str, Any], command: str) -> None:
-    """One place that knows the history store: every measured cell is appended there as well."""
-    from edgekit.fleet import history as hist
-
-    hist.append(history, result, cell, command)

@@ -216,3 +216,46 @@ def test_ray_worker_killed_mid_conversion_is_retried(shelf, ray_cluster, tmp_pat
     assert r.returncode == 0, r.stderr
     rows = cells(out)
     assert len(rows) == 3 and all(v["status"] == "done" for v in rows.values()), rows
+
+
+def _arm64_board():
+    """The emulated arm64 board of the ARM-boards issue (tests/boards/arm64-board up), if it is up."""
+    import socket
+
+    state = Path(os.environ.get("EDGEKIT_BOARDS_CACHE", str(Path.home() / ".cache/edgekit-boards"))) / "arm64-state" / "board.env"
+    env = dict(line.split("=", 1) for line in state.read_text().split() if "=" in line) if state.is_file() else {}
+    try:
+        if env:
+            socket.create_connection(("127.0.0.1", int(env["PORT"])), timeout=5).close()
+            return env
+    except OSError:
+        pass
+    if os.environ.get("EDGEKIT_REQUIRE_ARM64") and not os.environ.get("EDGEKIT_ARM64_UNAVAILABLE"):
+        pytest.fail("EDGEKIT_REQUIRE_ARM64 is set but the arm64 board is not up (tests/boards/arm64-board up)")
+    pytest.skip("the emulated arm64 board is not up: run `tests/boards/arm64-board up` (as root) first")
+
+
+@pytest.mark.slow
+def test_sweep_across_an_x86_board_and_the_emulated_arm64_board(shelf, tmp_path):
+    """Two device classes in one sweep: a shelf board (x86-cpu) and the qemu arm64 board (raspberry-pi-5 profile,
+    its own aarch64 Python with onnxruntime); one conversion per profile, each benchmarked on its own board."""
+    env = _arm64_board()
+    d = tmp_path / "s"
+    d.mkdir()
+    cfg = d / "ssh_config"
+    cfg.write_text(shelf.ssh_config.read_text() + "\n" + Path(env["SSH_CONFIG"]).read_text())
+    shelf.fleet_yaml(d / "fleet.yaml", ["board-a"])
+    with open(d / "fleet.yaml", "a") as f:
+        f.write(f"  - name: arm64\n    host: edgekit-arm64\n    profile: raspberry-pi-5\n    python: /opt/edgekit-sys/bin/python\n"
+                f"    workdir: ~/edgekit-fleet-{os.getpid()}\n    limits: {{cell_timeout_s: 900, connect_timeout_s: 30}}\n")
+    (d / "sweep.yaml").write_text("models: [zoo:ppocr-rec]\nfleet: fleet.yaml\nprecisions: [fp32]\nruntimes: [onnxruntime]\n"
+                                  "bench: {warmup_runs: 1, warmup_seconds: 0, min_runs: 3, min_seconds: 0}\n")
+    events = []
+    summary = run_sweep(d / "sweep.yaml", tmp_path / "out", ssh_config=cfg, on_event=lambda k, e: events.append((k, e)))
+    rows = cells(tmp_path / "out")
+    assert summary["by_status"] == {"done": 2}, rows
+    assert sorted(e["job"]["profile_name"] for k, e in events if k == "converting") == ["raspberry-pi-5", "x86-cpu"]
+    done = {c["board"]: c["result"] for c in _results(tmp_path / "out")}
+    assert done["arm64"]["device"]["arch"] == "aarch64" and done["board-a"]["device"]["arch"] == "x86_64"
+    html = (tmp_path / "out" / "sweep-report.html").read_text()
+    assert "device class raspberry-pi-5" in html and "device class x86-cpu" in html
