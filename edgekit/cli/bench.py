@@ -36,12 +36,12 @@ def bench(artifacts, profile, host, ssh, shapes, runtime, rounds, cooldown, out,
     from pathlib import Path
 
     from edgekit.core.artifact import load_artifact
-    from edgekit.workflows.deploy import command_line, make_runner
+    from edgekit.workflows.deploy import benchmark, command_line, make_runner
     from edgekit.core.fsutil import atomic_write_text
     from edgekit.core.profiles import load_profile
     from edgekit.report import history as hist
     from edgekit.core.shapes import parse_shape_options, resolve_inputs
-    from edgekit.workflows.rounds import run_rounds, summarize
+    from edgekit.quality.rounds import run_rounds, summarize
 
     prof = load_profile(profile)
     arts = [load_artifact(a) for a in artifacts]
@@ -50,7 +50,7 @@ def bench(artifacts, profile, host, ssh, shapes, runtime, rounds, cooldown, out,
     inputs = {id(a): resolve_inputs(a.inputs, overrides=parsed, model=str(a.path)) for a in arts}
     progress = progress_printer(not quiet and not as_json)
     with make_runner(prof, host, ssh) as runner:
-        results = run_rounds(arts, prof, runner, lambda a: inputs[id(a)], rounds, cooldown, runtime=runtime, bench=bench, progress=progress)
+        results = run_rounds(benchmark, arts, prof, runner, lambda a: inputs[id(a)], rounds, cooldown, runtimes=[runtime] * len(arts), bench=bench, progress=progress)
     names = _names(arts)
     command = command_line()
     session = uuid.uuid4().hex[:12] if len(arts) > 1 or rounds > 1 else None

@@ -73,3 +73,9 @@ def deploy(model, profile, host, ssh, runtime, precision, max_drop, calib, calib
         from pathlib import Path
 
         console().print(f"wrote {Path(out) / 'report.json'}, report.html, report.md, manifest.json")
+    if report.benchmark is not None:
+        from edgekit.report.history import resolve_path
+
+        where = resolve_path(history_path)
+        if where is not None:
+            console(stderr=True).print(f"recorded in the history {where} (edgekit history --last 1)", highlight=False)

@@ -18,6 +18,7 @@ SAME = "no detectable difference"
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_MIN_EFFECT = 0.02  # below this the verdict is "no detectable difference", however tight the interval
 DEFAULT_RESAMPLES = 2000
+MIN_ROUNDS = 3  # interleaved rounds needed before bench --rounds calls a pair faster or slower
 
 
 def _arr(x: Sequence[float], what: str = "samples") -> np.ndarray:
@@ -161,9 +162,10 @@ def paired_round_ratios(
     slower = int((ratios > 1).sum())
     n = int(ratios.size)
     p = _sign_test_p(slower, n)
+    # fewer than MIN_ROUNDS paired rounds cannot tell a difference from the swing between rounds
+    v = verdict(float(lo), float(hi), ratio, None, min_effect=min_effect) if n >= MIN_ROUNDS else SAME
     return {"ratio": ratio, "lo": float(lo), "hi": float(hi), "confidence": confidence, "rounds": n,
-            "rounds_slower": slower, "p_value": p,
-            "verdict": verdict(float(lo), float(hi), ratio, None, min_effect=min_effect), "per_round": [float(x) for x in ratios]}
+            "rounds_slower": slower, "p_value": p, "verdict": v, "per_round": [float(x) for x in ratios]}
 
 
 def _sign_test_p(k: int, n: int) -> float:

@@ -69,7 +69,7 @@ def variant_rows(report: DeployReport, reason_width: Optional[int] = None) -> Li
         rows.append((
             f"{v['runtime']}/{v['precision']}",
             v["status"],
-            "—" if v.get("median_ms") is None else f"{v['median_ms']:.2f} ms",
+            "—" if v.get("median_ms") is None else f"{v['median_ms']:.2f} ms" + ("" if v.get("rounds_median_ms") is None else f" (rounds {v['rounds_median_ms']:.2f})"),
             fid_txt or "—",
             _mb(v.get("size_bytes")),
             _clip(v.get("reason") or "", reason_width),

@@ -81,6 +81,8 @@ def test_paired_rounds_ratio_and_interval():
     assert mixed["verdict"] == stats.SAME
     with pytest.raises(ValueError):
         stats.paired_round_ratios([1.0], [1.0, 2.0])
+    two = stats.paired_round_ratios(base[:2], new[:2])  # both rounds 20 % slower, but two rounds decide nothing
+    assert two["ratio"] == pytest.approx(1.2) and two["verdict"] == stats.SAME
 
 
 def test_pareto_front():

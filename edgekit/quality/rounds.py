@@ -1,7 +1,8 @@
 """Interleaved benchmark rounds: A B C, A B C, ... on one device, so drift and throttling hit every candidate alike.
 
-Each run is the ordinary harness run through the runner (edgekit.deploy.benchmark); nothing here times anything.
-The statistics come from edgekit.quality.stats."""
+Used by `edgekit bench A B --rounds N` and by the variant search to settle near-ties. Each run is the ordinary
+harness run through the runner, by the `benchmark` callable the caller passes (edgekit.workflows.deploy.benchmark);
+nothing here times anything. The statistics come from edgekit.quality.stats."""
 
 from __future__ import annotations
 
@@ -13,26 +14,30 @@ from edgekit.quality import stats
 
 
 def run_rounds(
+    benchmark: Callable[..., Any],
     artifacts: Sequence[Any],
     profile: Any,
     runner: Any,
     inputs_for: Callable[[Any], Any],
     rounds: int,
     cooldown_s: float = 0.0,
-    runtime: Optional[str] = None,
+    runtimes: Optional[Sequence[Optional[str]]] = None,
     bench: Optional[Dict[str, Any]] = None,
     progress: Optional[Callable[[str], None]] = None,
     sleep: Callable[[float], None] = time.sleep,
+    names: Optional[Sequence[str]] = None,
 ) -> List[List[Any]]:
-    """results[i][r] = BenchmarkResult of artifact i in round r, measured in the order round by round."""
-    from edgekit.workflows.deploy import benchmark
+    """results[i][r] = BenchmarkResult of artifact i in round r, measured in the order round by round.
 
+    `runtimes[i]` is artifact i's runtime (None: from its format)."""
     progress = progress or (lambda m: None)
+    runtimes = list(runtimes) if runtimes is not None else [None] * len(artifacts)
+    names = list(names) if names is not None else [a.path.name for a in artifacts]
     results: List[List[Any]] = [[] for _ in artifacts]
     for r in range(rounds):
         for i, art in enumerate(artifacts):
-            progress(f"round {r + 1}/{rounds}: {art.path.name}")
-            results[i].append(benchmark(art, profile, runner, inputs_for(art), runtime=runtime, bench=bench))
+            progress(f"round {r + 1}/{rounds}: {names[i]}")
+            results[i].append(benchmark(art, profile, runner, inputs_for(art), runtime=runtimes[i], bench=bench))
         if cooldown_s > 0 and r + 1 < rounds:
             progress(f"cooldown {cooldown_s:g} s")
             sleep(cooldown_s)
