@@ -195,3 +195,21 @@ def test_pareto_and_recommendation_under_budget():
     assert recommend(rows, 0.06, {}) is rows[1]
     assert recommend(rows, 0.01, {"size_mb": 4.0}) is None
     assert recommend(rows, 0.0, {"latency_ms": 15.0}) is None
+
+
+def test_live_progress_counts_per_board():
+    from edgekit.cli.sweep import BoardProgress
+
+    p = BoardProgress(live=False)
+    cell = {"model": "zoo:minilm", "precision": "fp32"}
+    p.event("plan", {"cells": 4, "todo": 4, "stale": 0, "boards": ["a", "b"], "conversions": 1})
+    for b in ("a", "a", "b", "b"):
+        p.event("queued", {"board": b, "cell": cell})
+    p.board("a", {"phase": "timed"})
+    assert p.rows["a"]["running"] and p.rows["a"]["phase"] == "timed"
+    p.event("cell", {"board": "a", "cell": cell, "status": "done", "reason": "", "bench_s": 1.0})
+    p.event("cell", {"board": "b", "cell": cell, "status": "failed", "reason": "connection lost", "bench_s": None})
+    assert p.rows["a"] == {"done": 1, "failed": 0, "queued": 1, "running": "", "phase": ""}
+    assert p.rows["b"]["failed"] == 1 and p.rows["b"]["queued"] == 1
+    t = p.table()
+    assert [c.header for c in t.columns] == ["board", "done", "running", "failed", "queued", "now"] and t.row_count == 2
