@@ -6,6 +6,7 @@ import click
 
 from edgekit.cli.common import bench_options, console, json_option, print_json, profile_option, progress_printer, shape_option, ssh_options
 from edgekit.cli.history import history_option
+from edgekit.core.runtimes import names as runtime_names
 
 
 @click.command()
@@ -13,7 +14,7 @@ from edgekit.cli.history import history_option
 @profile_option()
 @ssh_options
 @shape_option
-@click.option("--runtime", type=click.Choice(["onnxruntime", "openvino", "tflite", "tensorrt"]), default=None, help="Runtime (default: from the file's format).")
+@click.option("--runtime", type=click.Choice(runtime_names()), default=None, help="Runtime (default: from the file's format).")
 @click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True, help="Benchmark all artifacts interleaved (A B C A B C ...) this many times.")
 @click.option("--cooldown", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="S", help="Seconds to wait between rounds.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Write the BenchmarkResult JSON here (with several artifacts or rounds: the summary), and report.html beside it.")
