@@ -282,7 +282,13 @@ def deploy(
         if runner is not None:
             runner.close()
     timings["total_s"] = time.perf_counter() - t_start
-    return _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, out_dir)
+    search = None
+    if variants:
+        from edgekit.quality.variant_search import DEFAULT_MAX_DROP
+
+        md = DEFAULT_MAX_DROP if max_drop is None else max_drop
+        search = {"max_drop": md, "budget": 1.0 - md, "score": data.task_metric_name or "output cosine"}
+    return _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, out_dir, search, history)
 
 
 def _first_plan(resolved, prof: DeviceProfile, options: PlanOptions, searching: bool, progress: Progress) -> Optional[Plan]:
@@ -300,9 +306,11 @@ def _first_plan(resolved, prof: DeviceProfile, options: PlanOptions, searching: 
     return plan
 
 
-def _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, out_dir) -> DeployReport:
-    """The DeployReport of a finished run, written to `out_dir` (report.json last) when given."""
+def _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, out_dir, search, history) -> DeployReport:
+    """The DeployReport of a finished run, written to `out_dir` (report.json last) when given, and recorded in the
+    history when it was benchmarked."""
     from edgekit.report import build_report, write_outputs
+    from edgekit.report import history as hist
 
     report = build_report(
         command=command or "edgekit.deploy(...)",
@@ -315,10 +323,6 @@ def _report(command, resolved, prof, plan, result, bench_result, runner, timings
         timings=timings,
     )
     if variants:
-        from edgekit.quality.variant_search import DEFAULT_MAX_DROP
-
-        md = DEFAULT_MAX_DROP if max_drop is None else max_drop
-        search = {"max_drop": md, "budget": 1.0 - md, "score": data.task_metric_name or "output cosine"}
         report = report.model_copy(update={"variants": variants, "search": search})
     if out_dir is not None:
         report = write_outputs(out_dir, report, result, power_mode=prof.power_mode)

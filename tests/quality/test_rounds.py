@@ -50,7 +50,7 @@ def test_variant_search_settles_near_ties_with_interleaved_rounds(tmp_path):
     lowest median over rounds is chosen, each rival carrying its paired ratio to the pick."""
     from edgekit.core.profiles import load_profile
     from edgekit.core.registry import get_runner
-    from edgekit.quality.variant_search import search
+    from edgekit.quality.variant_search import search_variants
     from edgekit.workflows.deploy import benchmark, build_data, resolve_model
 
     calls = []
@@ -63,7 +63,7 @@ def test_variant_search_settles_near_ties_with_interleaved_rounds(tmp_path):
     resolved = resolve_model(str(_light("squeezenet")))
     data = build_data(resolved)
     with get_runner("local")(prof) as runner:
-        variants, best = search(resolved, prof, data, runner, max_drop=0.01, host=None, simplify=False, cache_dir=tmp_path,
+        variants, best = search_variants(resolved, prof, data, runner, max_drop=0.01, host=None, simplify=False, cache_dir=tmp_path,
                                 runtimes=["onnxruntime"], precisions=["fp32", "fp16"], benchmark=short_bench, tie_rounds=2, near_tie=10.0)
     by = {v.precision: v for v in variants}
     assert set(by) == {"fp32", "fp16"} and all(v.rounds_median_ms is not None for v in variants)
