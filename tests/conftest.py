@@ -13,6 +13,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _isolated_history(tmp_path_factory):
+    """Runs recorded by tests go to a throw-away history, never the user's (tests wanting their own pass --history)."""
+    path = tmp_path_factory.mktemp("edgekit-history") / "history.sqlite"
+    old = os.environ.get("EDGEKIT_HISTORY")
+    os.environ["EDGEKIT_HISTORY"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("EDGEKIT_HISTORY", None)
+    else:
+        os.environ["EDGEKIT_HISTORY"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Keep tests out of the user's real cache; every test session starts cold."""
     cache = tmp_path_factory.mktemp("edgekit-cache")

@@ -165,18 +165,23 @@ def progress_printer(enabled: bool):
     return show
 
 
-def parse_max_drop(value: Optional[str]) -> Optional[float]:
-    """'0.5%' -> 0.005, '0.005' -> 0.005."""
+def parse_percent(value: Optional[str], option: str, upper: float = 1.0) -> Optional[float]:
+    """'0.5%' -> 0.005, '0.005' -> 0.005; must lie in [0, upper)."""
     if value is None:
         return None
     text = value.strip()
     try:
         v = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
     except ValueError:
-        raise UsageError(f"--max-drop '{value}': expected a fraction (0.005) or a percentage (0.5%)") from None
-    if not 0.0 <= v < 1.0:
-        raise UsageError(f"--max-drop '{value}' must be between 0 and 100%")
+        raise UsageError(f"{option} '{value}': expected a fraction (0.005) or a percentage (0.5%)") from None
+    if not 0.0 <= v < upper:
+        raise UsageError(f"{option} '{value}' must be between 0 and {upper:.0%}")
     return v
+
+
+def parse_max_drop(value: Optional[str]) -> Optional[float]:
+    """'0.5%' -> 0.005, '0.005' -> 0.005."""
+    return parse_percent(value, "--max-drop")
 
 
 def parse_duration(value: Optional[str], option: str = "--train-budget") -> Optional[float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgekit.cli.common import bench_options, console, json_option, parse_max_drop, print_json, profile_option, progress_printer, shape_option, ssh_options
+from edgekit.cli.history import history_option
 
 
 @click.command()
@@ -19,16 +20,17 @@ from edgekit.cli.common import bench_options, console, json_option, parse_max_dr
 @click.option("--calib-preprocess", default=None, metavar="SPEC", help="For an image folder: size=640x640,layout=NCHW,color=RGB,mean=...,std=...,scale=1/255")
 @shape_option
 @click.option("--no-simplify", is_flag=True, help="Skip the onnxsim step.")
-@click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Write artifacts, manifest.json, report.json and report.md here.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Write artifacts, manifest.json, report.json, report.md and report.html here.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Artifact cache (default: the user cache dir, or $EDGEKIT_CACHE_DIR).")
 @click.option("--no-cache", is_flag=True, help="Rebuild every step even if a cached result exists.")
 @click.option("--no-bench", is_flag=True, help="Convert only; do not benchmark.")
 @click.option("--fidelity-samples", type=int, default=8, show_default=True, help="Reference inputs used for each step's fidelity check.")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading pickled PyTorch files that contain code (runs arbitrary code).")
+@history_option
 @bench_options
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
-def deploy(model, profile, host, ssh, runtime, precision, max_drop, train_budget, calib, calib_preprocess, shapes, no_simplify, out, cache_dir, no_cache, no_bench, fidelity_samples, trust_pickle, bench, as_json, quiet):
+def deploy(model, profile, host, ssh, runtime, precision, max_drop, train_budget, calib, calib_preprocess, shapes, no_simplify, out, cache_dir, no_cache, no_bench, fidelity_samples, trust_pickle, history_path, bench, as_json, quiet):
     """Plan, convert, ship and benchmark MODEL (a file or zoo:NAME) on a device profile.
 
     \b
@@ -65,6 +67,7 @@ def deploy(model, profile, host, ssh, runtime, precision, max_drop, train_budget
         fidelity_samples=fidelity_samples,
         progress=progress_printer(not quiet and not as_json),
         command=command_line(),
+        history=history_path,
     )
     if as_json:
         print_json(report.model_dump(mode="json"))
@@ -75,4 +78,10 @@ def deploy(model, profile, host, ssh, runtime, precision, max_drop, train_budget
 
         from rich.markup import escape
 
-        console().print(escape(f"wrote {Path(out) / 'report.json'}, report.md, manifest.json"))
+        console().print(escape(f"wrote {Path(out) / 'report.json'}, report.html, report.md, manifest.json"))
+    if report.benchmark is not None:
+        from edgekit.report.history import resolve_path
+
+        where = resolve_path(history_path)
+        if where is not None:
+            console(stderr=True).print(escape(f"recorded in the history {where} (edgekit history --last 1)"), highlight=False)

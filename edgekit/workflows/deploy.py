@@ -278,6 +278,7 @@ def deploy(
     fidelity_samples: int = 8,
     progress: Optional[Progress] = None,
     command: Optional[str] = None,
+    history: Optional[Union[str, Path]] = None,
 ) -> DeployReport:
     """Plan, convert (cached), push and benchmark; writes artifacts and reports to `out` atomically."""
     progress = progress or (lambda m: None)
@@ -286,6 +287,9 @@ def deploy(
         raise UsageError(f"--fidelity-samples must be at least 1, got {fidelity_samples}", hint="each step's output is compared with its source on that many inputs (default 8)")
     if cache_dir is not None:
         cache_dir = Path(cache_dir).expanduser().resolve()  # resolved once, here: steps run in other directories
+    from edgekit.report import history as hist
+
+    hist.check_writable(history)  # a bad history file fails now, not after the work
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     if run_benchmark and not host and prof.connection.type != "local":
         make_runner(prof, host, ssh)  # raises the clear "pass --host" (or "no adb") error before any work starts
@@ -295,7 +299,7 @@ def deploy(
             model, prof, outdir, t_start, host=host, ssh=ssh, runtime=runtime, precision=precision, max_drop=max_drop,
             calib=calib, calib_preprocess=calib_preprocess, shapes=shapes, simplify=simplify, cache_dir=cache_dir,
             use_cache=use_cache, bench=bench, run_benchmark=run_benchmark, trust_pickle=trust_pickle,
-            fidelity_samples=fidelity_samples, progress=progress, command=command, train_budget=train_budget,
+            fidelity_samples=fidelity_samples, progress=progress, command=command, history=history, train_budget=train_budget,
         )
     finally:
         if outdir is not None:
@@ -303,7 +307,7 @@ def deploy(
 
 
 def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_drop, calib, calib_preprocess, shapes, simplify,
-            cache_dir, use_cache, bench, run_benchmark, trust_pickle, fidelity_samples, progress, command,
+            cache_dir, use_cache, bench, run_benchmark, trust_pickle, fidelity_samples, progress, command, history,
             train_budget: Optional[float] = None) -> DeployReport:
     timings: Dict[str, float] = {}
     resolved = _signature_from_shapes(resolve_model(model, trust_pickle=trust_pickle), shapes)
@@ -360,7 +364,13 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
         if runner is not None:
             runner.close()
     timings["total_s"] = time.perf_counter() - t_start
-    return _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, outdir, data.inputs)
+    search = None
+    if variants:
+        from edgekit.quality.variant_search import DEFAULT_MAX_DROP
+
+        md = DEFAULT_MAX_DROP if max_drop is None else max_drop
+        search = {"max_drop": md, "budget": 1.0 - md, "score": data.task_metric_name or "output cosine"}
+    return _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, outdir, data.inputs, search, history)
 
 
 def _first_plan(resolved, prof: DeviceProfile, options: PlanOptions, searching: bool, progress: Progress, device_note: Optional[str] = None) -> Optional[Plan]:
@@ -382,9 +392,11 @@ def _first_plan(resolved, prof: DeviceProfile, options: PlanOptions, searching: 
     return plan
 
 
-def _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, outdir, inputs) -> DeployReport:
-    """The DeployReport of a finished run, written to the staged --out (report.json last) and swapped in."""
+def _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, outdir, inputs, search, history) -> DeployReport:
+    """The DeployReport of a finished run, written to the staged --out (report.json last) and swapped in, and
+    recorded in the history when it was benchmarked."""
     from edgekit.report import build_report, write_outputs
+    from edgekit.report import history as hist
 
     report = build_report(
         command=command or "edgekit.deploy(...)",
@@ -397,9 +409,16 @@ def _report(command, resolved, prof, plan, result, bench_result, runner, timings
         timings=timings,
     )
     if variants:
-        report = report.model_copy(update={"variants": variants})
+        report = report.model_copy(update={"variants": variants, "search": search})
     if outdir is not None:
-        report = write_outputs(outdir.stage, report, result, outdir.shown_path, inputs=inputs)
+        report = write_outputs(outdir.stage, report, result, outdir.shown_path, inputs=inputs, power_mode=prof.power_mode)
+    if bench_result is not None:
+        hist.append_benchmark(
+            history, bench_result, kind="deploy", command=report.command, model=resolved.label, model_sha256=resolved.artifact.sha256,
+            profile=prof.name, power_mode=prof.power_mode, fidelity=report.fidelity_end_to_end,
+            report_path=str(outdir.final / "report.html") if outdir is not None else None,
+        )
+    if outdir is not None:
         outdir.commit()
     return report
 

@@ -107,6 +107,9 @@ def _idle_and_timed(step, spec, collector):
                                   timed_energy_j=source.energy_j(c0, c1), idle_s=idle_t1 - idle_t0)
     else:
         energy = summarize_energy(idle_w, timed_w, duration, runs, source.name, collector.rails)
+    if energy.get("available"):  # the power trace from idle start to timed end, times relative to the timed start
+        energy["trace"] = collector.trace(idle_t0, t1, t0)
+        energy["idle_window"] = [round(idle_t0 - t0, 4), round(idle_t1 - t0, 4)]
     return samples, t0, t1, capped, energy
 
 

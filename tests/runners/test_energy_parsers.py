@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ import pytest
 from edgekit.core.registry import harness_path
 from edgekit.runners.harness import energy
 from edgekit.runners.harness.energy import android_battery, ina3221, rapl, tegrastats, vcgencmd_pmic
+from fake_sensors import TEGRASTATS_REPLAY
+from fake_sensors import fake_tool as _fake_tool
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -238,14 +239,6 @@ def _det_model() -> str:
     return str(Path(spec.origin).parent / "models" / "ch_PP-OCRv4_det_infer.onnx")
 
 
-def _fake_tool(bindir: Path, name: str, body: str):
-    bindir.mkdir(parents=True, exist_ok=True)
-    p = bindir / name
-    p.write_text(f"#!{sys.executable}\n" + body)
-    p.chmod(p.stat().st_mode | stat.S_IXUSR)
-    return p
-
-
 def _run_harness(spec: dict, tmp_path: Path, path_prefix: Path):
     sp = tmp_path / "spec.json"
     sp.write_text(json.dumps(spec))
@@ -266,17 +259,7 @@ def _spec(**over):
     return spec
 
 
-TEGRASTATS_FAKE = """
-import sys, time
-# Replays a real capture like `tegrastats --interval N` does: one line per interval, forever.
-interval = int(sys.argv[sys.argv.index('--interval') + 1]) / 1000.0
-lines = [l.rstrip('\\n') for l in open({fixture!r}) if l.strip()]
-i = 0
-while True:
-    sys.stdout.write(lines[i % len(lines)] + '\\n'); sys.stdout.flush()
-    i += 1
-    time.sleep(interval)
-"""
+TEGRASTATS_FAKE = TEGRASTATS_REPLAY
 
 
 def test_tegrastats_sampler_end_to_end_jp7(tmp_path):
@@ -291,6 +274,13 @@ def test_tegrastats_sampler_end_to_end_jp7(tmp_path):
     assert e["energy_above_idle_per_inference_mj"] == pytest.approx(0.0, abs=1e-9)
     assert e["samples"] >= 5 and e["idle_samples"] >= 3  # 50 ms interval over >= 1 s / 0.6 s
     assert set(e["rails"]) == {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"}
+    # the power trace behind report.html's chart: idle samples before 0, timed ones up to the window's end
+    lo, hi = e["idle_window"]
+    assert lo < hi <= 0 and hi - lo == pytest.approx(0.6, abs=0.05)
+    ts = [p[0] for p in e["trace"]]
+    assert ts == sorted(ts) and ts[0] >= lo and ts[-1] <= t["duration_s"] + 1e-3
+    assert {p[1] for p in e["trace"]} == {round(watts, 4)}
+    assert sum(1 for x in ts if x >= 0) >= e["samples"]
     from edgekit.core.results import BenchmarkResult
 
     BenchmarkResult.model_validate(r)
@@ -411,6 +401,9 @@ def test_sensor_child_never_outlives_the_harness(tmp_path, sig):
         for line in proc.stderr:  # wait until the timed phase runs with the sensor attached
             if line.startswith("EDGEKIT-PROGRESS") and '"timed"' in line:
                 break
+        deadline = time.time() + 20  # the stand-in writes its pid after its own interpreter start (slow when loaded)
+        while not pidfile.exists() and time.time() < deadline:
+            time.sleep(0.05)
         child = int(pidfile.read_text())
         assert _pid_alive(child)
         proc.send_signal(getattr(signal, sig))

@@ -130,6 +130,14 @@ class EnergyCollector(object):
         with self._lock:
             return [w for t, w in self.samples if t0 <= t <= t1]
 
+    def trace(self, t_from, t_to, t_zero, max_points=2000):
+        """[[t - t_zero, watts], ...] for samples in [t_from, t_to], thinned to at most `max_points` (every k-th) so a
+        long run keeps the result small; report.html draws it."""
+        with self._lock:
+            pts = [(t - t_zero, w) for t, w in self.samples if t_from <= t <= t_to]
+        k = max(1, (len(pts) + max_points - 1) // max_points)
+        return [[round(t, 4), round(w, 4)] for t, w in pts[::k]]
+
 
 def summarize_energy(idle_watts, timed_watts, window_s, runs, source_name, rails, idle_energy_j=None,
                      timed_energy_j=None, idle_s=None):
