@@ -89,7 +89,7 @@ def test_search_with_train_budget_lists_qat_and_compound_variants(tmp_path):
     assert any(m.startswith("qat: trained") for m in seen)  # training progress reaches the caller
     lowrank = by[("fp32", "lowrank")]
     assert lowrank.steps[0] == "lowrank" and lowrank.score is not None and lowrank.median_ms is not None
-    compounds = [v for v in variants if v.method in ("lowrank+ptq", "lowrank+qat")]
+    compounds = [v for v in variants if v.method in ("lowrank+int8", "lowrank+ptq", "lowrank+qat")]
     assert compounds, "a compound variant is listed (built, or skipped with its reason)"
     for v in compounds:
         assert v.status != "skipped" or ("ms" in v.reason or "budget" in v.reason)
