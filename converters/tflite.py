@@ -338,7 +338,7 @@ def map_layout(source: Artifact, tflite_path: Path, feed: Dict[str, Any]) -> Dic
             if d["dtype"] in (np.int8, np.uint8):
                 scale, zero = d["quantization"]
                 x = np.clip(np.round(x / scale + zero), np.iinfo(d["dtype"]).min, np.iinfo(d["dtype"]).max)
-            interp.set_tensor(d["index"], np.ascontiguousarray(x.astype(d["dtype"])))
+            interp.set_tensor(d["index"], np.asarray(x.astype(d["dtype"]), order="C"))
         interp.invoke()
         res = []
         for od in outs:

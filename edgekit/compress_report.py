@@ -139,7 +139,7 @@ def torch_feeds_to_args(feed: Dict[str, np.ndarray], input_names: List[str]) -> 
             f"evaluation feed has inputs {sorted(feed)} but the module needs {input_names} (missing {missing})",
             hint="give eval data keyed by the artifact's input names",
         )
-    return tuple(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in input_names)
+    return tuple(torch.from_numpy(np.asarray(feed[n], order="C")) for n in input_names)
 
 
 def torch_outputs(module: Any, feeds: List[Dict[str, np.ndarray]], input_names: List[str]) -> List[List[np.ndarray]]:

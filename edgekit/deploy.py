@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from edgekit import __version__
 from edgekit.artifact import Artifact, load_artifact
-from edgekit.errors import EdgekitError, PlanError, UsageError
+from edgekit.errors import EdgekitError, FidelityError, PlanError, StepError, UsageError
 from edgekit.fsutil import ensure_writable_dir
 from edgekit.pipeline import DataSources, Pipeline, PipelineResult
 from edgekit.plan import Plan, PlanOptions, make_plan
@@ -67,8 +67,32 @@ def build_data(
     calib: Optional[Any] = None,
     calib_preprocess: Optional[str] = None,
     calib_samples: int = 128,
+    inputs_file: Optional[Union[str, Path]] = None,
 ) -> DataSources:
-    """Calibration/evaluation data and concrete input shapes: user data first, else the zoo's, else none."""
+    """Calibration/evaluation data and concrete input shapes: user data first, else the zoo's, else none.
+
+    With `inputs_file` (--inputs FILE.npz) its values are the first evaluation sample (fidelity) and the
+    benchmark's feed, and its arrays fix the input shapes."""
+    if inputs_file is None:
+        return _build_data(model, shapes, calib, calib_preprocess, calib_samples)
+    from edgekit import feeds as feeds_mod
+
+    feed = feeds_mod.load_inputs_file(inputs_file, model.artifact.inputs, model=model.label, shapes=shapes)
+    data = _build_data(model, {**(shapes or {}), **{n: list(a.shape) for n, a in feed.items()}}, calib, calib_preprocess, calib_samples)
+    other = data.eval
+
+    def eval_with_user(n: int) -> List[Dict[str, Any]]:
+        rest = list(other(max(0, n - 1))) if other is not None else []
+        return [feed, *rest][: max(1, n)]
+
+    data.inputs = feeds_mod.specs_from_feed(feed)
+    data.eval = eval_with_user
+    data.user_feed = feed
+    data.fingerprint = f"{data.fingerprint}+inputs:{feeds_mod.fingerprint(feed)}"
+    return data
+
+
+def _build_data(model, shapes, calib, calib_preprocess, calib_samples) -> DataSources:
     zoo = model.zoo
     sample = None
     if zoo is not None and any(not t.dtype.startswith(("float", "bfloat")) for t in model.artifact.inputs):
@@ -136,8 +160,9 @@ def make_runner(profile: DeviceProfile, host: Optional[str] = None, ssh: Optiona
     )
 
 
-def harness_spec(artifact: Artifact, device_path: str, profile: DeviceProfile, runtime: str, inputs: Sequence[InputSpec], bench: Dict[str, Any]) -> HarnessSpec:
+def harness_spec(artifact: Artifact, device_path: str, profile: DeviceProfile, runtime: str, inputs: Sequence[InputSpec], bench: Dict[str, Any], inputs_file: Optional[str] = None) -> HarnessSpec:
     return HarnessSpec(
+        inputs_file=inputs_file,
         model_path=device_path,
         model_format=artifact.format,
         runtime=runtime,
@@ -195,15 +220,38 @@ def benchmark(
     runtime: Optional[str] = None,
     bench: Optional[Dict[str, Any]] = None,
     progress: Optional[Progress] = None,
+    feed: Optional[Dict[str, Any]] = None,
 ) -> BenchmarkResult:
+    """Push and time `artifact`; `feed` (--inputs, source names/layout) replaces the harness's random inputs."""
     rt = runtime_for(artifact, runtime)
     if progress:
         progress(f"pushing {artifact.path.name} to {runner.target}")
     device_path = runner.push(artifact)
-    spec = harness_spec(artifact, device_path, profile, rt, inputs, bench or {})
+    device_inputs = None
+    if feed is not None:
+        device_inputs = _push_feed(artifact, feed, runner)
+    spec = harness_spec(artifact, device_path, profile, rt, inputs, bench or {}, inputs_file=device_inputs)
     if progress:
         progress(f"benchmarking on {runner.target} with {rt} ({spec.threads} threads, ≥{spec.min_runs} runs and ≥{spec.min_seconds:g} s)")
     return runner.run_harness(spec)
+
+
+def _push_feed(artifact: Artifact, feed: Dict[str, Any], runner: Runner) -> str:
+    """Write the --inputs feed in the artifact's own names/layout and make it available on the device."""
+    import tempfile
+
+    from edgekit.feeds import write_device_feed
+    from edgekit.pipeline import default_cache_dir
+
+    try:
+        directory = default_cache_dir() / "inputs"
+        path = write_device_feed(artifact, feed, directory)
+    except OSError:
+        path = write_device_feed(artifact, feed, Path(tempfile.mkdtemp(prefix="edgekit-inputs-")))
+    push_files = getattr(runner, "push_files", None)
+    if push_files is not None:
+        return push_files([path], kind="inputs")[0]
+    return str(path.resolve())
 
 
 def now_iso() -> str:
@@ -232,6 +280,7 @@ def deploy(
     fidelity_samples: int = 8,
     progress: Optional[Progress] = None,
     command: Optional[str] = None,
+    inputs_file: Optional[Union[str, Path]] = None,
 ) -> DeployReport:
     """Plan, convert (cached), push and benchmark; writes artifacts and reports to `out` atomically."""
     progress = progress or (lambda m: None)
@@ -243,7 +292,7 @@ def deploy(
         make_runner(prof, host)  # raises the clear "pass --host" error before any work starts
     resolved = _signature_from_shapes(resolve_model(model, trust_pickle=trust_pickle), shapes)
     timings["load_s"] = time.perf_counter() - t_start
-    data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess)
+    data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess, inputs_file=inputs_file)
     want = precision or prof.default_precision
     # int8 under a budget without a forced runtime: which runtime's INT8 keeps accuracy is model-dependent
     # (OpenVINO/NNCF wins on PP-OCR det, ORT dynamic INT8 on MiniLM), so measure each instead of guessing.
@@ -276,13 +325,12 @@ def deploy(
                 precisions = None if want == "auto" else [want]
                 plan, result, variants = _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes or None, cache_dir, use_cache, fidelity_samples, progress)
             else:
-                pipeline = Pipeline(plan, prof, data, cache_dir=Path(cache_dir) if cache_dir else None, runner=runner, fidelity_samples=fidelity_samples, progress=progress, use_cache=use_cache)
-                result = pipeline.run(resolved.artifact)
+                plan, pipeline, result = _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, fidelity_samples, progress, use_cache, explicit_runtime=runtime is not None)
         finally:
             timings["pipeline_s"] = time.perf_counter() - t0
         if run_benchmark and runner is not None:
             t0 = time.perf_counter()
-            bench_result = benchmark(result.artifact, prof, runner, data.inputs, runtime=plan.runtime, bench=bench, progress=progress)
+            bench_result = benchmark(result.artifact, prof, runner, data.inputs, runtime=plan.runtime, bench=bench, progress=progress, feed=data.user_feed)
             timings["benchmark_s"] = time.perf_counter() - t0
     except EdgekitError:
         if out_dir is not None and pipeline is not None and pipeline.records:
@@ -311,6 +359,48 @@ def deploy(
     if out_dir is not None:
         report = write_outputs(out_dir, report, result)
     return report
+
+
+# Steps that belong to one runtime's conversion path: their failure says nothing about the other runtimes.
+RUNTIME_STEPS = {"openvino", "tflite", "litert-torch", "quantize-ort", "fp16", "tensorrt"}
+
+
+def _fallback_reason(exc: EdgekitError) -> Optional[str]:
+    """Why the plan's runtime failed, if the next runtime may succeed where it did not (else None: re-raise)."""
+    if isinstance(exc, FidelityError):
+        return "its artifact failed the fidelity check: " + exc.message.splitlines()[0].split(": ", 1)[-1]
+    if isinstance(exc, StepError) and exc.step in RUNTIME_STEPS:
+        return f"step '{exc.step}' could not convert the model: " + exc.message.splitlines()[0].split(": ", 2)[-1]
+    return None
+
+
+def _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, fidelity_samples, progress, use_cache, explicit_runtime):
+    """Run the plan; with no --runtime, when its runtime cannot convert or fails fidelity, re-plan with the next one.
+
+    Returns (plan, pipeline, result); the final plan's notes say which runtimes failed and why. An explicit
+    --runtime never falls back: its error is raised as it is."""
+    excluded: Dict[str, str] = {}
+    while True:
+        pipeline = Pipeline(plan, prof, data, cache_dir=Path(cache_dir) if cache_dir else None, runner=runner, fidelity_samples=fidelity_samples, progress=progress, use_cache=use_cache)
+        try:
+            return plan, pipeline, pipeline.run(resolved.artifact)
+        except (FidelityError, StepError) as exc:
+            why = None if explicit_runtime else _fallback_reason(exc)
+            if why is None:
+                raise
+            excluded[plan.runtime] = why
+            progress(f"{plan.runtime} failed: {why}")
+            try:
+                plan = make_plan(resolved.artifact, resolved.label, prof, options.model_copy(update={"exclude_runtimes": dict(excluded)}))
+            except PlanError as pe:
+                tried = "; ".join(f"{r}: {w}" for r, w in excluded.items())
+                raise PlanError(
+                    f"no runtime of profile '{prof.name}' could deploy {resolved.label}: {tried}",
+                    hint=f"pass --runtime {next(iter(excluded))} to see that runtime's full error; {pe.message}",
+                ) from exc
+            progress(f"falling back to {plan.runtime}")
+            for line in plan.describe():
+                progress(line)
 
 
 def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress):

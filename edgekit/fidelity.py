@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from edgekit.artifact import Artifact
-from edgekit.errors import EdgekitError, require
+from edgekit.errors import ArtifactRunError, EdgekitError, require
 from edgekit.results import FidelityResult
 from edgekit.steps import FidelityBudget
 
@@ -44,7 +44,7 @@ def _predict_torch(artifact: Artifact, feeds: Sequence[Feeds], threads: int) -> 
         out: List[Outputs] = []
         with torch.no_grad():
             for feed in feeds:
-                args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in names]
+                args = [torch.from_numpy(np.asarray(feed[n], order="C")) for n in names]  # keeps rank-0 inputs rank 0
                 res = _flatten_torch_outputs(module(*args))
                 out.append([r.detach().cpu().numpy() for r in res])
         return out
@@ -61,7 +61,7 @@ def _to_model_feed(artifact: Artifact, feed: Feeds) -> Feeds:
     for name, value in feed.items():
         mname = name_map.get(name, name)
         if mname in transpose:
-            value = np.ascontiguousarray(np.transpose(value, transpose[mname]))
+            value = np.asarray(np.transpose(value, transpose[mname]), order="C")
         out[mname] = value
     return out
 
@@ -89,11 +89,19 @@ def predict(artifact: Artifact, feeds: Sequence[Feeds], threads: int = 2) -> Lis
 
     from edgekit.runner import runtime_options_for
 
-    session = harness_module().open_session(runtime, str(artifact.path), threads, runtime_options_for(runtime, artifact.precision))
-    results = []
-    for feed in feeds:
-        outs = session.run(_to_model_feed(artifact, feed))
-        results.append(_from_model_outputs(artifact, [np.asarray(o) for o in outs]))
+    harness = harness_module()
+    try:
+        session = harness.open_session(runtime, str(artifact.path), threads, runtime_options_for(runtime, artifact.precision))
+        results = []
+        for feed in feeds:
+            outs = session.run(_to_model_feed(artifact, feed))
+            results.append(_from_model_outputs(artifact, [np.asarray(o) for o in outs]))
+    except harness.HarnessError as exc:
+        first = str(exc.message).strip().splitlines()
+        raise ArtifactRunError(
+            f"{artifact.path}: {runtime} on this host cannot run it: " + " / ".join(first[-3:])[:600],
+            hint=exc.hint or "choose another runtime (--runtime), or report the model if the runtime should support it",
+        ) from exc
     return results
 
 

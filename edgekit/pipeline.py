@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from edgekit import __version__
 from edgekit.artifact import Artifact
-from edgekit.errors import FidelityError, OutputError, PlanError, StepSkipped
+from edgekit.errors import ArtifactRunError, FidelityError, OutputError, PlanError, StepError, StepSkipped
 from edgekit.fidelity import compare, describe, predict
 from edgekit.fsutil import atomic_write_text, sha256_file
 from edgekit.plan import Plan
@@ -48,6 +48,7 @@ class DataSources:
     task_metric: Optional[Callable[[Any, Any], float]] = None
     task_metric_name: Optional[str] = None
     fingerprint: str = "none"  # identity of calib/eval data (e.g. "zoo:ppocr-det" or a file's sha256)
+    user_feed: Optional[Dict[str, Any]] = None  # --inputs FILE.npz: real values for fidelity (first sample) and the benchmark
 
 
 @dataclass
@@ -268,7 +269,11 @@ class Pipeline:
                 budget = task_judged(budget)  # the model's task metric judges; cosine guards gross breakage
             if budget is not None and budget.check and step_cls.checkable:
                 self.progress(f"      checking fidelity against the {current.format} source")
-                fid = self.check(current, produced, budget)
+                try:
+                    fid = self.check(current, produced, budget)
+                except ArtifactRunError as exc:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise StepError(planned.step, f"its {produced.format} artifact cannot be run for the fidelity check: {exc.message}", hint=exc.hint) from exc
                 if not fid.passed:
                     rejected = self.cache_dir / "rejected" / key
                     shutil.rmtree(rejected, ignore_errors=True)

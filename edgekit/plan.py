@@ -42,6 +42,7 @@ class PlanOptions(BaseModel):
     has_calib: bool = False
     host: Optional[str] = None
     shapes: Optional[Dict[str, List[int]]] = Field(default=None, description="--shape values: example inputs for export, test shapes for onnxsim")
+    exclude_runtimes: Dict[str, str] = Field(default_factory=dict, description="runtimes already tried in this deploy and why they failed (fallback)")
 
 
 class Plan(BaseModel):
@@ -128,6 +129,9 @@ def make_plan(
     else:
         runtime = ""
         for cand in profile.runtimes:
+            if cand in options.exclude_runtimes:
+                notes.append(f"fallback: {cand} was tried first and failed ({options.exclude_runtimes[cand]}); trying the next runtime")
+                continue
             if not _reachable(fmt, cand):
                 notes.append(f"{cand} skipped: a {fmt} model cannot be converted for it")
                 continue
@@ -149,6 +153,8 @@ def make_plan(
                 hint="; ".join(notes) or f"the profile lists {', '.join(profile.runtimes)}",
             )
         reason_rt = f"first usable runtime in the profile's preference order ({', '.join(profile.runtimes)})"
+        if options.exclude_runtimes:
+            reason_rt += f", after {', '.join(options.exclude_runtimes)} failed (fallback)"
     notes.insert(0, f"runtime {runtime}: {reason_rt}")
 
     # --- precision

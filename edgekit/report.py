@@ -205,6 +205,9 @@ def render_terminal(report: DeployReport, console=None) -> None:
         console.print(vt)
     if report.steps:
         console.print(t)
+    for n in report.plan_notes:
+        if n.startswith("fallback:"):
+            console.print(f"[yellow]{escape(n)}[/yellow]")
     for r in report.steps:
         for n in r.notes:
             console.print(f"[dim]{r.step}:[/dim] {escape(_unprefixed(r.step, n))}")

@@ -94,10 +94,11 @@ def random_feeds(specs: Sequence[InputSpec], n: int, seed: int = 0) -> List[Dict
             if np.issubdtype(dt, np.integer) or dt == np.bool_:
                 lo = int(s.low if s.low is not None else 0)
                 hi = int(s.high if s.high is not None else 100)
-                feed[s.name] = rng.randint(lo, max(hi, lo + 1), size=s.shape).astype(dt)
+                feed[s.name] = np.asarray(rng.randint(lo, max(hi, lo + 1), size=s.shape), dtype=dt)
             else:
                 lo = s.low if s.low is not None else 0.0
                 hi = s.high if s.high is not None else 1.0
-                feed[s.name] = (lo + (hi - lo) * rng.random_sample(s.shape)).astype(dt)
+                # np.asarray: for a rank-0 input the arithmetic yields a numpy scalar, which runtimes refuse
+                feed[s.name] = np.asarray(lo + (hi - lo) * rng.random_sample(s.shape), dtype=dt)
         feeds.append(feed)
     return feeds

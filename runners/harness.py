@@ -438,7 +438,7 @@ class OpenVinoSession(Session):
         for port, name in zip(self._in_ports, self.input_names):
             if name not in feeds:
                 raise SpecError("missing feed for openvino input '%s'" % name)
-            arr = np.ascontiguousarray(feeds[name])
+            arr = np.asarray(feeds[name], order="C")  # not ascontiguousarray: it turns a rank-0 scalar into shape (1,)
             self.request.set_tensor(port, self._Tensor(arr))
 
     def run(self, feeds):
@@ -571,7 +571,7 @@ class TfliteSession(Session):
                 self.options["quantized_inputs"] = sorted(self._quantized_feeds)
             elif arr.dtype != want:
                 arr = arr.astype(want)
-            self.interp.set_tensor(d["index"], np.ascontiguousarray(arr))
+            self.interp.set_tensor(d["index"], np.asarray(arr, order="C"))
 
     def _outputs(self):
         out = []
@@ -795,7 +795,7 @@ class TensorRtSession(Session):
         for d in self.input_details:
             if d["name"] not in feeds:
                 raise SpecError("missing feed for TensorRT input '%s'" % d["name"])
-            arr = np.ascontiguousarray(feeds[d["name"]], dtype=d["dtype"])
+            arr = np.asarray(feeds[d["name"]], dtype=d["dtype"], order="C")
             if list(arr.shape) != list(d["shape"]):  # the device buffer has exactly this size
                 raise SpecError("TensorRT input '%s' is %s in the engine but the feed is %s"
                                 % (d["name"], d["shape"], list(arr.shape)))
@@ -990,7 +990,7 @@ def make_inputs(spec, details):
                     d.get("quantization") and arr.dtype.kind == "f"):
                 raise SpecError("inputs_file %s: input '%s' has dtype %s but %s is expected"
                                 % (path, name, arr.dtype.name, want_dtype))
-            feeds[name] = np.ascontiguousarray(arr)
+            feeds[name] = np.asarray(arr, order="C")
             records.append({"name": name, "shape": list(arr.shape), "dtype": arr.dtype.name, "source": "file",
                             "file": path})
         return feeds, records

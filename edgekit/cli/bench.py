@@ -12,12 +12,13 @@ from edgekit.cli.common import bench_options, console, json_option, print_json, 
 @profile_option()
 @ssh_options
 @shape_option
+@click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.npz", help="Real input values (one array per input name, np.savez, in the artifact's own names and layout) instead of random data.")
 @click.option("--runtime", type=click.Choice(["onnxruntime", "openvino", "tflite", "tensorrt"]), default=None, help="Runtime (default: from the file's format).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Write the BenchmarkResult JSON here.")
 @bench_options
 @json_option
 @click.option("--quiet", "-q", is_flag=True)
-def bench(artifact, profile, host, ssh, shapes, runtime, out, bench, as_json, quiet):
+def bench(artifact, profile, host, ssh, shapes, inputs_file, runtime, out, bench, as_json, quiet):
     """Benchmark ARTIFACT (.onnx, .tflite, OpenVINO .xml, TensorRT engine) on a device profile."""
     from edgekit.artifact import load_artifact
     from edgekit.deploy import benchmark, make_runner
@@ -28,10 +29,17 @@ def bench(artifact, profile, host, ssh, shapes, runtime, out, bench, as_json, qu
 
     prof = load_profile(profile)
     art = load_artifact(artifact)
-    inputs = resolve_inputs(art.inputs, overrides=parse_shape_options(shapes), model=str(artifact))
+    overrides = parse_shape_options(shapes)
+    feed = None
+    if inputs_file:
+        from edgekit.feeds import load_inputs_file
+
+        feed = load_inputs_file(inputs_file, art.inputs, model=str(artifact), shapes=overrides)
+        overrides = {**overrides, **{n: list(a.shape) for n, a in feed.items()}}
+    inputs = resolve_inputs(art.inputs, overrides=overrides, model=str(artifact))
     progress = progress_printer(not quiet and not as_json)
     with make_runner(prof, host, ssh) as runner:
-        result = benchmark(art, prof, runner, inputs, runtime=runtime, bench=bench, progress=progress)
+        result = benchmark(art, prof, runner, inputs, runtime=runtime, bench=bench, progress=progress, feed=feed)
     if out:
         atomic_write_text(out, result.model_dump_json(indent=2))
     if as_json:
