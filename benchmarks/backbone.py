@@ -44,15 +44,15 @@ def bare_ort_median(model_path: str, feed: dict, threads: int, min_runs: int, mi
 
 def harness_vs_bare(model: str, min_runs: int, min_seconds: float) -> dict:
     from edgekit.api import deploy
-    from edgekit.deploy import benchmark, build_data, resolve_model
-    from edgekit.profiles import load_profile
-    from edgekit.registry import get_runner
-    from edgekit.shapes import random_feeds
+    from edgekit.workflows.deploy import benchmark, build_data, resolve_model
+    from edgekit.core.profiles import load_profile
+    from edgekit.core.registry import get_runner
+    from edgekit.core.shapes import random_feeds
 
     prof = load_profile("x86-cpu")
     report = deploy(model, prof, runtime="onnxruntime", run_benchmark=False)
     art_path = report.artifact["path"]
-    from edgekit.artifact import load_artifact
+    from edgekit.core.artifact import load_artifact
 
     art = load_artifact(art_path)
     data = build_data(resolve_model(model))

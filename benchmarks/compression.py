@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 def _export_minilm(out: Path) -> Path:
     import torch
 
-    from edgekit import zoo
+    from edgekit.zoo import models as zoo
 
     art = zoo.resolve("zoo:minilm").artifact()
     names = ["input_ids", "attention_mask", "token_type_ids"]
@@ -87,10 +87,10 @@ def _interleaved_latency(runners: Dict[str, _Runner], feed, runs: int) -> Dict[s
 
 
 def _quantize(name: str, fp32: Path, z, work: Path, shapes, search_eval, calib_n: int, cfg: Dict[str, Any]):
-    from edgekit.artifact import load_artifact
+    from edgekit.core.artifact import load_artifact
     from edgekit.converters.quantize_ort import QuantizeOrtConfig, QuantizeOrtStep
-    from edgekit.profiles import load_profile
-    from edgekit.steps import StepContext
+    from edgekit.core.profiles import load_profile
+    from edgekit.core.steps import StepContext
 
     ctx = StepContext(
         work_dir=work / f"{name}-ort-int8", profile=load_profile("x86-cpu"),
@@ -108,10 +108,10 @@ def _quantize(name: str, fp32: Path, z, work: Path, shapes, search_eval, calib_n
 
 
 def _openvino_int8(name: str, fp32: Path, z, work: Path, shapes, search_eval, calib_n: int, max_drop: float):
-    from edgekit.artifact import load_artifact
-    from edgekit.profiles import load_profile
-    from edgekit.registry import get_step
-    from edgekit.steps import StepContext
+    from edgekit.core.artifact import load_artifact
+    from edgekit.core.profiles import load_profile
+    from edgekit.core.registry import get_step
+    from edgekit.core.steps import StepContext
 
     step = get_step("openvino")()
     ctx = StepContext(
@@ -130,10 +130,10 @@ def _openvino_int8(name: str, fp32: Path, z, work: Path, shapes, search_eval, ca
 
 
 def _openvino_fp32(name: str, fp32: Path, work: Path, shapes):
-    from edgekit.artifact import load_artifact
-    from edgekit.profiles import load_profile
-    from edgekit.registry import get_step
-    from edgekit.steps import StepContext
+    from edgekit.core.artifact import load_artifact
+    from edgekit.core.profiles import load_profile
+    from edgekit.core.registry import get_step
+    from edgekit.core.steps import StepContext
 
     step = get_step("openvino")()
     ctx = StepContext(work_dir=work / f"{name}-ov-fp32", profile=load_profile("x86-cpu"))
@@ -141,7 +141,7 @@ def _openvino_fp32(name: str, fp32: Path, work: Path, shapes):
 
 
 def bench_model(key: str, args, work: Path) -> Dict[str, Any]:
-    from edgekit import zoo
+    from edgekit.zoo import models as zoo
     from edgekit.converters.quantize_ort import parameter_count, zipped_size
 
     spec = {"minilm": "zoo:minilm", "rec": "zoo:ppocr-rec", "det": "zoo:ppocr-det"}[key]
@@ -165,7 +165,7 @@ def bench_model(key: str, args, work: Path) -> Dict[str, Any]:
 
     variants: Dict[str, Dict[str, Any]] = {}
     paths: Dict[str, tuple] = {"ORT FP32": (fp32, "onnxruntime")}
-    from edgekit.errors import FidelityError
+    from edgekit.core.errors import FidelityError
 
     try:
         q_path, q_ctx, q_secs = _quantize(key, fp32, z, work, shapes, search_eval, plan["calib"], {"max_drop": plan["max_drop"], **plan["cfg"]})
@@ -303,7 +303,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the raw results (every variant tried) to this JSON file")
     ap.add_argument("--merge", nargs="+", default=None, help="render --out from earlier --json files instead of running")
     args = ap.parse_args()
-    from edgekit.fsutil import atomic_write_text
+    from edgekit.core.fsutil import atomic_write_text
 
     if args.merge:
         docs = [json.loads(Path(f).read_text()) for f in args.merge]

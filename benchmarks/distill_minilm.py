@@ -41,8 +41,8 @@ def main(argv=None) -> int:
     import onnxruntime
     import torch
 
-    from edgekit.distill import distill_minilm, minilm_report
-    from edgekit.fsutil import atomic_write_text
+    from edgekit.workflows.distill import distill_minilm, minilm_report
+    from edgekit.core.fsutil import atomic_write_text
 
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -74,13 +74,13 @@ def main(argv=None) -> int:
         f"Target (>= 1.8x faster, cosine >= 0.95): **{'met' if meets else 'NOT met'}** "
         f"(speed-up {rep['speedup']}x, mean cosine {rep['cosine_after_training']['mean']}).",
         "",
-        "Method: `edgekit.distill.distill_minilm` — student = teacher's embeddings + layers "
+        "Method: `edgekit.workflows.distill.distill_minilm` — student = teacher's embeddings + layers "
         f"{rep['initialised_from_teacher_layers']} copied; loss = (1 - cosine) + MSE on the pooled, normalised embedding + "
         f"{r['alpha_feature']} x token-level MSE (padding masked) between hidden states {pairs}; AdamW lr {r['lr']} "
         f"(weight decay 0.01, grad clip 1.0), batch {r['batch_size']}, {int(r['warmup_fraction'] * 100)}% linear warm-up then "
         f"linear decay, dropout off, {r['epochs_over_train']} passes over the training text; batches of similar-length "
-        "sentences padded to their longest. Training text (split 'train') = 60% of edgekit/data/sentences.txt + "
-        "edgekit/data/distill_sentences.txt (docstrings, package descriptions, AWS API docs, Debian docs); the held-out "
+        "sentences padded to their longest. Training text (split 'train') = 60% of edgekit/zoo/data/sentences.txt + "
+        "edgekit/zoo/data/distill_sentences.txt (docstrings, package descriptions, AWS API docs, Debian docs); the held-out "
         "'eval' sentences share no sentence with it, and distill_sentences.txt no source file. Latency: both models "
         "exported by edgekit's export step and timed in ONNX Runtime with identical settings.",
         "",
@@ -101,7 +101,7 @@ def _shown(path: Path) -> str:
 
 
 def minilm_report_body(rep) -> str:
-    from edgekit.distill import render_minilm_markdown
+    from edgekit.workflows.distill import render_minilm_markdown
 
     return "\n".join(render_minilm_markdown(rep).splitlines()[2:]) + "\n"
 

@@ -44,10 +44,10 @@ def _time(fn: Callable[[], Any], runs: int, seconds: float) -> Dict[str, float]:
 
 
 def _harness_timer(runtime: str, path: Path, artifact, feed: Dict[str, np.ndarray]) -> Callable[[], Any]:
-    from edgekit.fidelity import _to_model_feed
-    from edgekit.registry import harness_module
+    from edgekit.quality.fidelity import _to_model_feed
+    from edgekit.core.registry import harness_module
 
-    from edgekit.runner import runtime_options_for
+    from edgekit.core.runner_interface import runtime_options_for
 
     h = harness_module()
     # as edgekit's harness does: an fp32 artifact computes in f32 (OpenVINO's CPU default is bf16 where AVX512-BF16 exists)
@@ -57,7 +57,7 @@ def _harness_timer(runtime: str, path: Path, artifact, feed: Dict[str, np.ndarra
 
 def _onnx_source(z, work: Path):
     """The FP32 ONNX of a zoo model (PP-OCR ships ONNX; MiniLM is exported with the legacy exporter)."""
-    from edgekit.artifact import load_artifact
+    from edgekit.core.artifact import load_artifact
 
     art = z.artifact()
     if art.format == "onnx":
@@ -77,7 +77,7 @@ def _ort_dynamic_int8(src, work: Path):
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgekit.artifact import load_artifact
+    from edgekit.core.artifact import load_artifact
 
     work.mkdir(parents=True, exist_ok=True)
     pre = work / "pre.onnx"
@@ -88,8 +88,8 @@ def _ort_dynamic_int8(src, work: Path):
 
 
 def _step(name: str, src, config: Dict[str, Any], z, work: Path, shapes):
-    from edgekit.registry import get_step
-    from edgekit.steps import StepContext
+    from edgekit.core.registry import get_step
+    from edgekit.core.steps import StepContext
 
     cls = get_step(name)
     ctx = StepContext(
@@ -105,8 +105,8 @@ def _deploy_pick(z, work: Path, shapes, max_drop: float, searches: Dict[str, Any
     """What `edgekit deploy zoo:X --profile x86-cpu --precision auto --max-drop D` picks: every runtime x precision of
     the profile is built, checked against the budget on the zoo's eval feeds and quick-benchmarked; the fastest
     variant within budget wins. The search's own table is kept for the Markdown."""
-    from edgekit.artifact import load_artifact
-    from edgekit.deploy import deploy
+    from edgekit.core.artifact import load_artifact
+    from edgekit.workflows.deploy import deploy
 
     rep = deploy(z.spec, "x86-cpu", out=work, run_benchmark=False, shapes=shapes, precision="auto", max_drop=max_drop,
                  progress=lambda m: print("   ", m, flush=True))
@@ -127,7 +127,8 @@ HELD_OUT_OFFSET = 64
 
 def bench_model(name: str, runs: int, seconds: float, with_tflite: bool, eval_n: int, work_root: Path,
                 searches: Dict[str, Any]) -> List[Dict[str, Any]]:
-    from edgekit import fidelity, zoo
+    from edgekit.quality import fidelity
+    from edgekit.zoo import models as zoo
 
     z = zoo.resolve("zoo:" + name)
     shapes = dict(z.default_shapes)
@@ -227,7 +228,7 @@ def to_markdown(rows: List[Dict[str, Any]], meta: Dict[str, Any], searches: Dict
         "| model | variant | median ms | p90 ms | task metric | score | meets | size MB | build s |",
         "|---|---|---:|---:|---|---:|:-:|---:|---:|",
     ]
-    from edgekit import zoo
+    from edgekit.zoo import models as zoo
 
     for r in rows:
         metric = zoo.resolve("zoo:" + r["model"]).task_metric_name

@@ -66,10 +66,10 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
-    from edgekit.artifact import Artifact
-    from edgekit.profiles import load_profile
-    from edgekit.registry import get_runner
-    from edgekit.runner import HarnessSpec, InputSpec
+    from edgekit.core.artifact import Artifact
+    from edgekit.core.profiles import load_profile
+    from edgekit.core.registry import get_runner
+    from edgekit.core.runner_interface import HarnessSpec, InputSpec
 
     profile = load_profile("x86-cpu")
     art = Artifact.from_file(args.model or _det_path())

@@ -1,1 +1,1 @@
-"""Conversion steps, one module per step, registered by name in edgekit.registry."""
+"""Conversion steps, one module per step, registered by name in edgekit.core.registry."""

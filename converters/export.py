@@ -15,9 +15,9 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 from pydantic import Field
 
-from edgekit.artifact import Artifact, LineageEntry, load_pickled_module
-from edgekit.errors import ModelLoadError, StepError, require
-from edgekit.steps import Step, StepConfig, StepContext
+from edgekit.core.artifact import Artifact, LineageEntry, load_pickled_module
+from edgekit.core.errors import ModelLoadError, StepError, require
+from edgekit.core.steps import Step, StepConfig, StepContext
 
 # Above this many bytes of weights ONNX's 2 GB protobuf limit forces an external data file.
 _EXTERNAL_DATA_BYTES = 1_800_000_000

@@ -12,9 +12,9 @@ from typing import Any, Dict, List, Optional
 
 from pydantic import Field
 
-from edgekit.artifact import Artifact, load_artifact
-from edgekit.errors import StepError, require
-from edgekit.steps import Step, StepConfig, StepContext
+from edgekit.core.artifact import Artifact, load_artifact
+from edgekit.core.errors import StepError, require
+from edgekit.core.steps import Step, StepConfig, StepContext
 
 STEP = "fp16"
 
@@ -46,7 +46,7 @@ class Fp16Step(Step):
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         from edgekit.converters import quantize_ort as Q
-        from edgekit.fsutil import atomic_copy
+        from edgekit.core.fsutil import atomic_copy
 
         if artifact.format != "onnx":
             raise StepError(STEP, f"expects an ONNX model, got format '{artifact.format}'", hint="run the export step first")

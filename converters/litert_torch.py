@@ -2,7 +2,7 @@
 
 litert-torch traces with torch.export at the example inputs' fixed shapes and lowers to TFLite. Its inputs are
 named `serving_default_args_N` (N = forward() argument position) and 64-bit integer inputs become int32; the step
-records that mapping (input_name_map, output_order, feed_dtypes) for edgekit.fidelity and the on-device harness,
+records that mapping (input_name_map, output_order, feed_dtypes) for edgekit.quality.fidelity and the on-device harness,
 which cast feeds to the model's input dtypes. fp16 and dynamic-range int8 are applied to the converted model with
 ai-edge-quantizer (weights in fp16 / int8 per channel, activations float and quantized on the fly for int8).
 """
@@ -18,9 +18,9 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from pydantic import Field, model_validator
 
-from edgekit.artifact import Artifact, LineageEntry, load_artifact
-from edgekit.errors import StepError, require
-from edgekit.steps import Step, StepConfig, StepContext, lossy_budget_default
+from edgekit.core.artifact import Artifact, LineageEntry, load_artifact
+from edgekit.core.errors import StepError, require
+from edgekit.core.steps import Step, StepConfig, StepContext, lossy_budget_default
 
 EXTRA = "litert"
 _PRECISION_TAG = {"fp32": "fp32", "fp16": "fp16", "int8-dynamic": "int8"}
@@ -230,7 +230,7 @@ def _check(path: Path, io_meta: Dict[str, Any], names: List[str], examples, ref,
 
 
 def _torch_outputs(torch, module, examples) -> list:
-    from edgekit.artifact import _flatten_torch_outputs
+    from edgekit.core.artifact import _flatten_torch_outputs
 
     with torch.no_grad():
         return _flatten_torch_outputs(module(*examples))

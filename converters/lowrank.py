@@ -8,8 +8,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from pydantic import Field, model_validator
 
-from edgekit.artifact import Artifact
-from edgekit.steps import Step, StepConfig, StepContext
+from edgekit.core.artifact import Artifact
+from edgekit.core.steps import Step, StepConfig, StepContext
 
 
 class LowRankConfig(StepConfig):
@@ -111,7 +111,7 @@ def lowrank_onnx(model: Any, *, rank: Optional[int] = None, energy: Optional[flo
     """Factorise constant weights of MatMul (2-D), Gemm and Conv (group 1) nodes in an ONNX model (modified copy)."""
     from onnx import helper, numpy_helper
 
-    from edgekit.compress_report import onnx_constants
+    from edgekit.core.compression import onnx_constants
 
     model = copy.deepcopy(model)
     consts = onnx_constants(model)
@@ -192,7 +192,7 @@ class LowRankStep(Step):
     requires = (("torch", "torch"), ("onnx", "simplify"))
 
     def run(self, artifact: Artifact, config: LowRankConfig, ctx: StepContext) -> Artifact:
-        from edgekit import compress_report as cr
+        from edgekit.core import compression as cr
 
         settings = {"rank": config.rank, "energy": config.energy, "min_saving": config.min_saving}
         if artifact.format == "onnx":
@@ -215,7 +215,7 @@ class LowRankStep(Step):
 
     def _check(self, details: Dict[str, Any]) -> None:
         if details["layers_factorised"] == 0:
-            from edgekit.errors import StepSkipped
+            from edgekit.core.errors import StepSkipped
 
             raise StepSkipped(f"no layer gets smaller at this rank/energy ({details['layers_kept_dense']} layers considered); "
                               "lower the rank or energy")

@@ -13,8 +13,8 @@ from typing import Callable, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekit.errors import EdgekitError
-from edgekit.fsutil import atomic_write_text
+from edgekit.core.errors import EdgekitError
+from edgekit.core.fsutil import atomic_write_text
 
 ONNX2TF_VERSION = "1.29.16"  # 1.29.17..1.29.24 fail on PP-OCRv4 det (p2o.Add.4: "Output tensors of a Functional model must be the output of a TensorFlow Layer"); 1.29.16 converts it
 # onnx2tf 1.29.x hard-pins its own stack (numpy 1.26.4, tensorflow 2.19.0, tf-keras 2.19.0, onnx 1.19.0,

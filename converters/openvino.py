@@ -11,9 +11,10 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 from pydantic import Field, model_validator
 
-from edgekit.artifact import Artifact, LineageEntry, load_artifact
-from edgekit.errors import CalibrationError, StepError, require
-from edgekit.steps import Step, StepConfig, StepContext, lossy_budget_default
+from edgekit.core.artifact import Artifact, LineageEntry, load_artifact
+from edgekit.core.errors import CalibrationError, StepError, require
+from edgekit.core.steps import Step, StepConfig, StepContext, lossy_budget_default
+from edgekit.converters.openvino_graph import attention_matmuls, is_quantized, quantized_names, weighted_ancestors
 
 
 class OpenVinoConfig(StepConfig):
@@ -61,7 +62,7 @@ class OpenVinoStep(Step):
     produces = "openvino"
     Config = OpenVinoConfig
     requires = (("openvino", "openvino"), ("nncf", "openvino"))
-    source_modules = ("edgekit.converters.openvino_ac",)
+    source_modules = ("edgekit.converters.openvino_accuracy_control", "edgekit.converters.openvino_graph")
 
     def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
         cfg = config if isinstance(config, OpenVinoConfig) else OpenVinoConfig.model_validate(config.model_dump())
@@ -183,7 +184,7 @@ class _Int8Search:
         self.variants: List[Dict[str, Any]] = ctx.report.setdefault("variants", [])
         self.model_type = cfg.model_type
         if cfg.model_type == "auto":
-            att = _attention_matmuls(model)
+            att = attention_matmuls(model)
             self.model_type = "transformer" if att else "cnn"
             ctx.note(f"openvino int8: NNCF model type {self.model_type} (auto: "
                      + (f"{len(att)} attention ops (fused attention, or a MatMul of two activations), e.g. {att[0]})" if att else "no attention op)"))
@@ -223,7 +224,7 @@ class _Int8Search:
             outs.append([res[o].copy() for o in compiled.outputs])
         return outs
 
-    def _score(self, ref: List[list], cand: List[list]) -> float:
+    def score(self, ref: List[list], cand: List[list]) -> float:
         if self.ctx.task_metric is not None:
             return float(self.ctx.task_metric(ref, cand))
         sims = [_cosine(r, c) for rs, cs in zip(ref, cand) for r, c in zip(rs, cs)]
@@ -232,7 +233,7 @@ class _Int8Search:
     def _presets(self) -> List[str]:
         return ["mixed", "performance"] if self.cfg.preset == "auto" else [self.cfg.preset]
 
-    def _nncf_kwargs(self, calib: list, ignored: List[str], preset: str) -> Tuple[Dict[str, Any], Any]:
+    def nncf_kwargs(self, calib: list, ignored: List[str], preset: str) -> Tuple[Dict[str, Any], Any]:
         """(keyword arguments, advanced parameters) shared by nncf.quantize and accuracy control."""
         nncf = require("nncf", "openvino", "INT8 quantization with NNCF")
         import logging
@@ -253,7 +254,7 @@ class _Int8Search:
 
     def _quantize(self, calib: list, ignored: List[str], preset: str):
         nncf = require("nncf", "openvino", "INT8 quantization with NNCF")
-        kwargs, advanced = self._nncf_kwargs(calib, ignored, preset)
+        kwargs, advanced = self.nncf_kwargs(calib, ignored, preset)
         try:
             return nncf.quantize(self.model, nncf.Dataset(calib), advanced_parameters=advanced, **kwargs)
         except Exception as exc:  # NNCF raises nncf.* errors / RuntimeError from OpenVINO with its own message
@@ -265,7 +266,7 @@ class _Int8Search:
             self.ov.save_model(model, os.path.join(d, "m.xml"), compress_to_fp16=False)
             size = os.path.getsize(os.path.join(d, "m.bin"))
         self.variants.append({"step": "openvino", "precision": "int8", "ignored": list(ignored), "score": score, "drop": drop, "size_bytes": size, "preset": preset,
-                              "quantized_ops": len(_quantized_names(model)), "note": note})
+                              "quantized_ops": len(quantized_names(model)), "note": note})
 
     def _infer_ports(self, model, feeds: list, ports: list, exact: bool = False) -> List[list]:
         """The values of `ports` (outputs added to `model`) per feed."""
@@ -291,7 +292,7 @@ class _Int8Search:
         names = [
             op.get_friendly_name()
             for op in fmodel.get_ordered_ops()
-            if op.get_friendly_name() in by_name_q and _is_quantized(by_name_q[op.get_friendly_name()])
+            if op.get_friendly_name() in by_name_q and is_quantized(by_name_q[op.get_friendly_name()])
         ]
         if not names:
             return []
@@ -312,7 +313,7 @@ class _Int8Search:
         order = {n: i for i, n in enumerate(names)}
         jump: Dict[str, float] = {}
         for n in names:
-            upstream = [err[m] for m in _weighted_ancestors(by_name_f[n], order)]
+            upstream = [err[m] for m in weighted_ancestors(by_name_f[n], order)]
             jump[n] = err[n] - (max(upstream) if upstream else 0.0)
         return sorted(names, key=lambda n: -jump[n])
 
@@ -330,12 +331,12 @@ class _Int8Search:
             return _SearchResult(qmodel, ignored, None, None, 0.0, f"NNCF INT8 preset {presets[0]} ({len(calib)} calibration samples, ignored {len(ignored)} nodes)", presets[0])
         # the reference is true FP32; candidates run with the device's default settings, as they will be deployed
         ref = self._infer(self.model, evals, exact=True)
-        base = self._score(ref, ref)
+        base = self.score(ref, ref)
         # Full-INT8 candidates (preset auto) quantize the same ops, so they run at the same speed: keep the best-scoring.
         best = None
         for preset in presets:
             qmodel = self._quantize(calib, ignored, preset)
-            score = self._score(ref, self._infer(qmodel, evals))
+            score = self.score(ref, self._infer(qmodel, evals))
             self._record(ignored, score, base - score, qmodel, f"full NNCF INT8, preset {preset}, on {eval_kind}", preset)
             self.ctx.note(f"openvino: full INT8 preset {preset}: {self._metric_name()} {score:.4f} (drop {base - score:.4f}, budget {cfg.max_drop})")
             if best is None or base - score < best[0]:
@@ -343,10 +344,10 @@ class _Int8Search:
         drop, qmodel, _, _, preset = best
         rounds = 0
         if drop > cfg.max_drop and cfg.search == "accuracy_control":
-            from edgekit.converters.openvino_ac import accuracy_control
+            from edgekit.converters.openvino_accuracy_control import accuracy_control
 
             trial, kept, secs = accuracy_control(self, calib, evals, ref, ignored, preset, qmodel)
-            t_score = self._score(ref, self._infer(trial, evals))
+            t_score = self.score(ref, self._infer(trial, evals))
             trial_ignored = list(ignored) + kept
             self._record(trial_ignored, t_score, base - t_score, trial, f"nncf.quantize_with_accuracy_control, preset {preset}: {len(kept)} ops kept in float ({secs:.0f} s)", preset)
             self.ctx.note(f"openvino: accuracy control kept {len(kept)} ops in float: drop {base - t_score:.4f} (budget {cfg.max_drop}, {secs:.0f} s)")
@@ -390,7 +391,7 @@ class _Int8Search:
             extra = ranked[:k]
             trial_ignored = list(cfg.ignored_scope) + extra
             trial = self._quantize(calib, trial_ignored, preset)
-            t_score = self._score(ref, self._infer(trial, evals))
+            t_score = self.score(ref, self._infer(trial, evals))
             t_drop = base - t_score
             self._record(trial_ignored, t_score, t_drop, trial, f"search round {rounds + 1}: ignore top {len(extra)} sensitive nodes", preset)
             self.ctx.note(f"openvino: INT8 drop {t_drop:.4f} with {len(extra)} sensitive nodes kept in float (budget {cfg.max_drop})")
@@ -404,53 +405,3 @@ class _Int8Search:
                 break
             k *= 2
         return best, rounds
-
-
-def _quantized_names(model) -> List[str]:
-    """Friendly names of the ops that NNCF put a quantizer in front of."""
-    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() not in ("FakeQuantize", "Convert") and _is_quantized(op)]
-
-
-def _attention_matmuls(model) -> List[str]:
-    """Attention: fused attention ops, or MatMuls whose two inputs are both computed (Q·K^T, P·V), not a weight."""
-
-    def is_weight(node) -> bool:
-        while node.get_type_name() in ("Convert", "Reshape", "Transpose", "Unsqueeze", "Squeeze") and node.get_input_size():
-            node = node.input_value(0).get_node()
-        return node.get_type_name() == "Constant"
-
-    # ov.convert_model may already have fused attention into one op (it does for the legacy-exported MiniLM)
-    return [op.get_friendly_name() for op in model.get_ordered_ops()
-            if op.get_type_name() in ("ScaledDotProductAttention", "MultiHeadAttention")
-            or (op.get_type_name() == "MatMul" and not any(is_weight(op.input_value(i).get_node()) for i in range(2)))]
-
-
-def _is_quantized(op) -> bool:
-    """True if any input of `op` comes (possibly through a Convert) from a FakeQuantize."""
-    for inp in op.inputs():
-        src = inp.get_source_output().get_node()
-        if src.get_type_name() == "Convert":
-            src = src.input(0).get_source_output().get_node()
-        if src.get_type_name() == "FakeQuantize":
-            return True
-    return False
-
-
-def _weighted_ancestors(op, order: Dict[str, int]) -> List[str]:
-    """Nearest ranked (quantized) ops upstream of `op`, walking through the others."""
-    seen = set()
-    found: List[str] = []
-    stack = [inp.get_source_output().get_node() for inp in op.inputs()]
-    while stack:
-        node = stack.pop()
-        name = node.get_friendly_name()
-        if name in seen:
-            continue
-        seen.add(name)
-        if name in order:
-            found.append(name)
-            continue
-        if node.get_type_name() in ("Parameter", "Constant"):
-            continue
-        stack.extend(inp.get_source_output().get_node() for inp in node.inputs())
-    return found

@@ -7,9 +7,9 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
 
 from pydantic import Field
 
-from edgekit.artifact import Artifact
-from edgekit.errors import StepError, require
-from edgekit.steps import Step, StepConfig, StepContext
+from edgekit.core.artifact import Artifact
+from edgekit.core.errors import StepError, require
+from edgekit.core.steps import Step, StepConfig, StepContext
 
 Finetune = Callable[[Any], None]
 
@@ -65,7 +65,7 @@ def _last_layer(model: Any, example_inputs: Tuple[Any, ...]) -> Optional[Any]:
 
 
 def _output_transform(out: Any) -> Any:
-    from edgekit.artifact import _flatten_torch_outputs
+    from edgekit.core.artifact import _flatten_torch_outputs
 
     return sum(o.float().sum() for o in _flatten_torch_outputs(out))
 
@@ -185,7 +185,7 @@ class PruneStep(Step):
         self.finetune = finetune
 
     def run(self, artifact: Artifact, config: PruneConfig, ctx: StepContext) -> Artifact:
-        from edgekit import compress_report as cr
+        from edgekit.core import compression as cr
 
         cr.require_module(self.name, artifact)
         model, details = prune(artifact.module, artifact.example_inputs, finetune=self.finetune,

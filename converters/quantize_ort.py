@@ -6,7 +6,7 @@ Real-model pitfalls handled here (see NOTES.md):
   (`Unrecognized attribute: axis`): the model is upgraded to opset 17 first;
 - every produced model is validated (onnx.checker + an ONNX Runtime session + one inference) before it
   can become a result; an invalid one raises StepError and is deleted.
-With `max_drop`, the accuracy-budget search (edgekit.sensitivity) keeps sensitive nodes in float until
+With `max_drop`, the accuracy-budget search (edgekit.quality.sensitivity) keeps sensitive nodes in float until
 `1 - score <= max_drop` (probing nodes grouped by structural role, see role_groups), where score is the task
 metric (or the minimum output cosine) vs the FP32 model on held-out evaluation data. Every variant tried is recorded in ctx.report["variants"].
 """
@@ -19,9 +19,9 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from pydantic import Field, model_validator
 
-from edgekit.artifact import Artifact, load_artifact
-from edgekit.errors import CalibrationError, FidelityError, StepError, require
-from edgekit.steps import Step, StepConfig, StepContext, lossy_budget_default
+from edgekit.core.artifact import Artifact, load_artifact
+from edgekit.core.errors import CalibrationError, FidelityError, StepError, require
+from edgekit.core.steps import Step, StepConfig, StepContext, lossy_budget_default
 
 STEP = "quantize-ort"
 # Opset needed for per-channel (axis) QuantizeLinear/DequantizeLinear; 17 is what every runtime here reads.
@@ -69,7 +69,7 @@ class QuantizeOrtStep(Step):
     produces = "onnx"
     Config = QuantizeOrtConfig
     requires = (("onnxruntime", "quantize"), ("onnx", "simplify"))
-    source_modules = ("edgekit.sensitivity",)
+    source_modules = ("edgekit.quality.sensitivity",)
 
     def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
         cfg = config if isinstance(config, QuantizeOrtConfig) else QuantizeOrtConfig.model_validate(config.model_dump())
@@ -164,7 +164,7 @@ class QuantizeOrtStep(Step):
             chosen_path, chosen_name = path, "int8"
             search_info: Dict[str, Any] = {"search": "none (no --max-drop)"}
         else:
-            from edgekit import sensitivity
+            from edgekit.quality import sensitivity
 
             roles = role_groups(prepared, candidates)
             result = sensitivity.search(
@@ -202,7 +202,7 @@ class QuantizeOrtStep(Step):
                     Path(v.artifact).unlink(missing_ok=True)
 
         final = work / (Path(artifact.path).stem + ".int8.onnx")
-        from edgekit.fsutil import atomic_copy
+        from edgekit.core.fsutil import atomic_copy
 
         atomic_copy(chosen_path, final)
         shutil.rmtree(variants_dir, ignore_errors=True)

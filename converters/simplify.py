@@ -10,9 +10,9 @@ from typing import Dict, List, Optional
 
 from pydantic import Field
 
-from edgekit.artifact import Artifact, LineageEntry
-from edgekit.errors import MissingDependencyError, StepSkipped, require
-from edgekit.steps import Step, StepConfig, StepContext
+from edgekit.core.artifact import Artifact, LineageEntry
+from edgekit.core.errors import MissingDependencyError, StepSkipped, require
+from edgekit.core.steps import Step, StepConfig, StepContext
 
 _PROTOBUF_LIMIT = 2_000_000_000
 # Metadata the ONNX reader recomputes for the new file.

@@ -19,10 +19,10 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from pydantic import Field
 
-from edgekit.artifact import Artifact, LineageEntry
-from edgekit.errors import StepError
-from edgekit.fsutil import atomic_write_text, sha256_file
-from edgekit.steps import Step, StepConfig, StepContext
+from edgekit.core.artifact import Artifact, LineageEntry
+from edgekit.core.errors import StepError
+from edgekit.core.fsutil import atomic_write_text, sha256_file
+from edgekit.core.steps import Step, StepConfig, StepContext
 
 TRTEXEC_CANDIDATES = ("trtexec", "/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec")
 

@@ -2,7 +2,7 @@
 
 onnx2tf writes NHWC models and may rename/reorder inputs and outputs; the step maps them back to the source
 model by shape and checks the mapping numerically on a sample, recording it in the artifact metadata
-(input_name_map, feed_transpose, output_order, output_transpose) for edgekit.fidelity and the harness.
+(input_name_map, feed_transpose, output_order, output_transpose) for edgekit.quality.fidelity and the harness.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 from pydantic import Field, model_validator
 
-from edgekit.artifact import Artifact, LineageEntry, load_artifact
-from edgekit.errors import CalibrationError, StepError, require
-from edgekit.fsutil import atomic_copy, atomic_write_text
-from edgekit.steps import Step, StepConfig, StepContext, lossy_budget_default
+from edgekit.core.artifact import Artifact, LineageEntry, load_artifact
+from edgekit.core.errors import CalibrationError, StepError, require
+from edgekit.core.fsutil import atomic_copy, atomic_write_text
+from edgekit.core.steps import Step, StepConfig, StepContext, lossy_budget_default
 
 # onnx2tf output file suffix per precision
 _SUFFIX = {

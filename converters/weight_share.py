@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 from pydantic import Field
 
-from edgekit.artifact import Artifact
-from edgekit.steps import Step, StepConfig, StepContext
+from edgekit.core.artifact import Artifact
+from edgekit.core.steps import Step, StepConfig, StepContext
 
 LATENCY_NOTE = ("weights are stored as reconstructed fp32 values, so dense runtimes run exactly as many fp32 MACs: "
                 "no latency gain is expected; the saving is in storage (zipped / index+codebook)")
@@ -112,7 +112,7 @@ def share_module(module: Any, *, clusters: int = 256, min_elements: int = 1024, 
 def share_onnx(model: Any, *, clusters: int = 256, min_elements: int = 1024, iterations: int = 15,
                ignore: List[str] = ()) -> Tuple[Any, Dict[str, Any]]:
     """Cluster every float32 initializer / Constant tensor (>= min_elements) of an ONNX model (modified copy)."""
-    from edgekit.compress_report import onnx_constants
+    from edgekit.core.compression import onnx_constants
 
     model = copy.deepcopy(model)
     skip = set(ignore)
@@ -139,7 +139,7 @@ class WeightShareStep(Step):
     requires = (("torch", "torch"), ("onnx", "simplify"))
 
     def run(self, artifact: Artifact, config: WeightShareConfig, ctx: StepContext) -> Artifact:
-        from edgekit import compress_report as cr
+        from edgekit.core import compression as cr
 
         kw = dict(clusters=config.clusters, min_elements=config.min_elements, iterations=config.iterations, ignore=config.ignore)
         extra = {"method": "k-means weight sharing", "settings": {"clusters": config.clusters, "min_elements": config.min_elements}}
@@ -172,6 +172,6 @@ class WeightShareStep(Step):
 
     def _check(self, details: Dict[str, Any]) -> None:
         if details["tensors_shared"] == 0:
-            from edgekit.errors import StepSkipped
+            from edgekit.core.errors import StepSkipped
 
             raise StepSkipped("no float weight tensor is large enough to share (lower min_elements)")

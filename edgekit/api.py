@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Union
 
-from edgekit.artifact import Artifact, load_artifact
-from edgekit.deploy import deploy, resolve_model
-from edgekit.plan import Plan, PlanOptions, make_plan
-from edgekit.profiles import DeviceProfile, load_profile
-from edgekit.results import BenchmarkResult, DeployReport
+from edgekit.core.artifact import Artifact, load_artifact
+from edgekit.workflows.deploy import deploy, resolve_model
+from edgekit.core.plan import Plan, PlanOptions, make_plan
+from edgekit.core.profiles import DeviceProfile, load_profile
+from edgekit.core.results import BenchmarkResult, DeployReport
 
 
 def plan(model: Union[str, Artifact], profile: Union[str, DeviceProfile], **options: Any) -> Plan:
@@ -29,8 +29,8 @@ def bench(
     bench: Optional[Dict[str, Any]] = None,
 ) -> BenchmarkResult:
     """Benchmark an existing artifact on a profile's device (locally or over SSH)."""
-    from edgekit.deploy import benchmark, make_runner
-    from edgekit.shapes import resolve_inputs
+    from edgekit.workflows.deploy import benchmark, make_runner
+    from edgekit.core.shapes import resolve_inputs
 
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from edgekit import __version__
-from edgekit.fidelity import describe
-from edgekit.fsutil import atomic_copy, atomic_write_text
-from edgekit.results import BenchmarkResult, DeployReport
+from edgekit.core.fsutil import atomic_copy, atomic_write_text
+from edgekit.core.results import BenchmarkResult, DeployReport, now_iso
+from edgekit.quality.fidelity import describe
 
 
 def _mb(n: Optional[float]) -> str:
@@ -18,8 +18,6 @@ def _mb(n: Optional[float]) -> str:
 
 
 def build_report(command, resolved, profile, plan, result, bench, target, timings) -> DeployReport:
-    from edgekit.deploy import now_iso
-
     final = result.artifact
     return DeployReport(
         edgekit_version=__version__,
@@ -94,8 +92,6 @@ def write_outputs(out_dir: Path, report: DeployReport, result) -> DeployReport:
 
 def write_partial(out_dir: Path, pipeline, plan, resolved, profile, command: str) -> None:
     """After a failure: keep what the finished steps produced and say in report.json that the run failed."""
-    from edgekit.deploy import now_iso
-
     done = _copy_steps(out_dir, pipeline.produced)
     atomic_write_text(
         out_dir / "report.json",

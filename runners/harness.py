@@ -3,7 +3,7 @@
 
 Runs ON THE DEVICE. One self-contained file: standard library + numpy + the runtime only; Python >= 3.6
 (Jetson Nano / JetPack 4). It never imports edgekit. The host imports it in-process too (its runtime adapters
-serve fidelity checks) via edgekit.registry.harness_module().
+serve fidelity checks) via edgekit.core.registry.harness_module().
 
 Usage:
     python3 harness.py SPEC.json      (or `-` to read the spec from stdin)  -> one JSON BenchmarkResult on stdout
@@ -843,7 +843,7 @@ def open_session(runtime, model_path, threads, options=None):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Spec validation (mirrors edgekit/runner.py HarnessSpec; no pydantic on the device)
+# Spec validation (mirrors edgekit/core/runner_interface.py HarnessSpec; no pydantic on the device)
 
 _SPEC_FIELDS = {
     "model_path": (str, None), "model_format": (str, None), "runtime": (str, None),

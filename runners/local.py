@@ -15,11 +15,11 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from edgekit.artifact import Artifact
-from edgekit.errors import ModelLoadError, RunnerError
-from edgekit.fsutil import atomic_write_text
-from edgekit.results import BenchmarkResult
-from edgekit.runner import HarnessSpec, Runner
+from edgekit.core.artifact import Artifact
+from edgekit.core.errors import ModelLoadError, RunnerError
+from edgekit.core.fsutil import atomic_write_text
+from edgekit.core.results import BenchmarkResult
+from edgekit.core.runner_interface import HarnessSpec, Runner
 
 PROGRESS = "EDGEKIT-PROGRESS "
 ERROR = "EDGEKIT-ERROR "
@@ -117,7 +117,7 @@ class LocalRunner(Runner):
 
     @staticmethod
     def harness() -> Path:
-        from edgekit.registry import harness_path
+        from edgekit.core.registry import harness_path
 
         return Path(harness_path())
 
@@ -228,7 +228,7 @@ class LocalRunner(Runner):
 
     def pull(self, remote_path, local_path):
         """'Download' from this machine: an atomic copy."""
-        from edgekit.fsutil import atomic_copy
+        from edgekit.core.fsutil import atomic_copy
 
         atomic_copy(remote_path, local_path)
 

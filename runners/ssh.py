@@ -15,12 +15,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from edgekit.artifact import Artifact
-from edgekit.errors import ConnectionFailed, EdgekitError, HostKeyError, RunnerError, require
-from edgekit.fsutil import sha256_file
-from edgekit.profiles import DeviceProfile
-from edgekit.results import BenchmarkResult
-from edgekit.runner import HarnessSpec, Runner
+from edgekit.core.artifact import Artifact
+from edgekit.core.errors import ConnectionFailed, EdgekitError, HostKeyError, RunnerError, require
+from edgekit.core.fsutil import sha256_file
+from edgekit.core.profiles import DeviceProfile
+from edgekit.core.results import BenchmarkResult
+from edgekit.core.runner_interface import HarnessSpec, Runner
 from edgekit.runners.sshconf import (
     KnownHosts,
     ResolvedHost,
@@ -288,7 +288,7 @@ class SSHRunner(Runner):
 
     def _bootstrap(self) -> None:
         """One remote command: Python version, work dir, harness presence; upload the harness if needed."""
-        from edgekit.registry import harness_path
+        from edgekit.core.registry import harness_path
 
         hp = Path(harness_path())
         if not hp.is_file():

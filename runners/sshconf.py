@@ -12,8 +12,8 @@ from typing import List, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekit.errors import ConnectionFailed, HostKeyError, UsageError
-from edgekit.fsutil import atomic_write_text
+from edgekit.core.errors import ConnectionFailed, HostKeyError, UsageError
+from edgekit.core.fsutil import atomic_write_text
 
 DEFAULT_PORT = 22
 

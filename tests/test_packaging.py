@@ -28,6 +28,10 @@ def test_wheel_layout(wheel):
     assert "edgekit/converters/__init__.py" in names
     assert "edgekit/runners/harness.py" in names
     assert "edgekit/device_profiles/x86-cpu.yaml" in names
+    # every subpackage and the zoo's data files (read at run time by edgekit.zoo.datasets)
+    for pkg in ("core", "quality", "zoo", "workflows", "cli"):
+        assert f"edgekit/{pkg}/__init__.py" in names
+    assert {"edgekit/zoo/data/sentences.txt", "edgekit/zoo/data/distill_sentences.txt"} <= set(names)
     # no top-level `converters`/`runners` package leaks into site-packages
     assert not [n for n in names if n.split("/")[0] in ("converters", "runners", "device_profiles", "tests")]
 

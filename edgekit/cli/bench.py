@@ -20,19 +20,19 @@ from edgekit.cli.common import bench_options, console, json_option, print_json, 
 @click.option("--quiet", "-q", is_flag=True)
 def bench(artifact, profile, host, ssh, shapes, inputs_file, runtime, out, bench, as_json, quiet):
     """Benchmark ARTIFACT (.onnx, .tflite, OpenVINO .xml, TensorRT engine) on a device profile."""
-    from edgekit.artifact import load_artifact
-    from edgekit.deploy import benchmark, make_runner
-    from edgekit.fsutil import atomic_write_text
-    from edgekit.profiles import load_profile
+    from edgekit.core.artifact import load_artifact
+    from edgekit.workflows.deploy import benchmark, make_runner
+    from edgekit.core.fsutil import atomic_write_text
+    from edgekit.core.profiles import load_profile
     from edgekit.report import bench_rows
-    from edgekit.shapes import parse_shape_options, resolve_inputs
+    from edgekit.core.shapes import parse_shape_options, resolve_inputs
 
     prof = load_profile(profile)
     art = load_artifact(artifact)
     overrides = parse_shape_options(shapes)
     feed = None
     if inputs_file:
-        from edgekit.feeds import load_inputs_file
+        from edgekit.core.feeds import load_inputs_file
 
         feed = load_inputs_file(inputs_file, art.inputs, model=str(artifact), shapes=overrides)
         overrides = {**overrides, **{n: list(a.shape) for n, a in feed.items()}}

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 
 import click
 
-from edgekit.errors import UsageError
+from edgekit.core.errors import UsageError
 
 
 def console(stderr: bool = False):

@@ -36,9 +36,9 @@ def compress(model: str, method: str, ratio: Optional[float], rank: Optional[int
       edgekit compress zoo:ppocr-rec --method lowrank --energy 0.95 --profile x86-cpu --out out/lr
       edgekit compress zoo:ppocr-det --method weight-share --clusters 16 --profile x86-cpu --out out/ws
     """
-    from edgekit.compress_report import compress as run
-    from edgekit.errors import UsageError
-    from edgekit.profiles import load_profile
+    from edgekit.workflows.compress import compress as run
+    from edgekit.core.errors import UsageError
+    from edgekit.core.profiles import load_profile
 
     settings = {}
     given = {"--ratio": ratio, "--rank": rank, "--energy": energy, "--clusters": clusters}

@@ -37,9 +37,9 @@ def deploy(model, profile, host, ssh, runtime, precision, max_drop, calib, calib
       edgekit deploy model.onnx --profile jetson-orin-nano --host nano.local
       edgekit deploy zoo:minilm --profile x86-cpu --precision int8 --max-drop 0.5%
     """
-    from edgekit.deploy import command_line, deploy as run_deploy
+    from edgekit.workflows.deploy import command_line, deploy as run_deploy
     from edgekit.report import render_terminal
-    from edgekit.shapes import parse_shape_options
+    from edgekit.core.shapes import parse_shape_options
 
     report = run_deploy(
         model,

@@ -13,7 +13,7 @@ def _entry_point(spec: str, what: str):
     """Import 'package.module:callable' and call it (no arguments)."""
     import importlib
 
-    from edgekit.errors import UsageError
+    from edgekit.core.errors import UsageError
 
     module, _, attr = spec.partition(":")
     if not module or not attr:
@@ -55,8 +55,8 @@ def distill(teacher: str, student_layers: int, student_spec: Optional[str], data
       edgekit distill zoo:minilm --student-layers 3 --steps 300 --out out/student
       edgekit distill mypkg.models:teacher --student mypkg.models:student --data mypkg.data:batches --steps 1000 --out out/s
     """
-    from edgekit import distill as d
-    from edgekit.errors import UsageError
+    from edgekit.workflows import distill as d
+    from edgekit.core.errors import UsageError
 
     say = None if as_json else (lambda m: click.echo(m, err=True))
     for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--threads", threads), ("--eval-sentences", eval_sentences)):
@@ -84,9 +84,9 @@ def distill(teacher: str, student_layers: int, student_spec: Optional[str], data
 
 def _custom(teacher_spec, student_spec, data_spec, kind, temperature, steps, lr, threads, out_dir, say):
     """General path: user modules and batches; saves the student's state_dict and a loss report."""
-    from edgekit import distill as d
-    from edgekit.compress_report import count_params, save_state
-    from edgekit.fsutil import atomic_write_text, ensure_writable_dir
+    from edgekit.workflows import distill as d
+    from edgekit.core.compression import count_params, save_state
+    from edgekit.core.fsutil import atomic_write_text, ensure_writable_dir
 
     out_dir = ensure_writable_dir(out_dir)
     teacher = _entry_point(teacher_spec, "teacher")

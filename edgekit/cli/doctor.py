@@ -43,8 +43,8 @@ def _local_python_packages() -> List[Dict[str, Any]]:
 
 
 def _steps() -> List[Dict[str, Any]]:
-    from edgekit.errors import EdgekitError
-    from edgekit.registry import STEPS, get_step
+    from edgekit.core.errors import EdgekitError
+    from edgekit.core.registry import STEPS, get_step
 
     rows = []
     for name in STEPS:
@@ -61,7 +61,7 @@ def _steps() -> List[Dict[str, Any]]:
 def feature_mismatches(flags: Optional[List[str]], profile) -> List[str]:
     """ISA features (the ones the profile schema knows: VNNI, AVX-512, BF16, dotprod, ...) on which the host and the
     profile disagree; they decide INT8 schemes and OpenVINO's default bf16 math."""
-    from edgekit.profiles import CPU_FEATURES, FEATURE_ALIASES
+    from edgekit.core.profiles import CPU_FEATURES, FEATURE_ALIASES
 
     if not flags:
         return []
@@ -100,8 +100,8 @@ def _mismatches(probe: Dict[str, Any], profile) -> List[str]:
 @json_option
 def doctor(host, ssh, profile, as_json):
     """Show which runtimes and converters are usable here, or on --host, with versions and install hints."""
-    from edgekit.deploy import make_runner
-    from edgekit.profiles import load_profile
+    from edgekit.workflows.deploy import make_runner
+    from edgekit.core.profiles import load_profile
 
     prof = load_profile(profile or "x86-cpu") if (profile or not host) else None
     if host and prof is None:

@@ -84,7 +84,7 @@ def _quiet_import_noise() -> None:
 
 def main(argv=None) -> int:
     """Run the CLI; an EdgekitError prints as one clear message (no traceback) and exits non-zero."""
-    from edgekit.errors import EdgekitError
+    from edgekit.core.errors import EdgekitError
 
     _quiet_import_noise()
 

@@ -20,9 +20,9 @@ from edgekit.cli.common import json_option, parse_max_drop, print_json, profile_
 @json_option
 def plan(model, profile, host, runtime, precision, max_drop, calib, no_simplify, trust_pickle, as_json):
     """Print the ordered steps for MODEL on a profile, why each was chosen, the runtime and where it runs."""
-    from edgekit.deploy import resolve_model
-    from edgekit.plan import PlanOptions, make_plan
-    from edgekit.profiles import load_profile
+    from edgekit.workflows.deploy import resolve_model
+    from edgekit.core.plan import PlanOptions, make_plan
+    from edgekit.core.profiles import load_profile
 
     prof = load_profile(profile)
     resolved = resolve_model(model, trust_pickle=trust_pickle)

@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 import click
 import yaml
 
-from edgekit.profiles import DeviceProfile, bundled_names, load_profile, profile_as_dict, profile_as_json
+from edgekit.core.profiles import DeviceProfile, bundled_names, load_profile, profile_as_dict, profile_as_json
 
 
 def _summary(p: DeviceProfile) -> Dict[str, Any]:

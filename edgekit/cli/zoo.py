@@ -16,7 +16,7 @@ def zoo():
 @click.option("--json", "as_json", is_flag=True, help="Print the models as a JSON list.")
 def list_cmd(as_json: bool) -> None:
     """List zoo models, the package that ships each, and its task fidelity metric."""
-    from edgekit.zoo import list_models
+    from edgekit.zoo.models import list_models
 
     rows = [m.to_dict() for m in list_models()]
     if as_json:

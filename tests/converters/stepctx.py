@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edgekit.profiles import CPU, DeviceProfile
-from edgekit.steps import StepContext
+from edgekit.core.profiles import CPU, DeviceProfile
+from edgekit.core.steps import StepContext
 
 
 def minimal_context(tmp_path, name: str = "work") -> StepContext:

@@ -11,11 +11,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgekit.artifact import Artifact  # noqa: E402
-from edgekit.errors import ModelLoadError, StepError  # noqa: E402
-from edgekit.profiles import CPU, DeviceProfile  # noqa: E402
-from edgekit.registry import get_step  # noqa: E402
-from edgekit.steps import StepContext  # noqa: E402
+from edgekit.core.artifact import Artifact  # noqa: E402
+from edgekit.core.errors import ModelLoadError, StepError  # noqa: E402
+from edgekit.core.profiles import CPU, DeviceProfile  # noqa: E402
+from edgekit.core.registry import get_step  # noqa: E402
+from edgekit.core.steps import StepContext  # noqa: E402
 from stepctx import minimal_context  # noqa: E402  (tests/converters helper)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,7 +82,7 @@ def _minilm_sentences_feeds(tokenizer, seq=37):
 
 @pytest.mark.slow
 def test_minilm_dynamo_export_matches_torch_with_dynamic_batch_and_seq(tmp_path, request):
-    zoo = pytest.importorskip("edgekit.zoo")
+    zoo = pytest.importorskip("edgekit.zoo.models")
     pytest.importorskip("transformers")
     pytest.importorskip("onnxscript")
     art = zoo.resolve("zoo:minilm").artifact()

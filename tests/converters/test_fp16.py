@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekit import zoo
-from edgekit.errors import StepError
-from edgekit.profiles import load_profile
-from edgekit.steps import StepContext
+from edgekit.zoo import models as zoo
+from edgekit.core.errors import StepError
+from edgekit.core.profiles import load_profile
+from edgekit.core.steps import StepContext
 from edgekit.converters.fp16 import Fp16Config, Fp16Step
 
 

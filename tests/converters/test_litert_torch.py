@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from edgekit.errors import MissingDependencyError, StepError
-from edgekit.plan import PlanOptions, make_plan
-from edgekit.profiles import load_profile
+from edgekit.core.errors import MissingDependencyError, StepError
+from edgekit.core.plan import PlanOptions, make_plan
+from edgekit.core.profiles import load_profile
 from edgekit.converters.litert_torch import LitertTorchConfig, LitertTorchStep
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -30,7 +30,7 @@ needs_litert = pytest.mark.skipif(not HAVE_LITERT, reason="litert-torch is not i
 @pytest.fixture(scope="module")
 def torch_art():
     torch = pytest.importorskip("torch")
-    from edgekit.artifact import Artifact
+    from edgekit.core.artifact import Artifact
 
     return Artifact.from_module(torch.nn.Linear(4, 2), (torch.randn(1, 4),), input_names=["x"], output_names=["y"], name="lin")
 
@@ -99,7 +99,7 @@ def test_full_int8_is_not_a_precision_of_this_step():
 @needs_litert
 def test_unsupported_op_is_a_step_error_naming_the_op(tmp_path):
     torch = pytest.importorskip("torch")
-    from edgekit.artifact import Artifact
+    from edgekit.core.artifact import Artifact
 
     class Svd(torch.nn.Module):
         def forward(self, x):
@@ -124,8 +124,8 @@ def test_unsupported_op_is_a_step_error_naming_the_op(tmp_path):
 def minilm():
     if not HAVE_LITERT:
         pytest.skip("litert-torch is not installed (pip install 'edgekit[litert]')")
-    from edgekit import fidelity
-    from edgekit.zoo import resolve
+    from edgekit.quality import fidelity
+    from edgekit.zoo.models import resolve
 
     z = resolve("zoo:minilm")
     art = z.artifact()
@@ -142,7 +142,7 @@ def _convert(tmp_path, art, precision):
 @needs_litert
 @pytest.mark.slow
 def test_minilm_fp32_inputs_are_mapped_and_match_torch(tmp_path, minilm):
-    from edgekit import fidelity
+    from edgekit.quality import fidelity
 
     z, art, feeds, ref = minilm
     out, ctx = _convert(tmp_path, art, "fp32")
@@ -163,7 +163,7 @@ def test_minilm_fp32_inputs_are_mapped_and_match_torch(tmp_path, minilm):
 @needs_litert
 @pytest.mark.slow
 def test_minilm_int8_dynamic_is_smaller_and_close(tmp_path, minilm):
-    from edgekit import fidelity
+    from edgekit.quality import fidelity
 
     z, art, feeds, ref = minilm
     out, _ = _convert(tmp_path, art, "int8-dynamic")
@@ -177,7 +177,7 @@ def test_minilm_int8_dynamic_is_smaller_and_close(tmp_path, minilm):
 @needs_litert
 @pytest.mark.slow
 def test_minilm_fp16_halves_the_weights(tmp_path, minilm):
-    from edgekit import fidelity
+    from edgekit.quality import fidelity
 
     z, art, feeds, ref = minilm
     out, _ = _convert(tmp_path, art, "fp16")

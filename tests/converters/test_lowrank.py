@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgekit.profiles import load_profile  # noqa: E402
-from edgekit.registry import get_step  # noqa: E402
-from edgekit.steps import StepContext  # noqa: E402
+from edgekit.core.profiles import load_profile  # noqa: E402
+from edgekit.core.registry import get_step  # noqa: E402
+from edgekit.core.steps import StepContext  # noqa: E402
 
 
 def test_factorize_exact_at_full_rank_and_energy_rank_choice():
@@ -39,7 +39,7 @@ def test_config_needs_exactly_one_of_rank_or_energy():
 
 @pytest.fixture(scope="module")
 def minilm():
-    from edgekit import zoo
+    from edgekit.zoo import models as zoo
 
     model = zoo.resolve("zoo:minilm")
     return model, model.artifact()
@@ -66,7 +66,7 @@ def test_rank_reduces_params_by_the_expected_amount(minilm):
 
 @pytest.mark.slow
 def test_fidelity_degrades_monotonically_with_lower_energy(minilm):
-    from edgekit.compress_report import torch_outputs, fidelity
+    from edgekit.core.compression import torch_outputs, fidelity
     from edgekit.converters.lowrank import lowrank_module
 
     model, art = minilm
@@ -84,8 +84,8 @@ def test_fidelity_degrades_monotonically_with_lower_energy(minilm):
 
 
 def test_onnx_lowrank_on_ppocr_rec_runs_and_shrinks(tmp_path, ppocr_rec_path):
-    from edgekit import zoo
-    from edgekit.artifact import load_artifact
+    from edgekit.zoo import models as zoo
+    from edgekit.core.artifact import load_artifact
 
     rec = zoo.resolve("zoo:ppocr-rec")
     feeds = rec.eval_feeds(3)

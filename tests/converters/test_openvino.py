@@ -5,9 +5,9 @@ import logging
 import numpy as np
 import pytest
 
-from edgekit.artifact import load_artifact
-from edgekit.errors import CalibrationError, StepError
-from edgekit.steps import StepContext
+from edgekit.core.artifact import load_artifact
+from edgekit.core.errors import CalibrationError, StepError
+from edgekit.core.steps import StepContext
 from edgekit.converters.openvino import OpenVinoConfig, OpenVinoStep
 
 DET_SHAPE = {"x": [1, 3, 128, 128]}
@@ -23,14 +23,14 @@ def _quiet_nncf():
 
 @pytest.fixture(scope="module")
 def rec():
-    from edgekit import zoo
+    from edgekit.zoo import models as zoo
 
     return zoo.resolve("zoo:ppocr-rec")
 
 
 @pytest.fixture(scope="module")
 def det():
-    from edgekit import zoo
+    from edgekit.zoo import models as zoo
 
     return zoo.resolve("zoo:ppocr-det")
 
@@ -71,8 +71,8 @@ def test_rec_ir_matches_onnxruntime(tmp_path, rec, precision, atol):
 def test_fp32_ir_is_computed_in_f32_by_fidelity_and_benchmark(tmp_path, rec):
     """edgekit's own paths (fidelity check, harness benchmark) compile an fp32 IR with the f32 hint: OpenVINO's CPU
     default is bf16 on CPUs with AVX512-BF16/AMX, which changes rec's text on some lines."""
-    from edgekit import fidelity
-    from edgekit.deploy import deploy
+    from edgekit.quality import fidelity
+    from edgekit.workflows.deploy import deploy
 
     rep = deploy("zoo:ppocr-rec", "x86-cpu", runtime="openvino", precision="fp32", cache_dir=tmp_path / "c",
                  bench={"min_runs": 3, "min_seconds": 0.1, "warmup_runs": 1, "warmup_seconds": 0.0, "idle_seconds": 0.0})
@@ -212,7 +212,7 @@ def test_model_type_auto_detects_attention(rec, det):
     """NNCF's transformer mode is chosen when the graph multiplies two activations (SVTR neck of rec), not for det."""
     import openvino as ov
 
-    from edgekit.converters.openvino import _attention_matmuls
+    from edgekit.converters.openvino_graph import attention_matmuls as _attention_matmuls
 
     core = ov.Core()
     att = _attention_matmuls(core.read_model(str(rec.artifact().path)))

@@ -11,15 +11,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 pytest.importorskip("transformers")
 
-from edgekit.errors import StepError  # noqa: E402
-from edgekit.profiles import load_profile  # noqa: E402
-from edgekit.registry import get_step  # noqa: E402
-from edgekit.steps import StepContext  # noqa: E402
+from edgekit.core.errors import StepError  # noqa: E402
+from edgekit.core.profiles import load_profile  # noqa: E402
+from edgekit.core.registry import get_step  # noqa: E402
+from edgekit.core.steps import StepContext  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def minilm():
-    from edgekit import zoo
+    from edgekit.zoo import models as zoo
 
     model = zoo.resolve("zoo:minilm")
     return model, model.artifact()
@@ -52,7 +52,7 @@ def test_unstructured_exact_sparsity_smaller_zip_same_dense_size(tmp_path, minil
 
 
 def test_structured_removes_heads_and_neurons_and_onnx_shrinks(tmp_path, minilm):
-    from edgekit.compress_report import export_onnx, onnx_outputs
+    from edgekit.core.compression import export_onnx, onnx_outputs
 
     model, art = minilm
     step = get_step("prune")
@@ -93,7 +93,7 @@ def test_finetune_hook_runs_on_the_pruned_copy(minilm):
 
 
 def test_prune_refuses_an_onnx_artifact(tmp_path, ppocr_rec_path):
-    from edgekit.artifact import load_artifact
+    from edgekit.core.artifact import load_artifact
 
     step = get_step("prune")
     ctx = StepContext(work_dir=tmp_path, profile=load_profile("x86-cpu"))

@@ -8,11 +8,11 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekit import zoo
-from edgekit.artifact import load_artifact
-from edgekit.errors import CalibrationError, FidelityError, StepError
-from edgekit.profiles import load_profile
-from edgekit.steps import StepContext
+from edgekit.zoo import models as zoo
+from edgekit.core.artifact import load_artifact
+from edgekit.core.errors import CalibrationError, FidelityError, StepError
+from edgekit.core.profiles import load_profile
+from edgekit.core.steps import StepContext
 from edgekit.converters import quantize_ort as Q
 from edgekit.converters.quantize_ort import QuantizeOrtConfig, QuantizeOrtStep
 
@@ -254,7 +254,7 @@ def test_role_groups_partition_minilm_matmuls_by_structural_role(minilm_onnx, tm
 
 
 def test_role_groups_on_ppocr_rec_convs_are_too_many_to_probe_so_search_keeps_contiguous_runs(tmp_path, ppocr_rec_path):
-    from edgekit import sensitivity
+    from edgekit.quality import sensitivity
 
     prepared, _ = Q.prepare_for_quantization(ppocr_rec_path, tmp_path)
     cands = Q.quantizable_nodes(prepared, ["Conv"], mode="static")
@@ -271,7 +271,7 @@ def test_role_groups_on_ppocr_rec_convs_are_too_many_to_probe_so_search_keeps_co
 
 def test_search_probes_caller_groups_and_refines_inside_the_winning_one():
     """Error concentrated in one role spread over the graph: the role group finds it, refine keeps few nodes."""
-    from edgekit import sensitivity
+    from edgekit.quality import sensitivity
 
     cands = [f"l{layer}.{role}" for layer in range(6) for role in ("q", "k", "v", "o", "ffn1", "ffn2")]
     # only the FFN output of the first two layers matters; everything else is noise-free

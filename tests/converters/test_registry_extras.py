@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.registry import STEPS, get_step
+from edgekit.core.registry import STEPS, get_step
 
 if sys.version_info >= (3, 11):
     import tomllib

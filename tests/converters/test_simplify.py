@@ -11,11 +11,11 @@ import onnx.helper as oh
 import onnxruntime as ort
 import pytest
 
-from edgekit.artifact import Artifact
-from edgekit.errors import StepSkipped
-from edgekit.profiles import CPU, DeviceProfile
-from edgekit.registry import get_step
-from edgekit.steps import StepContext
+from edgekit.core.artifact import Artifact
+from edgekit.core.errors import StepSkipped
+from edgekit.core.profiles import CPU, DeviceProfile
+from edgekit.core.registry import get_step
+from edgekit.core.steps import StepContext
 from stepctx import minimal_context  # noqa: E402  (tests/converters helper)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -62,7 +62,7 @@ def _check_simplified(src, out, ctx, feeds):
     [("zoo:ppocr-det", [1, 3, 320, 320]), ("zoo:ppocr-rec", [1, 3, 48, 320])],
 )
 def test_ppocr_simplified_is_smaller_and_equal(tmp_path, spec, shape):
-    zoo = pytest.importorskip("edgekit.zoo")
+    zoo = pytest.importorskip("edgekit.zoo.models")
     model = zoo.resolve(spec)
     if not model.is_installed():
         pytest.skip(f"{spec} needs rapidocr-onnxruntime")
@@ -79,7 +79,7 @@ def test_ppocr_simplified_is_smaller_and_equal(tmp_path, spec, shape):
 
 
 def test_dynamic_model_without_test_shapes_says_the_check_was_not_run(tmp_path):
-    zoo = pytest.importorskip("edgekit.zoo")
+    zoo = pytest.importorskip("edgekit.zoo.models")
     model = zoo.resolve("zoo:ppocr-rec")
     if not model.is_installed():
         pytest.skip("needs rapidocr-onnxruntime")
@@ -94,7 +94,7 @@ def test_dynamic_model_without_test_shapes_says_the_check_was_not_run(tmp_path):
 
 def _minilm_onnx(tmp_path, request):
     """MiniLM exported by the export step (reuses test_export's file from pytest's cache when present)."""
-    zoo = pytest.importorskip("edgekit.zoo")
+    zoo = pytest.importorskip("edgekit.zoo.models")
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
     art = zoo.resolve("zoo:minilm").artifact()

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.artifact import load_artifact
-from edgekit.errors import StepError
-from edgekit.profiles import load_profile
-from edgekit.steps import StepContext
+from edgekit.core.artifact import load_artifact
+from edgekit.core.errors import StepError
+from edgekit.core.profiles import load_profile
+from edgekit.core.steps import StepContext
 from edgekit.converters.tensorrt import TensorRtConfig, TensorRtStep
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"

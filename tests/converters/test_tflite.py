@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.artifact import load_artifact
-from edgekit.errors import CalibrationError, StepError
-from edgekit.steps import StepContext
+from edgekit.core.artifact import load_artifact
+from edgekit.core.errors import CalibrationError, StepError
+from edgekit.core.steps import StepContext
 from edgekit.converters import onnx2tf_env
 from edgekit.converters.tflite import TfliteConfig, TfliteStep, parse_onnx2tf_error
 
@@ -89,7 +89,7 @@ def test_real_onnx2tf_unimplemented_op_is_named(tmp_path):
 
 def test_real_onnx2tf_node_failure_names_node_and_op():
     """onnx2tf 1.29.24 on PP-OCRv4 det (the reason edgekit pins 1.29.16): node and op come from its log + the ONNX."""
-    from edgekit import zoo
+    from edgekit.zoo import models as zoo
 
     log = (FIX / "onnx2tf_1.29.24_ppocrv4_det_functional_layer_failure_generated_here.txt").read_text()
     node, op, message = parse_onnx2tf_error(log, zoo.resolve("zoo:ppocr-det").artifact().path)
@@ -142,8 +142,8 @@ def test_creation_lock_is_exclusive(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not _env_ready(), reason="the onnx2tf tool env has not been created on this machine")
 def test_tiny_model_fp32_layout_mapped_and_verified(tmp_path):
-    from edgekit import fidelity
-    from edgekit.fsutil import sha256_file
+    from edgekit.quality import fidelity
+    from edgekit.core.fsutil import sha256_file
 
     src = _tiny_onnx(tmp_path)
     before = sha256_file(src)
@@ -171,8 +171,8 @@ def test_tiny_model_fp32_layout_mapped_and_verified(tmp_path):
 
 def test_deploy_report_carries_layout_metadata_to_feed_the_tflite(tmp_path):
     """report.json's artifact keeps the NHWC feed map, so the deployed .tflite can be fed source-layout (NCHW) data."""
-    from edgekit import fidelity
-    from edgekit.deploy import deploy
+    from edgekit.quality import fidelity
+    from edgekit.workflows.deploy import deploy
 
     src = _tiny_onnx(tmp_path)
     rep = deploy(str(src), "x86-cpu", runtime="tflite", precision="fp32", run_benchmark=False, out=tmp_path / "out",
@@ -203,7 +203,8 @@ def test_int8_budget_is_checked_on_the_task_score():
 @onnx2tf_opt_in
 @pytest.mark.parametrize("precision,min_score", [("fp16", 0.99), ("int8", 0.0)])
 def test_ppocr_rec(tmp_path, precision, min_score):
-    from edgekit import fidelity, zoo
+    from edgekit.quality import fidelity
+    from edgekit.zoo import models as zoo
 
     z = zoo.resolve("zoo:ppocr-rec")
     art = z.artifact()
@@ -221,7 +222,8 @@ def test_ppocr_rec(tmp_path, precision, min_score):
 @pytest.mark.slow
 @onnx2tf_opt_in
 def test_ppocr_det_dynamic_range_int8(tmp_path):
-    from edgekit import fidelity, zoo
+    from edgekit.quality import fidelity
+    from edgekit.zoo import models as zoo
 
     z = zoo.resolve("zoo:ppocr-det")
     sh = {"x": [1, 3, 256, 256]}

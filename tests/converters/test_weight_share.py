@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.profiles import load_profile
-from edgekit.registry import get_step
-from edgekit.steps import StepContext
+from edgekit.core.profiles import load_profile
+from edgekit.core.registry import get_step
+from edgekit.core.steps import StepContext
 
 
 def test_kmeans_1d_recovers_clusters_and_caps_unique_values():
@@ -27,8 +27,8 @@ def test_onnx_weight_share_on_ppocr_det(tmp_path, ppocr_det_path):
     import onnx
     from onnx import numpy_helper
 
-    from edgekit import zoo
-    from edgekit.artifact import load_artifact
+    from edgekit.zoo import models as zoo
+    from edgekit.core.artifact import load_artifact
 
     det = zoo.resolve("zoo:ppocr-det")
     feeds = det.eval_feeds(2, shapes={"x": [1, 3, 320, 320]})
@@ -54,7 +54,7 @@ def test_onnx_weight_share_on_ppocr_det(tmp_path, ppocr_det_path):
 @pytest.mark.slow
 def test_module_weight_share_on_minilm(tmp_path):
     torch = pytest.importorskip("torch")
-    from edgekit import zoo
+    from edgekit.zoo import models as zoo
 
     model = zoo.resolve("zoo:minilm")
     art = model.artifact()

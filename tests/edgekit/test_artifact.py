@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edgekit.artifact import Artifact, load_artifact
-from edgekit.errors import ModelLoadError
-from edgekit.fsutil import sha256_file
+from edgekit.core.artifact import Artifact, load_artifact
+from edgekit.core.errors import ModelLoadError
+from edgekit.core.fsutil import sha256_file
 
 
 def test_onnx_signature_and_hash(ppocr_det_path):

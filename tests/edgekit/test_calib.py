@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgekit.artifact import TensorSpec
-from edgekit.calib import PreprocessSpec, load_calibration, split_calib_eval, validate_feed
-from edgekit.errors import CalibrationError
+from edgekit.core.artifact import TensorSpec
+from edgekit.quality.calibration import PreprocessSpec, load_calibration, split_calib_eval, validate_feed
+from edgekit.core.errors import CalibrationError
 
 IMG_IN = [TensorSpec(name="x", shape=[1, 3, 64, 48], dtype="float32")]
 TOKENS = [

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from edgekit.cli.main import main
-from edgekit.profiles import DeviceProfile, bundled_names, load_profile, profile_as_dict
+from edgekit.core.profiles import DeviceProfile, bundled_names, load_profile, profile_as_dict
 
 
 def run(capsys, *args):

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from edgekit.distill import (  # noqa: E402
+from edgekit.workflows.distill import (  # noqa: E402
     _feature_mse,
     distill,
     embedding_cosines,
@@ -19,12 +19,12 @@ from edgekit.distill import (  # noqa: E402
     minilm_feature_pairs,
     student_layer_indices,
 )
-from edgekit.errors import UsageError  # noqa: E402
+from edgekit.core.errors import UsageError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    from edgekit import zoo
+    from edgekit.zoo import models as zoo
 
     return zoo.minilm_module()
 
@@ -54,7 +54,7 @@ def test_student_init_copies_teacher_weights(teacher):
 
 
 def test_distillation_lowers_loss_and_raises_heldout_cosine(teacher):
-    from edgekit import zoo
+    from edgekit.zoo import models as zoo
 
     module, tok = teacher
     torch.manual_seed(0)
@@ -122,7 +122,7 @@ def test_cli_distill_minilm_writes_onnx_and_report(tmp_path, cli):
 
 
 def test_training_text_is_large_and_disjoint_from_heldout_text():
-    from edgekit import zoo_data
+    from edgekit.zoo import datasets as zoo_data
 
     train = zoo_data._split_sentences("train")
     held = set(zoo_data._split_sentences("eval")) | set(zoo_data._split_sentences("calib"))
@@ -138,7 +138,7 @@ def test_training_text_is_large_and_disjoint_from_heldout_text():
 
 
 def test_length_buckets_keep_every_sentence_and_cut_padding():
-    from edgekit import zoo
+    from edgekit.zoo import models as zoo
 
     tok = zoo.minilm_tokenizer()
     texts = zoo.sentences(256, "train", seed=1)

@@ -11,10 +11,10 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from edgekit.deploy import deploy
-from edgekit.errors import StepError
-from edgekit.plan import PlanOptions, make_plan
-from edgekit.profiles import load_profile
+from edgekit.workflows.deploy import deploy
+from edgekit.core.errors import StepError
+from edgekit.core.plan import PlanOptions, make_plan
+from edgekit.core.profiles import load_profile
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 LIGHT_MODELS = sorted(p.name for p in LIGHT.glob("light_*.onnx"))
@@ -85,7 +85,7 @@ def test_cli_shows_fallback(tmp_path, cli):
 
 
 def test_plan_skips_excluded_runtime_with_reason(tmp_path):
-    from edgekit.artifact import load_artifact
+    from edgekit.core.artifact import load_artifact
 
     art = load_artifact(LIGHT / "light_squeezenet.onnx")
     prof = load_profile("x86-cpu")
@@ -93,7 +93,7 @@ def test_plan_skips_excluded_runtime_with_reason(tmp_path):
     assert plan.runtime == "onnxruntime"
     assert any("cosine 0.09" in n for n in plan.notes)
     all_out = {r: "x" for r in prof.runtimes}
-    from edgekit.errors import PlanError
+    from edgekit.core.errors import PlanError
 
     with pytest.raises(PlanError):
         make_plan(art, "m", prof, PlanOptions(exclude_runtimes=all_out))

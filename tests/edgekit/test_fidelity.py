@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.fidelity import compare, predict
-from edgekit.artifact import load_artifact
-from edgekit.steps import FidelityBudget
+from edgekit.quality.fidelity import compare, predict
+from edgekit.core.artifact import load_artifact
+from edgekit.core.steps import FidelityBudget
 
 
 def test_identical_outputs_pass_with_cosine_one():

@@ -11,10 +11,10 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from edgekit.errors import UsageError
-from edgekit.feeds import load_inputs_file
-from edgekit.runner import InputSpec
-from edgekit.shapes import random_feeds
+from edgekit.core.errors import UsageError
+from edgekit.core.feeds import load_inputs_file
+from edgekit.core.runner_interface import InputSpec
+from edgekit.core.shapes import random_feeds
 
 
 def gain_model(path: Path) -> Path:
@@ -37,7 +37,7 @@ def gain(tmp_path):
 
 
 def _inputs(gain_path):
-    from edgekit.artifact import load_artifact
+    from edgekit.core.artifact import load_artifact
 
     return load_artifact(gain_path).inputs
 
@@ -50,8 +50,8 @@ def test_random_feed_of_scalar_is_rank0_ndarray():
 
 @pytest.mark.parametrize("runtime_fmt", ["onnx", "openvino"])
 def test_scalar_input_fed_as_scalar_in_fidelity(gain, tmp_path, runtime_fmt):
-    from edgekit.artifact import load_artifact
-    from edgekit.fidelity import predict
+    from edgekit.core.artifact import load_artifact
+    from edgekit.quality.fidelity import predict
 
     art = load_artifact(gain)
     if runtime_fmt == "openvino":
@@ -65,7 +65,7 @@ def test_scalar_input_fed_as_scalar_in_fidelity(gain, tmp_path, runtime_fmt):
 
 
 def test_harness_feeds_scalar_as_rank0(gain, tmp_path):
-    from edgekit.registry import harness_module
+    from edgekit.core.registry import harness_module
 
     hm = harness_module()
     np.savez(tmp_path / "in.npz", x=np.ones((1, 16), np.float32), gain=np.float32(4.0))

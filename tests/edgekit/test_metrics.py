@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from edgekit import metrics
+from edgekit.quality import metrics
 
 
 def _one_hot(indices, classes):

@@ -8,14 +8,14 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekit import registry
-from edgekit.artifact import LineageEntry, load_artifact
-from edgekit.errors import FidelityError
-from edgekit.pipeline import DataSources, Pipeline
-from edgekit.plan import Plan
-from edgekit.profiles import load_profile
-from edgekit.shapes import resolve_inputs
-from edgekit.steps import PlannedStep, Step, StepConfig
+from edgekit.core import registry
+from edgekit.core.artifact import LineageEntry, load_artifact
+from edgekit.core.errors import FidelityError
+from edgekit.core.pipeline import DataSources, Pipeline
+from edgekit.core.plan import Plan
+from edgekit.core.profiles import load_profile
+from edgekit.core.shapes import resolve_inputs
+from edgekit.core.steps import PlannedStep, Step, StepConfig
 
 
 class CorruptWeightsStep(Step):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from edgekit.artifact import load_artifact
-from edgekit.errors import PlanError
-from edgekit.plan import PlanOptions, make_plan
-from edgekit.profiles import load_profile
+from edgekit.core.artifact import load_artifact
+from edgekit.core.errors import PlanError
+from edgekit.core.plan import PlanOptions, make_plan
+from edgekit.core.profiles import load_profile
 
 
 def _all_available(name):

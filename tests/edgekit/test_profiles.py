@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.errors import ProfileError
-from edgekit.profiles import (
+from edgekit.core.errors import ProfileError
+from edgekit.core.profiles import (
     DeviceProfile,
     bundled_dir,
     bundled_names,

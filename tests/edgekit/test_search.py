@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from edgekit.deploy import build_data, resolve_model
-from edgekit.profiles import load_profile
-from edgekit.registry import get_runner
-from edgekit.search import candidates, search
+from edgekit.workflows.deploy import build_data, resolve_model
+from edgekit.core.profiles import load_profile
+from edgekit.core.registry import get_runner
+from edgekit.quality.variant_search import candidates, search
 
 
 def test_candidates_follow_profile_order_and_precisions():
@@ -21,7 +21,7 @@ def test_search_records_infeasible_and_chooses_a_measured_variant(ppocr_rec_path
     data = build_data(resolved, shapes={"x": [1, 3, 48, 160]})
     def short_bench(art, profile, runner, inputs, runtime=None, bench=None):
         """The real benchmark, shortened for the test."""
-        from edgekit.deploy import benchmark
+        from edgekit.workflows.deploy import benchmark
 
         return benchmark(art, profile, runner, inputs, runtime=runtime, bench={"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 3, "min_seconds": 0})
 

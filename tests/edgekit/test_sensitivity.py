@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgekit import sensitivity
-from edgekit.errors import EdgekitError
+from edgekit.quality import sensitivity
+from edgekit.core.errors import EdgekitError
 
 
 def _model(errors):

@@ -11,10 +11,12 @@ import warnings
 import numpy as np
 import pytest
 
-from edgekit import zoo, zoo_data
+from edgekit.zoo import models as zoo
+
+from edgekit.zoo import datasets as zoo_data
 from edgekit.cli.main import main
-from edgekit.errors import EdgekitError, MissingDependencyError, ModelLoadError
-from edgekit.metrics import char_accuracy
+from edgekit.core.errors import EdgekitError, MissingDependencyError, ModelLoadError
+from edgekit.quality.metrics import char_accuracy
 
 LATIN_KINDS = ("english", "number")
 

@@ -57,6 +57,6 @@ def _no_agent(monkeypatch):
 
 @pytest.fixture(scope="session")
 def x86_profile():
-    from edgekit.profiles import load_profile
+    from edgekit.core.profiles import load_profile
 
     return load_profile("x86-cpu")

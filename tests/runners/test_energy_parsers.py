@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.registry import harness_module, harness_path
+from edgekit.core.registry import harness_module, harness_path
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 h = harness_module()
@@ -290,7 +290,7 @@ def test_tegrastats_sampler_end_to_end_jp7(tmp_path):
     assert e["energy_above_idle_per_inference_mj"] == pytest.approx(0.0, abs=1e-9)
     assert e["samples"] >= 5 and e["idle_samples"] >= 3  # 50 ms interval over >= 1 s / 0.6 s
     assert set(e["rails"]) == {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"}
-    from edgekit.results import BenchmarkResult
+    from edgekit.core.results import BenchmarkResult
 
     BenchmarkResult.model_validate(r)
 

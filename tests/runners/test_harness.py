@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.registry import harness_module, harness_path
-from edgekit.results import BenchmarkResult
+from edgekit.core.registry import harness_module, harness_path
+from edgekit.core.results import BenchmarkResult
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 MODELS = Path(importlib.util.find_spec("rapidocr_onnxruntime").origin).parent / "models"
@@ -241,7 +241,7 @@ def test_probe_keys(tmp_path):
 
 def test_doctor_names_isa_features_the_profile_does_not_declare():
     from edgekit.cli.doctor import feature_mismatches
-    from edgekit.profiles import load_profile
+    from edgekit.core.profiles import load_profile
 
     prof = load_profile("x86-cpu")  # AVX2/FMA/F16C, no AVX-512, no VNNI (Zen 3 class)
     zen3 = "fpu sse4_2 avx avx2 fma f16c sha_ni vaes".split()

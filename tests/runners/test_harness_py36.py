@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.registry import harness_path
+from edgekit.core.registry import harness_path
 
 HARNESS = Path(harness_path())
 # vermin has no `python -m vermin`; call its console-script entry point with this interpreter.
@@ -119,7 +119,7 @@ def test_full_benchmark_under_python36_when_onnxruntime_is_there(tmp_path):
             "warmup_seconds": 0.0, "min_runs": 3, "min_seconds": 0.0, "idle_seconds": 0.0}
     p = subprocess.run([PY36, str(HARNESS), "-"], input=json.dumps(spec), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    from edgekit.results import BenchmarkResult
+    from edgekit.core.results import BenchmarkResult
 
     r = BenchmarkResult.model_validate_json(p.stdout)
     assert r.device.python.startswith("3.6.") and r.timing.runs == 3

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.artifact import load_artifact
-from edgekit.errors import ModelLoadError, RunnerError
-from edgekit.registry import get_runner
-from edgekit.results import BenchmarkResult
-from edgekit.runner import HarnessSpec, InputSpec
+from edgekit.core.artifact import load_artifact
+from edgekit.core.errors import ModelLoadError, RunnerError
+from edgekit.core.registry import get_runner
+from edgekit.core.results import BenchmarkResult
+from edgekit.core.runner_interface import HarnessSpec, InputSpec
 
 DET = Path(importlib.util.find_spec("rapidocr_onnxruntime").origin).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
 LocalRunner = get_runner("local")

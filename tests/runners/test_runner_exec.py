@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgekit.profiles import load_profile
-from edgekit.registry import get_runner
+from edgekit.core.profiles import load_profile
+from edgekit.core.registry import get_runner
 
 
 @pytest.fixture

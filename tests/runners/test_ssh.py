@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.artifact import Artifact
-from edgekit.errors import ConnectionFailed, HostKeyError, RunnerError, UsageError
-from edgekit.runner import HarnessSpec, InputSpec
+from edgekit.core.artifact import Artifact
+from edgekit.core.errors import ConnectionFailed, HostKeyError, RunnerError, UsageError
+from edgekit.core.runner_interface import HarnessSpec, InputSpec
 from edgekit.runners.ssh import SSHRunner
 from edgekit.runners.sshconf import parse_host_spec, resolve_host
 

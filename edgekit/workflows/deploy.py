@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import shlex
 import sys
 import time
@@ -10,16 +9,16 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from edgekit import __version__
-from edgekit.artifact import Artifact, load_artifact
-from edgekit.errors import EdgekitError, FidelityError, PlanError, StepError, UsageError
-from edgekit.fsutil import ensure_writable_dir
-from edgekit.pipeline import DataSources, Pipeline, PipelineResult
-from edgekit.plan import Plan, PlanOptions, make_plan
-from edgekit.profiles import DeviceProfile, load_profile
-from edgekit.registry import get_runner
-from edgekit.results import BenchmarkResult, DeployReport
-from edgekit.runner import HarnessSpec, InputSpec, Runner, runtime_options_for
-from edgekit.shapes import resolve_inputs
+from edgekit.core.artifact import Artifact, load_artifact
+from edgekit.core.errors import EdgekitError, FidelityError, PlanError, StepError, UsageError
+from edgekit.core.fsutil import ensure_writable_dir
+from edgekit.core.pipeline import DataSources, Pipeline, PipelineResult
+from edgekit.core.plan import Plan, PlanOptions, make_plan
+from edgekit.core.profiles import DeviceProfile, load_profile
+from edgekit.core.registry import get_runner
+from edgekit.core.results import BenchmarkResult, DeployReport
+from edgekit.core.runner_interface import HarnessSpec, InputSpec, Runner, runtime_options_for
+from edgekit.core.shapes import resolve_inputs
 
 Progress = Callable[[str], None]
 
@@ -38,7 +37,7 @@ def resolve_model(spec: Union[str, Path, Artifact], trust_pickle: bool = False) 
         return ResolvedModel(spec, str(spec.path))
     text = str(spec)
     if text.startswith("zoo:"):
-        from edgekit import zoo
+        from edgekit.zoo import models as zoo
 
         model = zoo.resolve(text)
         return ResolvedModel(model.artifact(), text, model)
@@ -55,7 +54,7 @@ def _signature_from_shapes(resolved: ResolvedModel, shapes: Optional[Dict[str, L
             f"{resolved.label}: a {art.format} file carries no input signature; edgekit needs example input shapes to export it",
             hint="pass one --shape per forward() argument, e.g. --shape x=1x3x224x224",
         )
-    from edgekit.artifact import TensorSpec
+    from edgekit.core.artifact import TensorSpec
 
     inputs = [TensorSpec(name=n, shape=list(s), dtype="float32") for n, s in shapes.items()]
     return ResolvedModel(art.model_copy(update={"inputs": inputs}), resolved.label, resolved.zoo)
@@ -75,7 +74,7 @@ def build_data(
     benchmark's feed, and its arrays fix the input shapes."""
     if inputs_file is None:
         return _build_data(model, shapes, calib, calib_preprocess, calib_samples)
-    from edgekit import feeds as feeds_mod
+    from edgekit.core import feeds as feeds_mod
 
     feed = feeds_mod.load_inputs_file(inputs_file, model.artifact.inputs, model=model.label, shapes=shapes)
     data = _build_data(model, {**(shapes or {}), **{n: list(a.shape) for n, a in feed.items()}}, calib, calib_preprocess, calib_samples)
@@ -130,8 +129,8 @@ def load_user_data(source: Any, inputs, n_max: int, preprocess: Optional[str]):
     """--calib data split into calibration (first 3/4) and held-out evaluation (last 1/4) samples, never shared."""
     import hashlib
 
-    from edgekit import calib as calib_mod
-    from edgekit.errors import CalibrationError
+    from edgekit.quality import calibration as calib_mod
+    from edgekit.core.errors import CalibrationError
 
     feeds = calib_mod.load_calibration(source, list(inputs), n_max, preprocess)
     if len(feeds) < 2:
@@ -200,7 +199,7 @@ def _device_inputs(artifact: Artifact, inputs: Sequence[InputSpec]) -> List[Inpu
 
 
 def runtime_for(artifact: Artifact, requested: Optional[str] = None) -> str:
-    from edgekit.fidelity import RUNTIME_FOR_FORMAT
+    from edgekit.quality.fidelity import RUNTIME_FOR_FORMAT
 
     if requested:
         return requested
@@ -240,8 +239,8 @@ def _push_feed(artifact: Artifact, feed: Dict[str, Any], runner: Runner) -> str:
     """Write the --inputs feed in the artifact's own names/layout and make it available on the device."""
     import tempfile
 
-    from edgekit.feeds import write_device_feed
-    from edgekit.pipeline import default_cache_dir
+    from edgekit.core.feeds import write_device_feed
+    from edgekit.core.pipeline import default_cache_dir
 
     try:
         directory = default_cache_dir() / "inputs"
@@ -252,10 +251,6 @@ def _push_feed(artifact: Artifact, feed: Dict[str, Any], runner: Runner) -> str:
     if push_files is not None:
         return push_files([path], kind="inputs")[0]
     return str(path.resolve())
-
-
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 def deploy(
@@ -345,7 +340,7 @@ def deploy(
     from edgekit.report import build_report, write_outputs
 
     report = build_report(
-        command=command or "edgekit.deploy(...)",
+        command=command or "edgekit.workflows.deploy(...)",
         resolved=resolved,
         profile=prof,
         plan=plan,
@@ -405,7 +400,7 @@ def _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, f
 
 def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress):
     """Build and measure every feasible runtime x precision variant (or only `precisions`); keep the fastest within budget."""
-    from edgekit.search import DEFAULT_MAX_DROP, search
+    from edgekit.quality.variant_search import DEFAULT_MAX_DROP, search
 
     md = DEFAULT_MAX_DROP if max_drop is None else max_drop
     what = "each runtime x precision" if not precisions else f"the {'/'.join(precisions)} path of each runtime"

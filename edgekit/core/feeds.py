@@ -12,8 +12,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edgekit.errors import UsageError
-from edgekit.runner import InputSpec
+from edgekit.core.errors import UsageError
+from edgekit.core.runner_interface import InputSpec
 
 Feed = Dict[str, np.ndarray]
 
@@ -79,7 +79,7 @@ def specs_from_feed(feed: Feed) -> List[InputSpec]:
 
 def device_feed(artifact, feed: Feed) -> Feed:
     """The feed in the artifact's own input names and layout (e.g. NHWC for a .tflite), as the harness reads it."""
-    from edgekit.fidelity import _to_model_feed
+    from edgekit.quality.fidelity import _to_model_feed
 
     return _to_model_feed(artifact, feed)
 
@@ -97,7 +97,7 @@ def write_device_feed(artifact, feed: Feed, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"inputs-{hashlib.sha256(data).hexdigest()[:16]}.npz"
     if not path.exists():
-        from edgekit.fsutil import atomic_write_bytes
+        from edgekit.core.fsutil import atomic_write_bytes
 
         atomic_write_bytes(path, data)
     return path

@@ -7,8 +7,8 @@ from typing import Any, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekit.artifact import Artifact
-from edgekit.results import BenchmarkResult
+from edgekit.core.artifact import Artifact
+from edgekit.core.results import BenchmarkResult
 
 
 class InputSpec(BaseModel):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any, List, Tuple
 
-from edgekit.errors import StepError, require
+from edgekit.converters.openvino_graph import quantized_names
+from edgekit.core.errors import StepError, require
 
 
 def accuracy_control(search: Any, calib: list, evals: list, ref: List[list], ignored: List[str], preset: str, full: Any) -> Tuple[Any, List[str], float]:
@@ -17,8 +18,6 @@ def accuracy_control(search: Any, calib: list, evals: list, ref: List[list], ign
     nncf = require("nncf", "openvino", "INT8 accuracy control with NNCF")
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    from edgekit.converters.openvino import _quantized_names
-
     cfg = search.cfg
 
     def validate(compiled, items) -> Tuple[float, List[float]]:
@@ -28,10 +27,10 @@ def accuracy_control(search: Any, calib: list, evals: list, ref: List[list], ign
             outs.append([res[o] for o in compiled.outputs])
             refs.append(ref[i])
         # per-sample values let NNCF rank quantizer groups by their effect on the task metric itself
-        per = [float(search._score([r], [o])) for r, o in zip(refs, outs)]
-        return float(search._score(refs, outs)), per
+        per = [float(search.score([r], [o])) for r, o in zip(refs, outs)]
+        return float(search.score(refs, outs)), per
 
-    kwargs, advanced = search._nncf_kwargs(calib, ignored, preset)
+    kwargs, advanced = search.nncf_kwargs(calib, ignored, preset)
     t0 = time.time()
     try:
         model = nncf.quantize_with_accuracy_control(
@@ -47,6 +46,6 @@ def accuracy_control(search: Any, calib: list, evals: list, ref: List[list], ign
     except Exception as exc:  # NNCF raises nncf.* errors / RuntimeError from OpenVINO with its own message
         raise StepError("openvino", "NNCF accuracy-controlled INT8 quantization failed", hint="set search: sensitivity, or --precision fp16",
                         tool_message=f"{type(exc).__name__}: {exc}") from exc
-    kept_set = set(_quantized_names(model))
-    kept = [n for n in _quantized_names(full) if n not in kept_set]
+    kept_set = set(quantized_names(model))
+    kept = [n for n in quantized_names(full) if n not in kept_set]
     return model, kept, time.time() - t0

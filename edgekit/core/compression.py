@@ -11,8 +11,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edgekit.errors import CalibrationError, StepError, require
-from edgekit.fsutil import atomic_write_bytes
+from edgekit.core.errors import CalibrationError, StepError, require
+from edgekit.core.fsutil import atomic_write_bytes
 
 DENSE_NOTE = "dense runtimes gain nothing from zeros"
 DENSE_WHY = ("the zeros are still stored and multiplied as dense fp32 tensors; only the zipped size "
@@ -117,7 +117,7 @@ def time_torch(module: Any, example_inputs: Sequence[Any], threads: int, **kw) -
 
 
 def _flat_np(out: Any) -> List[np.ndarray]:
-    from edgekit.artifact import _flatten_torch_outputs
+    from edgekit.core.artifact import _flatten_torch_outputs
 
     return [o.detach().cpu().numpy() if hasattr(o, "detach") else np.asarray(o) for o in _flatten_torch_outputs(out)]
 
@@ -347,7 +347,7 @@ def require_module(step: str, artifact: Any) -> None:
 def finish_module_step(step: str, artifact: Any, new_module: Any, ctx: Any, extra: Dict[str, Any],
                        eval_samples: int = 16, measure: bool = True) -> Any:
     """Measure before/after, check fidelity on eval feeds, record ctx.report[step], and wrap the new module as an Artifact."""
-    from edgekit.artifact import Artifact
+    from edgekit.core.artifact import Artifact
 
     names, onames, dyn = module_io(artifact)
     ex = artifact.example_inputs
@@ -405,7 +405,7 @@ def require_onnx_file(step: str, artifact: Any) -> None:
 def finish_onnx_step(step: str, artifact: Any, model: Any, ctx: Any, extra: Dict[str, Any], eval_samples: int = 8,
                      measure: bool = True) -> Any:
     """Write the rewritten ONNX model, measure before/after in ORT, check fidelity, record ctx.report[step]."""
-    from edgekit.artifact import Artifact
+    from edgekit.core.artifact import Artifact
 
     work = Path(ctx.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -424,69 +424,22 @@ def finish_onnx_step(step: str, artifact: Any, model: Any, ctx: Any, extra: Dict
     return Artifact.from_file(path, metadata={**(artifact.metadata or {}), "compression": step})
 
 
-METHODS = {
-    "prune": ("prune", {"mode": "structured"}),
-    "prune-unstructured": ("prune", {"mode": "unstructured"}),
-    "lowrank": ("lowrank", {}),
-    "weight-share": ("weight-share", {}),
-}
+def run_export_step(art: Any, path: Path) -> Path:
+    """Run the registered export step on an in-memory artifact and copy its ONNX to `path`."""
+    import tempfile
 
+    from edgekit.core.fsutil import atomic_copy
+    from edgekit.core.profiles import load_profile
+    from edgekit.core.registry import get_step
+    from edgekit.core.steps import StepContext
 
-def compress(model: Any, method: str, out_dir: Path, *, profile: Any, settings: Optional[Dict[str, Any]] = None,
-             export: bool = True, eval_samples: int = 16, trust_pickle: bool = False,
-             progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """Run one compression step (+ ONNX export of a PyTorch result), re-check fidelity, write report.json / report.md."""
-    import json
-
-    from edgekit.deploy import build_data, resolve_model
-    from edgekit.errors import UsageError
-    from edgekit.fsutil import atomic_copy, atomic_write_text, ensure_writable_dir
-    from edgekit.registry import get_step
-    from edgekit.steps import StepContext
-
-    if method not in METHODS:
-        raise UsageError(f"unknown compression method '{method}'", hint=f"choose one of {', '.join(METHODS)}")
-    step_name, fixed = METHODS[method]
-    out_dir = ensure_writable_dir(Path(out_dir))
-    resolved = resolve_model(model, trust_pickle=trust_pickle)
-    src = resolved.artifact
-    step = get_step(step_name)
-    if src.format not in step.accepts:
-        raise UsageError(f"{method} works on {' or '.join(step.accepts)} models; {resolved.label} is {src.format}",
-                         hint="load the PyTorch module through the Python API, or export to ONNX first (lowrank/weight-share accept ONNX)")
-    cfg = step.Config(**{**fixed, **(settings or {}), "eval_samples": eval_samples})
-    data = build_data(resolved)
-    ctx = StepContext(work_dir=out_dir / "work", profile=profile, eval_data=data.eval, task_metric=data.task_metric,
-                      task_metric_name=data.task_metric_name, progress=progress)
-    produced = step().run(src, cfg, ctx)
-    rec = ctx.report[step_name]
-    rec["model"] = resolved.label
-    rec["profile"] = profile.name
-    rec["cli_method"] = method
-    final = None
-    if produced.format == "onnx":
-        final = atomic_copy(produced.path, out_dir / "model.onnx")
-    elif export:
-        from edgekit.distill import run_export_step
-
-        if progress:
-            progress("exporting the compressed module to ONNX (export step)")
-        final = run_export_step(produced, out_dir / "model.onnx")
-        # re-check fidelity of the exported file against the original model on the same eval feeds
-        feeds, source = eval_feeds(ctx, src, eval_samples)
-        names = [t.name for t in src.inputs]
-        ref = torch_outputs(src.module, feeds, names) if src.format == "pytorch" else onnx_outputs(Path(src.path), feeds, profile.threads)
-        rec["exported_fidelity"] = fidelity(ref, onnx_outputs(final, feeds, profile.threads), ctx)
-        rec["exported_bytes"] = final.stat().st_size
-        rec["exported_zipped_bytes"] = zipped_size(final)
-    if final is not None:
-        rec["output"] = str(final)
-    atomic_write_text(out_dir / "report.json", json.dumps(rec, indent=2, default=str))
-    md = render_markdown(rec)
-    if "exported_fidelity" in rec:
-        f = rec["exported_fidelity"]
-        md += (f"\nexported ONNX ({rec['exported_bytes'] / 1e6:.2f} MB, zipped {rec['exported_zipped_bytes'] / 1e6:.2f} MB) "
-               f"vs the original: cosine mean {f['cosine_mean']}, min {f['cosine_min']}"
-               + (f", {f['task_metric']} {f['task_score']}" if "task_score" in f else "") + "\n")
-    atomic_write_text(out_dir / "report.md", f"# edgekit compress: {resolved.label} ({method})\n\n" + md)
-    return rec
+    step = get_step("export")
+    with tempfile.TemporaryDirectory(prefix="edgekit-export-") as tmp:
+        ctx = StepContext(work_dir=Path(tmp), profile=load_profile("x86-cpu"))
+        out = step().run(art, step.Config(), ctx)
+        if out.format != "onnx":
+            raise StepError("export", f"export step produced '{out.format}', expected onnx")
+        atomic_copy(out.path, path)
+        for extra in out.extra_files:
+            atomic_copy(extra, Path(path).parent / Path(extra).name)
+    return Path(path)

@@ -1,6 +1,6 @@
 """One-off builder for sentences.txt: real English prose sentences extracted from text on this machine.
 
-Run once (`python edgekit/data/build_sentences.py`); the output is committed, so edgekit never runs this at
+Run once (`python edgekit/zoo/data/build_sentences.py`); the output is committed, so edgekit never runs this at
 install or test time. Sources, in order: Python standard-library docstrings, long descriptions in installed
 packages' METADATA, Debian /usr/share/doc README/NEWS files. Code, URLs and markdown noise are filtered out.
 """

@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 from typing import Dict, Type
 
-from edgekit.errors import EdgekitError, closest
+from edgekit.core.errors import EdgekitError, closest
 
 # name -> "module:Class". Modules are imported on first use, so `edgekit --help` stays fast.
 STEPS: Dict[str, str] = {

@@ -6,10 +6,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edgekit.artifact import Artifact
-from edgekit.errors import ArtifactRunError, EdgekitError, require
-from edgekit.results import FidelityResult
-from edgekit.steps import FidelityBudget
+from edgekit.core.artifact import Artifact
+from edgekit.core.errors import ArtifactRunError, EdgekitError, require
+from edgekit.core.results import FidelityResult
+from edgekit.core.steps import FidelityBudget
 
 Feeds = Dict[str, np.ndarray]
 Outputs = List[np.ndarray]
@@ -25,14 +25,14 @@ def _torch_module(artifact: Artifact):
         return torch.jit.load(str(artifact.path), map_location="cpu")
     if artifact.format == "exported_program":
         return torch.export.load(str(artifact.path)).module()
-    from edgekit.artifact import load_pickled_module
+    from edgekit.core.artifact import load_pickled_module
 
     return load_pickled_module(artifact.path, bool(artifact.metadata.get("trust_pickle")))
 
 
 def _predict_torch(artifact: Artifact, feeds: Sequence[Feeds], threads: int) -> List[Outputs]:
     torch = require("torch", "torch", "running PyTorch models")
-    from edgekit.artifact import _flatten_torch_outputs
+    from edgekit.core.artifact import _flatten_torch_outputs
 
     module = _torch_module(artifact)
     if hasattr(module, "eval"):
@@ -85,9 +85,9 @@ def predict(artifact: Artifact, feeds: Sequence[Feeds], threads: int = 2) -> Lis
             f"{artifact.path}: a {artifact.format} artifact cannot be run on this host for a fidelity check",
             hint="it is checked on the device instead",
         )
-    from edgekit.registry import harness_module
+    from edgekit.core.registry import harness_module
 
-    from edgekit.runner import runtime_options_for
+    from edgekit.core.runner_interface import runtime_options_for
 
     harness = harness_module()
     try:

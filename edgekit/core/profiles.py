@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Literal, NamedTuple, Optional, Sequence, Tup
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgekit.errors import ProfileError, closest
+from edgekit.core.errors import ProfileError, closest
 
 RUNTIMES = ("onnxruntime", "openvino", "tflite", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")

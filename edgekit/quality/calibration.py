@@ -16,8 +16,8 @@ from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edgekit.artifact import TensorSpec
-from edgekit.errors import CalibrationError
+from edgekit.core.artifact import TensorSpec
+from edgekit.core.errors import CalibrationError
 
 Feed = Dict[str, np.ndarray]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

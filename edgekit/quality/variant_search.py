@@ -8,13 +8,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekit.errors import EdgekitError, FidelityError, PlanError
-from edgekit.fidelity import compare, describe
-from edgekit.pipeline import DataSources, Pipeline, PipelineResult
-from edgekit.plan import Plan, PlanOptions, make_plan
-from edgekit.profiles import DeviceProfile
-from edgekit.results import BenchmarkResult, FidelityResult
-from edgekit.steps import FidelityBudget
+from edgekit.core.errors import EdgekitError, FidelityError, PlanError
+from edgekit.quality.fidelity import compare, describe
+from edgekit.core.pipeline import DataSources, Pipeline, PipelineResult
+from edgekit.core.plan import Plan, PlanOptions, make_plan
+from edgekit.core.profiles import DeviceProfile
+from edgekit.core.results import BenchmarkResult, FidelityResult
+from edgekit.core.steps import FidelityBudget
 
 DEFAULT_MAX_DROP = 0.01
 QUICK_BENCH = {"warmup_runs": 5, "warmup_seconds": 0.5, "min_runs": 20, "min_seconds": 2.0, "max_seconds": 30.0}
@@ -101,8 +101,8 @@ def search(
         art = result.artifact
         v = Variant(runtime=runtime, precision=precision, status="meets budget", steps=[s.step for s in plan.steps], artifact=str(art.path), size_bytes=art.total_size_bytes, build_s=round(build_s, 2))
         if eval_feeds is not None or art.format != resolved.artifact.format or plan.steps:
-            from edgekit.fidelity import predict
-            from edgekit.shapes import random_feeds
+            from edgekit.quality.fidelity import predict
+            from edgekit.core.shapes import random_feeds
 
             feeds = eval_feeds if eval_feeds is not None else random_feeds(data.inputs, fidelity_samples, seed=1234)
             if ref_outputs is None:

@@ -6,9 +6,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edgekit.artifact import TensorSpec
-from edgekit.errors import UsageError
-from edgekit.runner import InputSpec
+from edgekit.core.artifact import TensorSpec
+from edgekit.core.errors import UsageError
+from edgekit.core.runner_interface import InputSpec
 
 
 def parse_shape_options(values: Sequence[str]) -> Dict[str, List[int]]:

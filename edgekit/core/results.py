@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from typing import Any, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+def now_iso() -> str:
+    """UTC time of a result or report, to the second (ISO 8601)."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
 
 SCHEMA_VERSION = 1
 

@@ -15,17 +15,17 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from pydantic import ValidationError
 
 from edgekit import __version__
-from edgekit.artifact import Artifact
-from edgekit.errors import ArtifactRunError, FidelityError, OutputError, PlanError, StepError, StepSkipped
-from edgekit.fidelity import compare, describe, predict
-from edgekit.fsutil import atomic_write_text, sha256_file
-from edgekit.plan import Plan
-from edgekit.profiles import DeviceProfile
-from edgekit.registry import get_step
-from edgekit.results import FidelityResult, StepRecord
-from edgekit.runner import InputSpec
-from edgekit.shapes import random_feeds
-from edgekit.steps import StepContext, task_judged
+from edgekit.core.artifact import Artifact
+from edgekit.core.errors import ArtifactRunError, FidelityError, OutputError, PlanError, StepError, StepSkipped
+from edgekit.quality.fidelity import compare, describe, predict
+from edgekit.core.fsutil import atomic_write_text, sha256_file
+from edgekit.core.plan import Plan
+from edgekit.core.profiles import DeviceProfile
+from edgekit.core.registry import get_step
+from edgekit.core.results import FidelityResult, StepRecord
+from edgekit.core.runner_interface import InputSpec
+from edgekit.core.shapes import random_feeds
+from edgekit.core.steps import StepContext, task_judged
 
 # Steps whose output depends on calibration/evaluation data, so the data's identity is part of their cache key.
 DATA_STEPS = {"quantize-ort", "openvino", "tflite", "tensorrt", "prune", "lowrank", "weight-share"}
@@ -147,7 +147,7 @@ class Pipeline:
 
     def _end_to_end(self, source: Artifact, final: Artifact) -> FidelityResult:
         """Final artifact vs the original model; cached like a step so a cached re-run stays near-instant."""
-        from edgekit.steps import FidelityBudget
+        from edgekit.core.steps import FidelityBudget
 
         key = hashlib.sha256(f"{source.sha256}|{final.sha256}|{self.data.fingerprint}|{self.fidelity_samples}".encode()).hexdigest()
         path = self.cache_dir / "fidelity" / f"{key}.json"

@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from edgekit.errors import ModelLoadError, require
-from edgekit.fsutil import sha256_file
+from edgekit.core.errors import ModelLoadError, require
+from edgekit.core.fsutil import sha256_file
 
 Dim = Union[int, str, None]
 

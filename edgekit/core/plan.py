@@ -7,10 +7,10 @@ from typing import Callable, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekit.artifact import Artifact
-from edgekit.errors import PlanError
-from edgekit.profiles import RUNTIMES, DeviceProfile
-from edgekit.steps import PlannedStep
+from edgekit.core.artifact import Artifact
+from edgekit.core.errors import PlanError
+from edgekit.core.profiles import RUNTIMES, DeviceProfile
+from edgekit.core.steps import PlannedStep
 
 TORCH_FORMATS = ("pytorch", "torchscript", "exported_program")
 
@@ -81,9 +81,9 @@ def runtime_available_locally(runtime: str) -> bool:
 
 
 def _step_available(name: str) -> tuple:
-    from edgekit.registry import get_step
+    from edgekit.core.registry import get_step
 
-    from edgekit.errors import EdgekitError
+    from edgekit.core.errors import EdgekitError
 
     try:
         return get_step(name).availability()

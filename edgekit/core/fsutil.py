@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Union
 
-from edgekit.errors import OutputError
+from edgekit.core.errors import OutputError
 
 PathLike = Union[str, Path]
 
