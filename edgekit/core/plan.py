@@ -275,7 +275,7 @@ def _compile_steps(runtime: str, precision: str, options: PlanOptions, profile: 
     if runtime == "tensorrt":
         out: List[PlannedStep] = []
         if precision == "int8":
-            out.append(PlannedStep(step="quantize-ort", config={"precision": "int8", "mode": "static", **budget}, reason="TensorRT builds INT8 from a QDQ ONNX (trtexec has no calibrator)"))
+            out.append(PlannedStep(step="quantize-ort", config={"precision": "int8", "mode": "static", "target": "tensorrt", **budget}, reason="TensorRT builds INT8 from a QDQ ONNX (trtexec has no calibrator): symmetric INT8 Q/DQ (zero point 0), per-channel weights, as TensorRT requires"))
         out.append(PlannedStep(step="tensorrt", config={"precision": precision}, reason=f"build a {precision} engine ON THE DEVICE with trtexec (engines are specific to GPU and TensorRT version); cached on the device"))
         return out
     raise PlanError(f"no compile path for runtime '{runtime}'")
