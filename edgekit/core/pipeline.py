@@ -173,9 +173,20 @@ class Pipeline:
             "tools": step_cls.tool_versions(),
             "profile": self.profile.model_dump(mode="json", exclude={"source_file", "description", "name"}),
             "data": self.data.fingerprint if step_cls.name in DATA_STEPS else None,
+            "device": self._device_identity(step_cls, config_json),
             "fidelity_samples": self.fidelity_samples,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _device_identity(self, step_cls, config_json: Dict[str, Any]) -> Optional[Dict[str, str]]:
+        """For steps that build on the device (TensorRT): the device's identity, so no board reuses another's result."""
+        probe = getattr(step_cls, "device_identity", None)
+        if probe is None:
+            return None
+        cache = self.__dict__.setdefault("_device_ids", {})
+        if step_cls.name not in cache:
+            cache[step_cls.name] = probe(self.runner, step_cls.Config(**config_json))
+        return cache[step_cls.name]
 
     def _load_cached(self, entry: Path) -> Optional[tuple]:
         meta = entry / "entry.json"

@@ -232,7 +232,15 @@ def benchmark(
     spec = harness_spec(artifact, device_path, profile, rt, inputs, bench or {}, inputs_file=device_inputs)
     if progress:
         progress(f"benchmarking on {runner.target} with {rt} ({spec.threads} threads, ≥{spec.min_runs} runs and ≥{spec.min_seconds:g} s)")
-    return runner.run_harness(spec)
+    result = runner.run_harness(spec)
+    if rt == "tensorrt":
+        from edgekit.converters.tensorrt import native_timing
+
+        if progress:
+            progress("timing the engine with trtexec --loadEngine too (its GPU compute time, reported beside the harness latency)")
+        native = native_timing(runner, artifact, device_path, {s.name: list(s.shape) for s in spec.inputs})
+        result = result.model_copy(update={"native": {**result.native, "trtexec": native}})
+    return result
 
 
 def _push_feed(artifact: Artifact, feed: Dict[str, Any], runner: Runner) -> str:
