@@ -126,9 +126,21 @@ class TfliteStep(Step):
         stem = model_copy.stem
         suffix = "_full_integer_quant.tflite" if cfg.precision == "int8" and cfg.full_integer_io else _SUFFIX[cfg.precision]
         produced = run_dir / "out" / f"{stem}{suffix}"
+        signame = onnx2tf_env.killed_by(proc.returncode)
+        if signame is not None:
+            kept = _keep_failed(run_dir, ctx, artifact)
+            sig = signame.split()[0]
+            why = onnx2tf_env.SIGNAL_HINTS.get(sig, "a crash, not a conversion error")
+            raise StepError(
+                "tflite",
+                f"onnx2tf was killed by {signame} while converting {artifact.path.name}: {why}; its log is kept at {kept / 'onnx2tf.log'}",
+                hint="it ran with " + " ".join(f"{k}={v}" for k, v in onnx2tf_env.ISA_INDEPENDENT_ENV.items()) + "; please report the log with `lscpu` output",
+                tool_message=log[-3000:] or None,
+            )
         if proc.returncode != 0 or not produced.exists():
+            run_dir = _keep_failed(run_dir, ctx, artifact)
             # onnx2tf rewrites (and may rename nodes in) its copy, so look node names up there first
-            node, op, message = parse_onnx2tf_error(log, model_copy)
+            node, op, message = parse_onnx2tf_error(log, run_dir / model_copy.name)
             if op is None and node is not None:
                 op = _op_of_node(artifact.path, node)
             raise StepError(
@@ -147,6 +159,22 @@ class TfliteStep(Step):
         entry = LineageEntry(step="tflite", config=cfg.model_dump(mode="json"), tools=self.tool_versions(), notes=notes, source_sha256=artifact.sha256)
         shutil.rmtree(run_dir / "out" / "variables", ignore_errors=True)  # the SavedModel is large and not needed
         return art.with_lineage(entry)
+
+
+def _keep_failed(run_dir: Path, ctx: StepContext, artifact: Artifact) -> Path:
+    """Move a failed onnx2tf run (log, partial output) to <cache>/failed/, which outlives the step's work dir."""
+    import time
+
+    base = getattr(ctx, "cache_dir", None)
+    if base is None:
+        return run_dir
+    dest = Path(base) / "failed" / f"tflite-{artifact.sha256[:12]}-{time.strftime('%Y%m%dT%H%M%S')}-{run_dir.name}"
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(run_dir), str(dest))
+    except OSError:
+        return run_dir
+    return dest
 
 
 def _safe(name: str) -> str:
