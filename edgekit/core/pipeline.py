@@ -25,7 +25,7 @@ from edgekit.core.registry import get_step
 from edgekit.core.results import FidelityResult, StepRecord
 from edgekit.core.runner_interface import InputSpec
 from edgekit.core.shapes import random_feeds
-from edgekit.core.steps import StepContext, task_judged
+from edgekit.core.steps import StepContext, drop_budget, task_judged
 
 # Steps whose output depends on calibration/evaluation data, so the data's identity is part of their cache key.
 DATA_STEPS = {"quantize-ort", "openvino", "tflite", "tensorrt", "prune", "lowrank", "weight-share"}
@@ -276,7 +276,11 @@ class Pipeline:
             duration = time.perf_counter() - t0
             fid = None
             budget = getattr(config, "fidelity", None)
-            if budget is not None and self.data.task_metric is not None and "fidelity" not in config.model_fields_set:
+            fp16_drop = getattr(config, "max_drop", None) if getattr(config, "precision", None) == "fp16" else None
+            if budget is not None and fp16_drop is not None and "fidelity" not in config.model_fields_set:
+                # FP16 is lossy: judged against the user's --max-drop, not the lossless 0.999 default
+                budget = drop_budget(fp16_drop, self.data.task_metric is not None)
+            elif budget is not None and self.data.task_metric is not None and "fidelity" not in config.model_fields_set:
                 budget = task_judged(budget)  # the model's task metric judges; cosine guards gross breakage
             if budget is not None and budget.check and step_cls.checkable:
                 self.progress(f"      checking fidelity against the {current.format} source")

@@ -255,7 +255,7 @@ def _compile_steps(runtime: str, precision: str, options: PlanOptions, profile: 
         if precision == "int8":
             return [PlannedStep(step="quantize-ort", config={"precision": "int8", **budget}, reason=_int8_reason(profile, md))]
         if precision == "fp16":
-            return [PlannedStep(step="fp16", config={}, reason="convert weights and compute to float16 (inputs/outputs stay float32)")]
+            return [PlannedStep(step="fp16", config={**budget}, reason="convert weights and compute to float16 (inputs/outputs stay float32)" + (f"; judged against a {md:.2%} accuracy budget" if md is not None else ""))]
         return []
     if runtime == "openvino":
         reason = "convert ONNX to OpenVINO IR (xml/bin)"
@@ -270,7 +270,7 @@ def _compile_steps(runtime: str, precision: str, options: PlanOptions, profile: 
             tp = "int8" if options.has_calib else "int8-dynamic"
             if not options.has_calib:
                 notes.append("tflite int8: no --calib data given, so dynamic-range INT8 (weights only) was chosen instead of full-integer INT8")
-        config = {"precision": tp, **(budget if tp.startswith("int8") else {})}
+        config = {"precision": tp, **(budget if tp != "fp32" else {})}
         return [PlannedStep(step="tflite", config=config, reason=f"convert ONNX to TFLite with onnx2tf ({tp}) in its isolated tool environment")]
     if runtime == "tensorrt":
         out: List[PlannedStep] = []

@@ -14,7 +14,7 @@ from edgekit.core.pipeline import DataSources, Pipeline, PipelineResult
 from edgekit.core.plan import Plan, PlanOptions, make_plan
 from edgekit.core.profiles import DeviceProfile
 from edgekit.core.results import BenchmarkResult, FidelityResult
-from edgekit.core.steps import FidelityBudget
+from edgekit.core.steps import FidelityBudget, drop_budget
 
 DEFAULT_MAX_DROP = 0.01
 QUICK_BENCH = {"warmup_runs": 5, "warmup_seconds": 0.5, "min_runs": 20, "min_seconds": 2.0, "max_seconds": 30.0}
@@ -45,7 +45,7 @@ def candidates(profile: DeviceProfile, runtimes: Optional[List[str]] = None, pre
 def _budget(max_drop: float, has_task: bool) -> FidelityBudget:
     if has_task:
         return FidelityBudget(min_cosine=0.0, min_task_score=1.0 - max_drop)
-    return FidelityBudget(min_cosine=1.0 - max_drop)
+    return drop_budget(max_drop, has_task=False)
 
 
 def search(
