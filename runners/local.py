@@ -20,63 +20,7 @@ from edgekit.core.errors import ModelLoadError, RunnerError
 from edgekit.core.fsutil import atomic_write_text
 from edgekit.core.results import BenchmarkResult
 from edgekit.core.runner_interface import HarnessSpec, Runner
-
-PROGRESS = "EDGEKIT-PROGRESS "
-ERROR = "EDGEKIT-ERROR "
-
-# Harness exit codes -> what the user should do (the harness's own hint wins when it gives one).
-EXIT_HINTS = {
-    2: "the benchmark spec or its inputs do not match the model; see the message above",
-    3: "install the runtime into the Python that runs the harness",
-    4: "check the model file (re-export it, or verify its sha256)",
-    130: "the run was interrupted",
-}
-
-
-def harness_error(
-    exit_code: int,
-    command: str,
-    stderr_tail: str,
-    info: Optional[Dict[str, Any]],
-    host: Optional[str] = None,
-) -> RunnerError:
-    """A RunnerError from a failed harness run: its EDGEKIT-ERROR line (kind/message/hint) when present."""
-    if info:
-        message = f"harness failed ({info.get('kind', 'error')}): {info.get('message', '')}"
-        hint = info.get("hint") or EXIT_HINTS.get(exit_code)
-    elif exit_code < 0:
-        message = f"harness was killed by signal {-exit_code}"
-        hint = "out of memory? check `dmesg` on the device" if exit_code == -9 else None
-    else:
-        message = f"harness exited with code {exit_code} without an error report"
-        hint = EXIT_HINTS.get(exit_code, "see the stderr lines above")
-    err = RunnerError(message, hint=hint, host=host, command=command, exit_code=exit_code, stderr_tail=stderr_tail)
-    err.kind = (info or {}).get("kind", "error")  # type: ignore[attr-defined]
-    return err
-
-
-def parse_result(stdout: str, command: str, exit_code: int, stderr_tail: str, runner: str,
-                 host: Optional[str]) -> BenchmarkResult:
-    """Validate the harness's stdout JSON as a BenchmarkResult and stamp runner/host."""
-    text = stdout.strip()
-    try:
-        doc = json.loads(text.splitlines()[-1] if text else "")
-    except ValueError as exc:
-        raise RunnerError(
-            f"harness printed no JSON result ({exc})", command=command, exit_code=exit_code,
-            stderr_tail=stderr_tail + ("\nstdout: " + text[-2000:] if text else ""),
-            hint="the harness and this edgekit may be out of sync; reinstall edgekit",
-        ) from exc
-    doc["runner"] = runner
-    doc["host"] = host
-    try:
-        return BenchmarkResult.model_validate(doc)
-    except ValueError as exc:
-        raise RunnerError(
-            f"harness result does not match the BenchmarkResult schema: {exc}", command=command,
-            exit_code=exit_code, stderr_tail=stderr_tail, hint="the harness and edgekit versions differ",
-        ) from exc
-
+from edgekit.runners.harness_protocol import harness_error, parse_result, stream_line
 
 class LocalRunner(Runner):
     """Benchmarks on this machine through the same harness subprocess a remote device runs."""
@@ -154,20 +98,13 @@ class LocalRunner(Runner):
         def read_stderr() -> None:
             for line in proc.stderr:
                 line = line.rstrip("\n")
-                if line.startswith(PROGRESS):
-                    try:
-                        data = json.loads(line[len(PROGRESS):])
-                    except ValueError:
-                        tail.append(line)
-                        continue
+                kind, data = stream_line(line)
+                if kind == "progress":
                     if self.on_progress is not None:
                         self.on_progress(data)
                     continue
-                if line.startswith(ERROR):
-                    try:
-                        info.update(json.loads(line[len(ERROR):]))
-                    except ValueError:
-                        pass
+                if kind == "error":
+                    info.update(data)
                 tail.append(line)
 
         threads = [threading.Thread(target=read_stdout, daemon=True),
@@ -215,7 +152,7 @@ class LocalRunner(Runner):
             except OSError:
                 pass
         if rc != 0:
-            raise harness_error(rc, command, err, info or None)
+            raise harness_error(rc, command, err, info or None, python=self.python, where="here")
         return parse_result(out, command, rc, err, runner="local", host=socket.gethostname())
 
     def exec(self, argv, timeout=600.0):
@@ -236,7 +173,7 @@ class LocalRunner(Runner):
         """`harness.py --probe WORKDIR` as a dict."""
         rc, out, err, info, command = self._run(["--probe", str(self._ensure())])
         if rc != 0:
-            raise harness_error(rc, command, err, info or None)
+            raise harness_error(rc, command, err, info or None, phase="probe", python=self.python, where="here")
         try:
             return json.loads(out)
         except ValueError as exc:

@@ -21,6 +21,7 @@ from edgekit.core.fsutil import sha256_file
 from edgekit.core.profiles import DeviceProfile
 from edgekit.core.results import BenchmarkResult
 from edgekit.core.runner_interface import HarnessSpec, Runner
+from edgekit.runners.harness_protocol import KILLED_CODES, harness_error, parse_result, stream_line
 from edgekit.runners.sshconf import (
     KnownHosts,
     ResolvedHost,
@@ -32,7 +33,6 @@ from edgekit.runners.sshconf import (
 
 MIN_PYTHON = (3, 6)
 STDERR_TAIL_LINES = 40
-KILLED_CODES = (137, -9)
 
 # Device-side helper sent with `python -c`: work dir setup, sha256 checks, verified atomic renames, cleanup.
 # Old-Python-parsable syntax, so a too-old interpreter is reported instead of a SyntaxError.
@@ -571,22 +571,12 @@ class SSHRunner(Runner):
                 except (IndexError, ValueError):
                     tail.append(line)
                 return
-            if line.startswith("EDGEKIT-PROGRESS "):
-                try:
-                    data = json.loads(line[len("EDGEKIT-PROGRESS "):])
-                except ValueError:
-                    tail.append(line)
-                    return
-                tail.append(line)  # kept in the tail: the last progress line says how far the run got
-                if self.on_progress is not None:
-                    self.on_progress(data)
-                return
-            if line.startswith("EDGEKIT-ERROR "):
-                try:
-                    err_info = json.loads(line[len("EDGEKIT-ERROR "):])
-                except ValueError:
-                    pass
-            tail.append(line)
+            kind, data = stream_line(line)
+            tail.append(line)  # progress lines too: the last one says how far the run got
+            if kind == "progress" and self.on_progress is not None:
+                self.on_progress(data)
+            elif kind == "error":
+                err_info = data
 
         try:
             chan = t.open_session(timeout=self.connect_timeout)
@@ -633,33 +623,10 @@ class SSHRunner(Runner):
         return rc, out.decode(errors="replace"), "\n".join(tail), err_info
 
     def _harness_error(self, rc: int, command: str, stderr: str, info: Optional[Dict[str, Any]], phase: str) -> RunnerError:
-        """Turn a failed harness run into a typed error with a hint."""
-        kind = (info or {}).get("kind")
-        message = (info or {}).get("message")
-        hint = (info or {}).get("hint")
-        kw = dict(host=self.display, command=command, exit_code=rc, stderr_tail=stderr)
-        if rc in KILLED_CODES or rc == -1:
-            return RunnerError(
-                f"the remote {phase} was killed (probably out of memory)" if rc != -1 else f"the remote {phase} was terminated by a signal",
-                hint="the device ran out of memory or something killed the process: check `dmesg | grep -i oom` on the device, "
-                "use a smaller model or input, or close other programs", **kw)
-        if "No space left on device" in stderr:
+        """Turn a failed harness run into a typed error with a hint (a full disk is told apart here)."""
+        if rc not in KILLED_CODES and rc != -1 and "No space left on device" in stderr:
             return self._disk_full(phase, command, rc, stderr)
-        if rc == 127:
-            return RunnerError(
-                f"Python interpreter '{self.python}' not found on the device", **kw,
-                hint="install Python 3.6+ on the device, or set connection.python in the device profile")
-        if rc == 3:
-            return RunnerError(
-                f"runtime missing on the device: {message or 'the harness could not import the runtime'}",
-                hint=hint or f"install it on the device, e.g. `{self.python} -m pip install onnxruntime`", **kw)
-        if rc == 2:
-            return RunnerError(f"the harness rejected its run spec: {message or 'bad spec'}", hint=hint or "this is an edgekit bug; please report it", **kw)
-        if rc == 4:
-            return RunnerError(f"the model failed to load on the device: {message or ''}".rstrip(": "), hint=hint or "check that the runtime version on the device supports this model/opset", **kw)
-        return RunnerError(
-            f"the remote {phase} failed" + (f" ({kind}): {message}" if kind or message else ""),
-            hint=hint or "see the remote stderr above", **kw)
+        return harness_error(rc, command, stderr, info, phase=f"remote {phase}", host=self.display, python=self.python)
 
     def run_harness(self, spec: HarnessSpec) -> BenchmarkResult:
         """Write the spec into the work dir, run the harness with the device's Python, parse its JSON result."""
@@ -681,16 +648,7 @@ class SSHRunner(Runner):
         rc, out, stderr, info = self._stream(command, "benchmark", spec_remote)
         if rc != 0:
             raise self._harness_error(rc, command, stderr, info, "benchmark")
-        try:
-            payload = json.loads(out.strip().splitlines()[-1] if out.strip() else "")
-            result = BenchmarkResult.model_validate(payload)
-        except (ValueError, IndexError) as exc:  # pydantic's ValidationError is a ValueError
-            raise RunnerError(
-                f"the harness on the device printed no valid result ({exc.__class__.__name__}: {str(exc)[:300]})",
-                host=self.display, command=command, exit_code=rc, stderr_tail=stderr + "\nstdout: " + out[-2000:],
-                hint="the device may run an older edgekit harness schema; reinstall edgekit and re-run",
-            ) from exc
-        return result.model_copy(update={"runner": "ssh", "host": self.host_spec})
+        return parse_result(out, command, rc, stderr, runner="ssh", host=self.host_spec, shown_host=self.display)
 
     def exec(self, argv: List[str], timeout: float = 600.0) -> Tuple[int, str, str]:
         """Run one program on the device (no shell features; every argument quoted). TimeoutError past `timeout`."""

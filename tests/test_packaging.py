@@ -26,7 +26,10 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_layout(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "edgekit/converters/__init__.py" in names
-    assert "edgekit/runners/harness.py" in names
+    # the harness package the zipapp is built from, every runtime adapter and energy source included
+    for f in ("__main__.py", "schema.py", "bench.py", "adapters/onnxruntime.py", "energy/tegrastats.py"):
+        assert f"edgekit/runners/harness/{f}" in names
+    assert "edgekit/runners/harness_pyz.py" in names
     assert "edgekit/device_profiles/x86-cpu.yaml" in names
     # every subpackage and the zoo's data files (read at run time by edgekit.zoo.datasets)
     for pkg in ("core", "quality", "zoo", "workflows", "cli"):

@@ -53,12 +53,12 @@ def get_runner(name: str) -> Type:
 
 
 def harness_path() -> Path:
-    """Path of the on-device harness script shipped with edgekit."""
-    from importlib import resources
+    """The on-device harness as one zipapp (`python3 harness.pyz SPEC.json`), built deterministically from
+    edgekit.runners.harness and cached by its sha256 (edgekit.runners.harness_pyz)."""
+    return importlib.import_module("edgekit.runners.harness_pyz").harness_pyz()
 
-    return Path(str(resources.files("edgekit.runners") / "harness.py"))
 
-
-def harness_module():
-    """The harness imported in-process (its runtime adapters serve fidelity checks on the host)."""
-    return importlib.import_module("edgekit.runners.harness")
+def harness_module(name: str = "adapters"):
+    """A module of the harness package imported in-process on the host: `adapters` (runtime sessions for fidelity
+    checks), `bench` (the one timing loop) or `schema` (the wire contract). Never needed to parse a result."""
+    return importlib.import_module(f"edgekit.runners.harness.{name}")

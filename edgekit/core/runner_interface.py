@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.core.artifact import Artifact
+from edgekit.core.registry import harness_module
 from edgekit.core.results import BenchmarkResult
 
 
@@ -33,29 +34,37 @@ def runtime_options_for(runtime: str, precision: Optional[str]) -> Dict[str, Any
     return {}
 
 
+# Defaults come from the harness's wire schema (plain data; reached through the registry like all of runners/).
+_WIRE = harness_module("schema").SPEC_FIELDS
+
+
+def _default(name: str) -> Any:
+    return _WIRE[name][1]
+
+
 class HarnessSpec(BaseModel):
-    """The JSON document the harness reads. Paths are paths on the device."""
+    """The JSON document the harness reads (fields and defaults: edgekit.runners.harness.schema). Device paths."""
 
     model_config = ConfigDict(extra="forbid")
     model_path: str
     model_format: str  # onnx | tflite | openvino | tensorrt
-    runtime: str  # onnxruntime | openvino | tflite | tensorrt
-    sha256: Optional[str] = None
-    precision: Optional[str] = None
-    threads: int = 1
+    runtime: str  # an adapter of the harness (edgekit.core.runtimes: harness_adapter)
+    sha256: Optional[str] = _default("sha256")
+    precision: Optional[str] = _default("precision")
+    threads: int = _default("threads")
     inputs: List[InputSpec] = Field(default_factory=list)
-    inputs_file: Optional[str] = None  # .npz on the device, keyed by input name
-    seed: int = 0
-    warmup_runs: int = 10
-    warmup_seconds: float = 1.0
-    min_runs: int = 50
-    min_seconds: float = 5.0
-    max_seconds: float = 120.0
-    energy_source: str = "none"
+    inputs_file: Optional[str] = _default("inputs_file")  # .npz on the device, keyed by input name
+    seed: int = _default("seed")
+    warmup_runs: int = _default("warmup_runs")
+    warmup_seconds: float = _default("warmup_seconds")
+    min_runs: int = _default("min_runs")
+    min_seconds: float = _default("min_seconds")
+    max_seconds: float = _default("max_seconds")
+    energy_source: str = _default("energy_source")
     energy_rails: List[str] = Field(default_factory=list)
-    energy_interval_ms: int = 100
+    energy_interval_ms: int = _default("energy_interval_ms")
     energy_options: Dict[str, Any] = Field(default_factory=dict)  # e.g. sysfs_root / command overrides for a sensor
-    idle_seconds: float = 2.0
+    idle_seconds: float = _default("idle_seconds")
     thermal_zones: List[str] = Field(default_factory=list)
     runtime_options: Dict[str, Any] = Field(default_factory=dict)
 

@@ -96,7 +96,7 @@ def predict(artifact: Artifact, feeds: Sequence[Feeds], threads: int = 2) -> Lis
         for feed in feeds:
             outs = session.run(_to_model_feed(artifact, feed))
             results.append(_from_model_outputs(artifact, [np.asarray(o) for o in outs]))
-    except harness.HarnessError as exc:
+    except harness_module("errors").HarnessError as exc:
         first = str(exc.message).strip().splitlines()
         raise ArtifactRunError(
             f"{artifact.path}: {runtime} on this host cannot run it: " + " / ".join(first[-3:])[:600],

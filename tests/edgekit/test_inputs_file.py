@@ -67,10 +67,9 @@ def test_scalar_input_fed_as_scalar_in_fidelity(gain, tmp_path, runtime_fmt):
 def test_harness_feeds_scalar_as_rank0(gain, tmp_path):
     from edgekit.core.registry import harness_module
 
-    hm = harness_module()
     np.savez(tmp_path / "in.npz", x=np.ones((1, 16), np.float32), gain=np.float32(4.0))
-    sess = hm.open_session("openvino", str(_ov(gain, tmp_path)), 1, {})
-    feeds, records = hm.make_inputs({"inputs": [], "inputs_file": str(tmp_path / "in.npz"), "seed": 0}, sess.input_details)
+    sess = harness_module().open_session("openvino", str(_ov(gain, tmp_path)), 1, {})
+    feeds, records = harness_module("spec").make_inputs({"inputs": [], "inputs_file": str(tmp_path / "in.npz"), "seed": 0}, sess.input_details)
     assert feeds["gain"].shape == ()
     assert [r["shape"] for r in records if r["name"] == "gain"] == [[]]
     np.testing.assert_allclose(sess.run(feeds)[0], 4.0)

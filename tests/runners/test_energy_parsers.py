@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.core.registry import harness_module, harness_path
+from edgekit.core.registry import harness_path
+from edgekit.runners.harness import energy
+from edgekit.runners.harness.energy import android_battery, ina3221, rapl, tegrastats, vcgencmd_pmic
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
-h = harness_module()
 
 
 def lines(name):
@@ -31,56 +32,56 @@ def lines(name):
 
 
 def test_tegrastats_nano_uses_total_input_rail_not_the_sum():
-    got = [h.select_power_mw(h.parse_tegrastats_line(ln)) for ln in lines("tegrastats_nano_jp4_lines.txt")]
+    got = [energy.select_power_mw(tegrastats.parse_tegrastats_line(ln)) for ln in lines("tegrastats_nano_jp4_lines.txt")]
     # POM_5V_IN x/y: x is the current value in mW; GPU and CPU rails are part of it, never added.
     assert got == [(1750.0, ["POM_5V_IN"]), (1022.0, ["POM_5V_IN"]), (1997.0, ["POM_5V_IN"]), (1388.0, ["POM_5V_IN"])]
 
 
 def test_tegrastats_nano_rails_are_only_power_rails():
-    rails = h.parse_tegrastats_line(lines("tegrastats_nano_jp4_lines.txt")[0])
+    rails = tegrastats.parse_tegrastats_line(lines("tegrastats_nano_jp4_lines.txt")[0])
     # RAM 1923/3964MB, SWAP 191/1982MB and IRAM 0/252kB look like x/y but are not rails.
     assert rails == {"POM_5V_IN": 1750.0, "POM_5V_GPU": 0.0, "POM_5V_CPU": 366.0}
 
 
 def test_tegrastats_orin_nano_jp6_vdd_in_with_mw_units_and_date_prefix():
-    got = [h.select_power_mw(h.parse_tegrastats_line(ln)) for ln in lines("tegrastats_orin_nano_jp6_lines.txt")]
+    got = [energy.select_power_mw(tegrastats.parse_tegrastats_line(ln)) for ln in lines("tegrastats_orin_nano_jp6_lines.txt")]
     assert got == [(12479.0, ["VDD_IN"]), (4824.0, ["VDD_IN"]), (4761.0, ["VDD_IN"])]
-    rails = h.parse_tegrastats_line(lines("tegrastats_orin_nano_jp6_lines.txt")[0])
+    rails = tegrastats.parse_tegrastats_line(lines("tegrastats_orin_nano_jp6_lines.txt")[0])
     assert rails == {"VDD_IN": 12479.0, "VDD_CPU_GPU_CV": 4667.0, "VDD_SOC": 2817.0}
 
 
 def test_tegrastats_requested_rails_are_summed_and_missing_ones_reported():
-    rails = h.parse_tegrastats_line(lines("tegrastats_orin_nano_jp6_lines.txt")[0])
-    assert h.select_power_mw(rails, ["VDD_CPU_GPU_CV", "VDD_SOC"]) == (4667.0 + 2817.0, ["VDD_CPU_GPU_CV", "VDD_SOC"])
-    assert h.select_power_mw(rails, ["VDD_GPU"]) == (None, ["VDD_GPU"])
+    rails = tegrastats.parse_tegrastats_line(lines("tegrastats_orin_nano_jp6_lines.txt")[0])
+    assert energy.select_power_mw(rails, ["VDD_CPU_GPU_CV", "VDD_SOC"]) == (4667.0 + 2817.0, ["VDD_CPU_GPU_CV", "VDD_SOC"])
+    assert energy.select_power_mw(rails, ["VDD_GPU"]) == (None, ["VDD_GPU"])
 
 
 def test_tegrastats_tx2_and_xavier_lines():
-    tx2_a, tx2_b, xavier = [h.parse_tegrastats_line(ln) for ln in lines("tegrastats_tx2_xavier_lines.txt")]
-    assert h.select_power_mw(tx2_a) == (1931.0, ["VDD_IN"])
-    assert h.select_power_mw(tx2_b) == (3140.0, ["VDD_IN"])
+    tx2_a, tx2_b, xavier = [tegrastats.parse_tegrastats_line(ln) for ln in lines("tegrastats_tx2_xavier_lines.txt")]
+    assert energy.select_power_mw(tx2_a) == (1931.0, ["VDD_IN"])
+    assert energy.select_power_mw(tx2_b) == (3140.0, ["VDD_IN"])
     # AGX Xavier prints no input rail: all rails are summed.
     assert xavier == {"GPU": 463.0, "CPU": 618.0, "SOC": 2936.0, "CV": 0.0, "VDDRQ": 309.0, "SYS5V": 3306.0}
-    assert h.select_power_mw(xavier)[0] == 463 + 618 + 2936 + 0 + 309 + 3306
+    assert energy.select_power_mw(xavier)[0] == 463 + 618 + 2936 + 0 + 309 + 3306
 
 
 def test_tegrastats_jetpack7_three_values_per_rail_takes_the_first():
-    rails = h.parse_tegrastats_line(lines("tegrastats_agx_orin_jp7_line.txt")[0])
+    rails = tegrastats.parse_tegrastats_line(lines("tegrastats_agx_orin_jp7_line.txt")[0])
     assert rails == {"VDD_GPU_SOC": 5139.0, "VDD_CPU_CV": 3268.0, "VIN_SYS_5V0": 5500.0}
-    assert h.select_power_mw(rails)[0] == 5139 + 3268 + 5500
+    assert energy.select_power_mw(rails)[0] == 5139 + 3268 + 5500
 
 
 def test_tegrastats_nc_rail_is_skipped():
     # Derived from the JP7 capture: an unconnected channel printed as `NC` must not count.
     line = lines("tegrastats_agx_orin_jp7_line.txt")[0] + " NC 120mW/120mW/120mW"
-    assert "NC" not in h.parse_tegrastats_line(line)
+    assert "NC" not in tegrastats.parse_tegrastats_line(line)
 
 
 def test_tegrastats_line_without_rails():
     # A non-root tegrastats on some images: the same line with the power section cut off.
     line = lines("tegrastats_nano_jp4_lines.txt")[0].split(" POM_5V_IN")[0]
-    assert h.parse_tegrastats_line(line) == {}
-    assert h.select_power_mw({}) == (None, [])
+    assert tegrastats.parse_tegrastats_line(line) == {}
+    assert energy.select_power_mw({}) == (None, [])
 
 
 # ---------------------------------------------------------------- Raspberry Pi 5 PMIC
@@ -95,7 +96,7 @@ PI5_PAIRS = {
 
 
 def test_vcgencmd_pmic_pairs_by_name_and_skips_voltage_only_rails():
-    rails = h.parse_vcgencmd_pmic((FIX / "rpi5_vcgencmd_pmic_read_adc_load.txt").read_text())
+    rails = vcgencmd_pmic.parse_vcgencmd_pmic((FIX / "rpi5_vcgencmd_pmic_read_adc_load.txt").read_text())
     assert set(rails) == set(PI5_PAIRS)  # EXT5V_V and BATT_V have no current: not rails
     for name, (a, v) in PI5_PAIRS.items():
         assert rails[name] == pytest.approx(a * v, rel=1e-12)
@@ -104,7 +105,7 @@ def test_vcgencmd_pmic_pairs_by_name_and_skips_voltage_only_rails():
 
 def test_vcgencmd_pmic_tolerates_nan():
     text = (FIX / "rpi5_vcgencmd_pmic_read_adc_load.txt").read_text().replace("0.02417580A", "nanA")
-    rails = h.parse_vcgencmd_pmic(text)
+    rails = vcgencmd_pmic.parse_vcgencmd_pmic(text)
     assert "HDMI" not in rails and "VDD_CORE" in rails
 
 
@@ -112,16 +113,16 @@ def test_vcgencmd_pmic_tolerates_nan():
 
 
 def test_dumpsys_battery_fields():
-    d = h.parse_dumpsys_battery((FIX / "android_dumpsys_battery.txt").read_text())
+    d = android_battery.parse_dumpsys_battery((FIX / "android_dumpsys_battery.txt").read_text())
     assert d["USB powered"] == "true" and d["voltage"] == "4352" and d["status"] == "5"
 
 
 def test_android_power_units_and_sign():
     volts_uv = 4352 * 1000  # the fixture's `voltage: 4352` (mV) as voltage_now reports it (uV)
-    w, notes = h.android_battery_power(-350000, volts_uv)  # uA, negative on some vendors
+    w, notes = android_battery.android_battery_power(-350000, volts_uv)  # uA, negative on some vendors
     assert w == pytest.approx(0.350 * 4.352)
     assert any("negative" in n for n in notes)
-    w2, notes2 = h.android_battery_power(350, volts_uv)  # some kernels report mA
+    w2, notes2 = android_battery.android_battery_power(350, volts_uv)  # some kernels report mA
     assert w2 == pytest.approx(0.350 * 4.352) and any("mA" in n for n in notes2)
 
 
@@ -129,14 +130,14 @@ def test_android_power_units_and_sign():
 
 
 def test_rapl_counter_wrap():
-    assert h.rapl_delta_uj(1_000, 5_000, 262_143_328_850) == 4_000
-    assert h.rapl_delta_uj(262_143_328_850 - 1_000, 500, 262_143_328_850) == 1_500
+    assert rapl.rapl_delta_uj(1_000, 5_000, 262_143_328_850) == 4_000
+    assert rapl.rapl_delta_uj(262_143_328_850 - 1_000, 500, 262_143_328_850) == 1_500
 
 
 def test_summarize_energy_hand_computed():
     # idle 1.0 W, timed samples 2 W and 3 W over a 2 s window with 100 runs:
     # avg 2.5 W -> 2.5 W * 2 s / 100 = 50 mJ per inference; above idle (2.5 - 1.0) * 2 / 100 = 30 mJ.
-    e = h.summarize_energy([1.0, 1.0], [2.0, 3.0], 2.0, 100, "tegrastats", ["VDD_IN"])
+    e = energy.summarize_energy([1.0, 1.0], [2.0, 3.0], 2.0, 100, "tegrastats", ["VDD_IN"])
     assert e["available"] and e["avg_power_w"] == 2.5 and e["idle_power_w"] == 1.0
     assert e["energy_per_inference_mj"] == pytest.approx(50.0)
     assert e["energy_above_idle_per_inference_mj"] == pytest.approx(30.0)
@@ -145,14 +146,14 @@ def test_summarize_energy_hand_computed():
 
 def test_summarize_energy_counter_based():
     # RAPL: 10 J over a 4 s window with 200 runs = 2.5 W, 50 mJ/inference; idle 3 J over 2 s = 1.5 W.
-    e = h.summarize_energy([], [], 4.0, 200, "rapl", ["package-0"], idle_energy_j=3.0, timed_energy_j=10.0, idle_s=2.0)
+    e = energy.summarize_energy([], [], 4.0, 200, "rapl", ["package-0"], idle_energy_j=3.0, timed_energy_j=10.0, idle_s=2.0)
     assert e["avg_power_w"] == 2.5 and e["idle_power_w"] == 1.5
     assert e["energy_per_inference_mj"] == pytest.approx(50.0)
     assert e["energy_above_idle_per_inference_mj"] == pytest.approx(20.0)
 
 
 def test_summarize_energy_no_sample_in_window_is_unavailable_not_zero():
-    e = h.summarize_energy([1.0], [], 0.05, 3, "tegrastats", ["VDD_IN"])
+    e = energy.summarize_energy([1.0], [], 0.05, 3, "tegrastats", ["VDD_IN"])
     assert e["available"] is False and "no power sample" in e["reason"]
     assert "energy_per_inference_mj" not in e
 
@@ -171,9 +172,9 @@ def test_ina3221_jetpack4_iio_layout(tmp_path):
     for k, (name, mw) in enumerate([("POM_5V_IN", 1750), ("POM_5V_GPU", 0), ("POM_5V_CPU", 366)]):
         _write(dev / f"rail_name_{k}", name)
         _write(dev / f"in_power{k}_input", str(mw))
-    src = h.Ina3221Source([], {"sysfs_root": str(tmp_path)})
+    src = ina3221.Ina3221Source([], {"sysfs_root": str(tmp_path)})
     assert src.read() == (1.75, ["POM_5V_IN"])
-    assert h.Ina3221Source(["POM_5V_CPU", "POM_5V_GPU"], {"sysfs_root": str(tmp_path)}).read() == (0.366, ["POM_5V_CPU", "POM_5V_GPU"])
+    assert ina3221.Ina3221Source(["POM_5V_CPU", "POM_5V_GPU"], {"sysfs_root": str(tmp_path)}).read() == (0.366, ["POM_5V_CPU", "POM_5V_GPU"])
 
 
 def test_ina3221_jetpack5_hwmon_layout_skips_channel7(tmp_path):
@@ -186,14 +187,14 @@ def test_ina3221_jetpack5_hwmon_layout_skips_channel7(tmp_path):
     _write(dev / "in7_label", "sum of shunt voltages")
     _write(dev / "in7_input", "40")
     _write(dev / "curr7_input", "4000")
-    src = h.Ina3221Source([], {"sysfs_root": str(tmp_path)})
+    src = ina3221.Ina3221Source([], {"sysfs_root": str(tmp_path)})
     assert src.read_rails() == {"VDD_IN": 12480.0, "VDD_CPU_GPU_CV": 4665.0, "VDD_SOC": 2815.0}
     assert src.read() == (12.48, ["VDD_IN"])
 
 
 def test_ina3221_absent_gives_reason(tmp_path):
-    with pytest.raises(h.EnergyUnavailable, match="no INA3221 rails"):
-        h.Ina3221Source([], {"sysfs_root": str(tmp_path)})
+    with pytest.raises(energy.EnergyUnavailable, match="no INA3221 rails"):
+        ina3221.Ina3221Source([], {"sysfs_root": str(tmp_path)})
 
 
 def test_android_battery_sysfs(tmp_path):
@@ -201,7 +202,7 @@ def test_android_battery_sysfs(tmp_path):
     _write(base / "current_now", "-350000")
     _write(base / "voltage_now", "4352000")
     _write(base / "status", "Charging")
-    src = h.AndroidBatterySource({"sysfs_root": str(tmp_path)})
+    src = android_battery.AndroidBatterySource({"sysfs_root": str(tmp_path)})
     w, rails = src.read()
     assert w == pytest.approx(1.5232) and rails == ["battery"]
     assert any("Charging" in n for n in src.notes)
@@ -213,7 +214,7 @@ def test_rapl_source_on_powercap_layout(tmp_path):
     _write(z / "energy_uj", "1000000")
     _write(z / "max_energy_range_uj", "262143328850")
     _write(tmp_path / "sys/class/powercap/intel-rapl:0:0/energy_uj", "5")  # subzone: not a package
-    src = h.RaplSource([], {"sysfs_root": str(tmp_path)})
+    src = rapl.RaplSource([], {"sysfs_root": str(tmp_path)})
     c0 = src.counters()
     _write(z / "energy_uj", "3500000")
     assert src.energy_j(c0, src.counters()) == pytest.approx(2.5)
@@ -223,8 +224,8 @@ def test_rapl_source_on_powercap_layout(tmp_path):
 def test_rapl_unavailable_on_this_machine_says_why():
     if os.path.isdir("/sys/class/powercap"):
         pytest.skip("this machine has powercap")
-    with pytest.raises(h.EnergyUnavailable, match=r"/sys/class/powercap absent: kernel without powercap \(RAPL\)"):
-        h.open_energy_source("rapl", 100, [], {})
+    with pytest.raises(energy.EnergyUnavailable, match=r"/sys/class/powercap absent: kernel without powercap \(RAPL\)"):
+        energy.open_energy_source("rapl", 100, [], {})
 
 
 # ---------------------------------------------------------------- whole sampler through the harness, fake sensors
@@ -360,7 +361,7 @@ def test_collector_separates_idle_and_timed_windows(tmp_path):
     _write(dev / "in_power0_input", "1000")
     import time
 
-    col = h.EnergyCollector(h.Ina3221Source([], {"sysfs_root": str(tmp_path)}), 20)
+    col = energy.EnergyCollector(ina3221.Ina3221Source([], {"sysfs_root": str(tmp_path)}), 20)
     col.start()
     try:
         i0 = time.perf_counter()
@@ -375,7 +376,7 @@ def test_collector_separates_idle_and_timed_windows(tmp_path):
         col.stop()
     idle, timed = col.window(i0, i1), col.window(t0, t1)
     assert idle and set(idle) == {1.0} and timed and set(timed) == {3.0}
-    e = h.summarize_energy(idle, timed, t1 - t0, 10, "ina3221", col.rails)
+    e = energy.summarize_energy(idle, timed, t1 - t0, 10, "ina3221", col.rails)
     # (3 W - 1 W) x window / 10 runs, in mJ
     assert e["energy_above_idle_per_inference_mj"] == pytest.approx(2.0 * (t1 - t0) / 10 * 1000)
 

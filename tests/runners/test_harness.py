@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.core.registry import harness_module, harness_path
+from edgekit.core.registry import harness_path
+from edgekit.runners.harness import adapters, common, device, errors
+from edgekit.runners.harness import spec as hspec
+from edgekit.runners.harness.adapters import tflite as tflite_adapter
 from edgekit.core.results import BenchmarkResult
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
@@ -20,7 +23,6 @@ MODELS = Path(importlib.util.find_spec("rapidocr_onnxruntime").origin).parent / 
 REC = MODELS / "ch_PP-OCRv4_rec_infer.onnx"
 DET = MODELS / "ch_PP-OCRv4_det_infer.onnx"
 TFLITE = FIX / "face_detection_front.tflite"
-h = harness_module()
 
 
 def spec(**over):
@@ -113,19 +115,19 @@ def test_spec_from_stdin_and_progress_lines(tmp_path):
 
 
 def test_seeded_random_inputs_with_range(tmp_path):
-    s = h.validate_spec(spec(seed=7, inputs=[{"name": "x", "shape": [1, 3, 64, 64], "dtype": "float32", "low": -1, "high": 1}]))
-    sess = h.open_session("onnxruntime", str(DET), 1)
-    f1, rec = h.make_inputs(s, sess.input_details)
-    f2, _ = h.make_inputs(s, sess.input_details)
+    s = hspec.validate_spec(spec(seed=7, inputs=[{"name": "x", "shape": [1, 3, 64, 64], "dtype": "float32", "low": -1, "high": 1}]))
+    sess = adapters.open_session("onnxruntime", str(DET), 1)
+    f1, rec = hspec.make_inputs(s, sess.input_details)
+    f2, _ = hspec.make_inputs(s, sess.input_details)
     assert np.array_equal(f1["x"], f2["x"]) and f1["x"].min() >= -1 and f1["x"].max() < 1 and f1["x"].min() < 0
     assert rec[0]["low"] == -1 and rec[0]["seed"] == 7
-    f3, _ = h.make_inputs(h.validate_spec(spec(seed=8)), sess.input_details)
+    f3, _ = hspec.make_inputs(hspec.validate_spec(spec(seed=8)), sess.input_details)
     assert not np.array_equal(f1["x"], f3["x"])
 
 
 def test_int_inputs_default_range():
     details = [{"name": "ids", "shape": [2, 500], "dtype": "int64"}]
-    feeds, _ = h.make_inputs(h.validate_spec(spec(inputs=[])), details)
+    feeds, _ = hspec.make_inputs(hspec.validate_spec(spec(inputs=[])), details)
     assert feeds["ids"].dtype == np.int64 and feeds["ids"].min() >= 0 and feeds["ids"].max() < 100
 
 
@@ -261,7 +263,7 @@ def test_onnxruntime_adapter_matches_plain_session():
     import onnxruntime as ort
 
     x = np.random.RandomState(0).rand(1, 3, 48, 320).astype(np.float32)
-    sess = h.open_session("onnxruntime", str(REC), 2)
+    sess = adapters.open_session("onnxruntime", str(REC), 2)
     assert sess.input_names == ["x"] and sess.input_details[0]["dtype"] == "float32"
     out = sess.run({"x": x})
     ref = ort.InferenceSession(str(REC), providers=["CPUExecutionProvider"]).run(None, {"x": x})
@@ -280,17 +282,17 @@ def rec_ir(tmp_path_factory):
 
 def test_openvino_adapter_on_rec_ir(rec_ir):
     x = np.random.RandomState(0).rand(1, 3, 48, 320).astype(np.float32)
-    sess = h.open_session("openvino", str(rec_ir), 2, {"input_shapes": {"x": [1, 3, 48, 320]}})
+    sess = adapters.open_session("openvino", str(rec_ir), 2, {"input_shapes": {"x": [1, 3, 48, 320]}})
     assert sess.input_names == ["x"] and sess.input_details[0]["shape"] == [1, 3, 48, 320]
     assert sess.options["compiled"]["INFERENCE_NUM_THREADS"] == "2"
     assert sess.options["compiled"]["NUM_STREAMS"] == "1"
     out = sess.run({"x": x})
-    ref = h.open_session("onnxruntime", str(REC), 2).run({"x": x})
+    ref = adapters.open_session("onnxruntime", str(REC), 2).run({"x": x})
     assert out[0].shape == ref[0].shape
     # same characters decoded on every time step, outputs close (OpenVINO CPU may run some ops in bf16/fp16)
     assert (out[0].argmax(-1) == ref[0].argmax(-1)).mean() >= 0.95
     assert np.abs(out[0] - ref[0]).max() < 0.05
-    assert h.model_size_bytes(str(rec_ir), "openvino") == rec_ir.stat().st_size + rec_ir.with_suffix(".bin").stat().st_size
+    assert common.model_size_bytes(str(rec_ir), "openvino") == rec_ir.stat().st_size + rec_ir.with_suffix(".bin").stat().st_size
 
 
 def test_openvino_through_harness(rec_ir, tmp_path):
@@ -301,7 +303,7 @@ def test_openvino_through_harness(rec_ir, tmp_path):
 
 
 def test_tflite_adapter_on_blazeface():
-    sess = h.open_session("tflite", str(TFLITE), 1)
+    sess = adapters.open_session("tflite", str(TFLITE), 1)
     assert sess.options["interpreter_module"] in ("ai_edge_litert", "tflite_runtime", "tensorflow.lite")
     assert sess.input_details == [{"name": "input", "shape": [1, 128, 128, 3], "dtype": "float32", "quantization": None}]
     assert sess.output_names == ["regressors", "classificators"]
@@ -328,25 +330,25 @@ def test_tflite_quantization_math():
     # scale/zero point as found in an onnx2tf full-integer PP-OCR rec model's input
     q = (0.005751634016633034, 32)
     x = np.array([0.0, 0.5, 1.0, -2.0, 10.0], np.float32)
-    got = h.quantize_array(x, q, "int8")
+    got = tflite_adapter.quantize_array(x, q, "int8")
     assert got.dtype == np.int8
     # 0.5/s = 86.93 -> 87 + 32; 1.0/s = 173.9 + 32 = 206 and 10.0 clip to 127; -2.0/s + 32 = -316 clips to -128
     assert got.tolist() == [32, 32 + 87, 127, -128, 127]
-    back = h.dequantize_array(got[:2], q)
+    back = tflite_adapter.dequantize_array(got[:2], q)
     assert back.dtype == np.float32 and np.abs(back - x[:2]).max() <= q[0] / 2 + 1e-7
 
 
 def test_tensorrt_missing_in_process():
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("tensorrt is installed here")
-    with pytest.raises(h.RuntimeMissing) as ei:
-        h.open_session("tensorrt", str(DET), 1)
+    with pytest.raises(errors.RuntimeMissing) as ei:
+        adapters.open_session("tensorrt", str(DET), 1)
     assert "tensorrt" in ei.value.message and "JetPack" in ei.value.hint and ei.value.exit_code == 3
 
 
 def test_thermal_and_throttle_helpers():
-    assert h.throttled_during("throttled=0x0", "throttled=0x0") is False
-    assert h.throttled_during("throttled=0x0", "throttled=0x50000") is True  # sticky bits newly set
-    assert h.throttled_during("throttled=0x50000", "throttled=0x50000") is False  # set before the run
-    assert h.throttled_during("throttled=0x0", "throttled=0x4") is True  # currently throttled
-    assert h.throttled_during(None, None) is None
+    assert device.throttled_during("throttled=0x0", "throttled=0x0") is False
+    assert device.throttled_during("throttled=0x0", "throttled=0x50000") is True  # sticky bits newly set
+    assert device.throttled_during("throttled=0x50000", "throttled=0x50000") is False  # set before the run
+    assert device.throttled_during("throttled=0x0", "throttled=0x4") is True  # currently throttled
+    assert device.throttled_during(None, None) is None

@@ -1,33 +1,42 @@
-"""The harness must stay Python 3.6 compatible (Jetson Nano / JetPack 4) and self-contained (no edgekit import)."""
+"""The harness must stay Python 3.6 compatible (Jetson Nano / JetPack 4) and self-contained (no edgekit import),
+and ship as one reproducible zipapp."""
 
 from __future__ import annotations
 
 import ast
 import glob
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from edgekit.core.registry import harness_path
+from edgekit.runners import harness_pyz
 
-HARNESS = Path(harness_path())
+HARNESS = Path(harness_path())  # the built zipapp
+PACKAGE = harness_pyz.PACKAGE_DIR
+FILES = sorted(PACKAGE.rglob("*.py"))
 # vermin has no `python -m vermin`; call its console-script entry point with this interpreter.
 VERMIN = [sys.executable, "-c", "import sys; from vermin import main; sys.exit(main())",
           "-t=3.6-", "--no-tips", "--violations", "--eval-annotations"]
 
 
-def _vermin(path: Path):
+def _vermin(*paths: Path):
     pytest.importorskip("vermin")
-    return subprocess.run(VERMIN + [str(path)], capture_output=True, text=True, timeout=120)
+    return subprocess.run(VERMIN + [str(p) for p in paths], capture_output=True, text=True, timeout=120)
 
 
-def test_vermin_reports_no_36_violation():
-    p = _vermin(HARNESS)
+def test_vermin_reports_no_36_violation_in_any_file(tmp_path):
+    entry = tmp_path / "__main__.py"
+    entry.write_bytes(harness_pyz.ENTRY)  # the zipapp's own entry point
+    assert len(FILES) >= 15  # the whole package: adapters/, energy/, spec, bench, probe, __main__ ...
+    p = _vermin(PACKAGE, entry)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "requires" not in p.stdout
 
@@ -40,28 +49,54 @@ def test_vermin_reports_no_36_violation():
     "X = 1\nS = f'{X=}'\n",
 ])
 def test_vermin_check_catches_37_features(tmp_path, snippet):
-    bad = tmp_path / "harness.py"
-    bad.write_text(HARNESS.read_text() + "\n" + snippet)
-    p = _vermin(bad)
+    copy = tmp_path / "harness"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    bad = copy / "energy" / "rapl.py"  # a file deep in the package: the check covers every file
+    bad.write_text(bad.read_text() + "\n" + snippet)
+    p = _vermin(copy)
     assert p.returncode != 0 and "Target versions not met" in p.stdout, p.stdout
 
 
 def test_harness_imports_only_stdlib_numpy_and_runtimes():
-    tree = ast.parse(HARNESS.read_text())
     allowed_third_party = {"numpy", "onnxruntime", "openvino", "ai_edge_litert", "tflite_runtime", "tensorflow",
                            "tensorrt", "cuda", "pycuda"}
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module.split(".")[0])
-    assert "edgekit" not in names
-    third = {n for n in names if n not in sys.stdlib_module_names}
-    assert third <= allowed_third_party, third - allowed_third_party
-    # numpy and the runtimes are imported lazily (inside functions), never at module top
-    top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
-    assert not (top & allowed_third_party)
+    for path in FILES:
+        tree = ast.parse(path.read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+        assert "edgekit" not in names, path
+        third = {n for n in names if n not in sys.stdlib_module_names}
+        assert third <= allowed_third_party, (path, third - allowed_third_party)
+        # numpy and the runtimes are imported lazily (inside functions), never at module top
+        top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+        assert not (top & allowed_third_party), path
+
+
+def test_two_builds_give_the_same_sha256_and_a_change_gives_another(tmp_path):
+    a = harness_pyz.harness_pyz(tmp_path / "a")
+    b = harness_pyz.harness_pyz(tmp_path / "b")
+    assert a != b and hashlib.sha256(a.read_bytes()).hexdigest() == hashlib.sha256(b.read_bytes()).hexdigest()
+    assert a.parent.name == hashlib.sha256(a.read_bytes()).hexdigest()[:16]  # the cache key is the content
+    # the build must depend on the content: one more source file changes the sha256
+    c = harness_pyz.harness_pyz(tmp_path / "c", extra={"harness/adapters/_note.py": b"# another file\n"})
+    assert c.read_bytes() != a.read_bytes()
+    z = zipfile.ZipFile(a)
+    names = z.namelist()
+    assert names == sorted(names) and "__main__.py" in names and "harness/adapters/onnxruntime.py" in names
+    assert not [n for n in names if n.endswith((".pyc", ".pyo")) or "__pycache__" in n]
+    assert {i.date_time for i in z.infolist()} == {harness_pyz.FIXED_TIME}
+    assert a.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+
+
+def test_a_pycache_in_the_source_tree_does_not_change_the_build(tmp_path):
+    before = harness_pyz.build_bytes()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(PACKAGE)], check=True)  # what running tests leaves
+    assert list(PACKAGE.rglob("__pycache__"))
+    assert harness_pyz.build_bytes() == before
 
 
 def _python36():

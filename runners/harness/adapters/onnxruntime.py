@@ -1,0 +1,95 @@
+"""ONNX Runtime adapter (runtime "onnxruntime"): CPU execution provider by default."""
+
+import sys
+
+from . import Session, module_version, norm_dtype
+from ..errors import ModelLoadFailed, RuntimeMissing, SpecError
+
+INSTALL_HINT = 'pip install onnxruntime (on Jetson: the onnxruntime-gpu wheel for your JetPack)'
+
+
+class OnnxRuntimeSession(Session):
+    """ONNX Runtime: intra-op threads, inter-op 1, all graph optimizations, sequential; CPU EP by default."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, model_path, threads, options):
+        Session.__init__(self)
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise RuntimeMissing("onnxruntime is not importable with %s (%s)" % (sys.executable, exc),
+                                 hint=INSTALL_HINT)
+        self.version = ort.__version__
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+        level = str(options.get("graph_optimization_level", "all"))
+        if level not in levels:
+            raise SpecError("runtime_options.graph_optimization_level '%s' is not one of %s"
+                            % (level, ", ".join(sorted(levels))))
+        so.graph_optimization_level = levels[level]
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        requested = list(options.get("providers") or ["CPUExecutionProvider"])
+        available = list(ort.get_available_providers())
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise SpecError("onnxruntime %s on this device has no %s (available: %s)"
+                            % (self.version, ", ".join(missing), ", ".join(available)),
+                            hint="install the onnxruntime build with that execution provider, or drop it from "
+                                 "runtime_options.providers")
+        provider_options = options.get("provider_options")
+        try:
+            if provider_options:
+                self.sess = ort.InferenceSession(model_path, sess_options=so, providers=requested,
+                                                 provider_options=provider_options)
+            else:
+                self.sess = ort.InferenceSession(model_path, sess_options=so, providers=requested)
+        except Exception as exc:  # ORT raises its own exception types (Fail, InvalidProtobuf, ...)
+            raise ModelLoadFailed("onnxruntime could not load %s: %s" % (model_path, str(exc).strip()[:2000]),
+                                  hint="check that the file is a complete ONNX model (sha256) and that its opset "
+                                       "is supported by onnxruntime %s" % self.version)
+        self.providers = list(self.sess.get_providers())
+        if self.providers and requested and self.providers[0] != requested[0]:
+            self.warnings.append("onnxruntime used %s first although %s was requested"
+                                 % (self.providers[0], requested[0]))
+        self.options = {"graph_optimization_level": level, "inter_op_num_threads": 1,
+                        "execution_mode": "sequential", "requested_providers": requested}
+        for i in self.sess.get_inputs():
+            self.input_details.append({"name": i.name, "shape": list(i.shape), "dtype": norm_dtype(i.type)})
+        for o in self.sess.get_outputs():
+            self.output_details.append({"name": o.name, "shape": list(o.shape), "dtype": norm_dtype(o.type)})
+        self.input_names = [d["name"] for d in self.input_details]
+        self.output_names = [d["name"] for d in self.output_details]
+
+    def run(self, feeds):
+        return list(self.sess.run(self.output_names, feeds))
+
+    def bind(self, feeds):
+        # Exactly what a bare benchmark loop does: sess.run(None, feeds) with a prepared dict.
+        run = self.sess.run
+        return lambda: run(None, feeds)
+
+
+SESSION = OnnxRuntimeSession
+
+
+def import_runtime():
+    """Import onnxruntime (timed apart from session creation)."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise RuntimeMissing("onnxruntime is not importable with %s (%s)" % (sys.executable, exc), hint=INSTALL_HINT)
+    return onnxruntime
+
+
+def probe():
+    entry = module_version("onnxruntime")
+    if entry["available"]:
+        import onnxruntime
+        entry["providers"] = list(onnxruntime.get_available_providers())
+    return {"onnxruntime": entry}
