@@ -109,10 +109,11 @@ def _mismatches(probe: Dict[str, Any], profile) -> List[str]:
     if cores and cores != profile.cpu.cores:
         out.append(f"host has {cores} cores, profile says {profile.cpu.cores}")
     out += feature_mismatches(probe.get("cpu_flags"), profile)
-    rts = probe.get("runtimes", {})
+    from edgekit.core.plan import runtimes_in_probe
+
+    have = runtimes_in_probe(probe)
     for rt in profile.runtimes:
-        key = {"tflite": ("ai_edge_litert", "tflite_runtime"), "tensorrt": ("tensorrt", "trtexec")}.get(rt, (rt,))
-        if not any((rts.get(k) or {}).get("available") for k in key):
+        if rt not in have:
             out.append(f"profile runtime '{rt}' is not usable on the host")
     return out
 

@@ -22,6 +22,16 @@ RUNTIME_FORMATS = {
     "tensorrt": ("tensorrt",),
 }
 
+# Keys of the harness probe's "runtimes" record that make each runtime usable on a device.
+PROBE_KEYS = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",), "tflite": ("ai_edge_litert", "tflite_runtime"), "tensorrt": ("tensorrt", "trtexec")}
+
+
+def runtimes_in_probe(probe: Dict) -> List[str]:
+    """The runtimes a device has, from the harness probe (`edgekit doctor --host` shows the same record)."""
+    rts = probe.get("runtimes", {}) or {}
+    return [rt for rt, keys in PROBE_KEYS.items() if any((rts.get(k) or {}).get("available") for k in keys)]
+
+
 # Python modules that make a runtime usable on THIS host (only consulted for local targets).
 LOCAL_RUNTIME_MODULES = {
     "onnxruntime": (("onnxruntime",), "onnxruntime"),
@@ -42,6 +52,7 @@ class PlanOptions(BaseModel):
     has_calib: bool = False
     host: Optional[str] = None
     shapes: Optional[Dict[str, List[int]]] = Field(default=None, description="--shape values: example inputs for export, test shapes for onnxsim")
+    device_runtimes: Optional[List[str]] = Field(default=None, description="runtimes the probed --host device has (None: not probed)")
     exclude_runtimes: Dict[str, str] = Field(default_factory=dict, description="runtimes already tried in this deploy and why they failed (fallback)")
 
 
@@ -119,6 +130,12 @@ def make_plan(
                 f"profile '{profile.name}' does not list runtime '{options.runtime}'",
                 hint=f"it lists {', '.join(profile.runtimes)}; pick one of those or use a profile that has {options.runtime}",
             )
+        if options.device_runtimes is not None and options.runtime not in options.device_runtimes:
+            _, extra = LOCAL_RUNTIME_MODULES[options.runtime]
+            raise PlanError(
+                f"the device {options.host or ''} has no {options.runtime} (probed before converting)".replace("  ", " "),
+                hint=f"install it on the device (pip install {'ai-edge-litert' if extra == 'tflite' else extra}), or choose --runtime among what it has: {', '.join(options.device_runtimes) or 'none'}",
+            )
         if not _reachable(fmt, options.runtime):
             raise PlanError(
                 f"a {fmt} model cannot be converted for {options.runtime}",
@@ -134,6 +151,9 @@ def make_plan(
                 continue
             if not _reachable(fmt, cand):
                 notes.append(f"{cand} skipped: a {fmt} model cannot be converted for it")
+                continue
+            if options.device_runtimes is not None and cand not in options.device_runtimes:
+                notes.append(f"{cand} is preferred by the profile but the device {options.host or ''} does not have it (probed before converting); trying the next runtime".replace("  ", " "))
                 continue
             if local and not runtime_available(cand):
                 _, extra = LOCAL_RUNTIME_MODULES[cand]

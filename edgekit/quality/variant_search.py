@@ -66,6 +66,7 @@ def search(
     precisions: Optional[List[str]] = None,
     progress: Callable[[str], None] = lambda m: None,
     benchmark: Callable[..., BenchmarkResult],
+    device_runtimes: Optional[List[str]] = None,
 ) -> Tuple[List[Variant], Optional[Tuple[Plan, PipelineResult]]]:
     """Returns every variant tried and the (plan, pipeline result) of the winner (None if none qualifies)."""
     md = DEFAULT_MAX_DROP if max_drop is None else max_drop
@@ -79,7 +80,7 @@ def search(
         try:
             plan = make_plan(
                 resolved.artifact, resolved.label, profile,
-                PlanOptions(runtime=runtime, precision=precision, max_drop=md if precision != "fp32" else None, simplify=simplify, has_calib=data.calib is not None, host=host, shapes=shapes),
+                PlanOptions(runtime=runtime, precision=precision, max_drop=md if precision != "fp32" else None, simplify=simplify, has_calib=data.calib is not None, host=host, shapes=shapes, device_runtimes=device_runtimes),
             )
         except PlanError as exc:
             variants.append(Variant(runtime=runtime, precision=precision, status="infeasible", reason=exc.message))

@@ -13,7 +13,7 @@ from edgekit.core.artifact import Artifact, load_artifact
 from edgekit.core.errors import EdgekitError, FidelityError, PlanError, StepError, UsageError
 from edgekit.core.fsutil import ensure_writable_dir
 from edgekit.core.pipeline import DataSources, Pipeline, PipelineResult
-from edgekit.core.plan import Plan, PlanOptions, make_plan
+from edgekit.core.plan import Plan, PlanOptions, make_plan, runtimes_in_probe
 from edgekit.core.profiles import DeviceProfile, load_profile
 from edgekit.core.registry import get_runner
 from edgekit.core.results import BenchmarkResult, DeployReport
@@ -301,18 +301,31 @@ def deploy(
     # (OpenVINO/NNCF wins on PP-OCR det, ORT dynamic INT8 on MiniLM), so measure each instead of guessing.
     searching = want == "auto" or (want == "int8" and max_drop is not None and runtime is None)
     options = PlanOptions(runtime=runtime, precision=None if want == "auto" else want, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host, shapes=shapes or None)
+    runner: Optional[Runner] = None
     try:
-        plan = make_plan(resolved.artifact, resolved.label, prof, options)
-    except PlanError:
-        if not searching:
-            raise
-        plan = None  # the preferred runtime cannot do it (e.g. INT8 on the Nano's GPU); the search tries the others
+        if host:
+            # probe the device BEFORE converting: plan only for the runtimes it actually has
+            runner = make_runner(prof, host, ssh, on_progress=None)
+            progress(f"connecting to {host} to see which runtimes it has")
+            runner.connect()
+            have = runtimes_in_probe(runner.probe())
+            progress(f"{host} has: {', '.join(have) or 'no runtime edgekit can use'}")
+            options = options.model_copy(update={"device_runtimes": have})
+        try:
+            plan = make_plan(resolved.artifact, resolved.label, prof, options)
+        except PlanError:
+            if not searching:
+                raise
+            plan = None  # the preferred runtime cannot do it (e.g. INT8 on the Nano's GPU); the search tries the others
+    except BaseException:
+        if runner is not None:
+            runner.close()
+        raise
     if not searching:
         for line in plan.describe():
             progress(line)
-    runner: Optional[Runner] = None
     needs_device = run_benchmark or searching or any(s.step == "tensorrt" for s in plan.steps)
-    if needs_device:
+    if needs_device and runner is None:
         runner = make_runner(prof, host, ssh, on_progress=None)
     pipeline: Optional[Pipeline] = None
     result: Optional[PipelineResult] = None
@@ -320,13 +333,14 @@ def deploy(
     variants: List[Dict[str, Any]] = []
     try:
         if runner is not None:
-            progress(f"connecting to {host or 'this machine'}")
-            runner.connect()
+            if not host:
+                progress("connecting to this machine")
+            runner.connect()  # already connected when --host was probed before planning
         t0 = time.perf_counter()
         try:
             if searching:
                 precisions = None if want == "auto" else [want]
-                plan, result, variants = _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes or None, cache_dir, use_cache, fidelity_samples, progress)
+                plan, result, variants = _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes or None, cache_dir, use_cache, fidelity_samples, progress, options.device_runtimes)
             else:
                 plan, pipeline, result = _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, fidelity_samples, progress, use_cache, explicit_runtime=runtime is not None)
         finally:
@@ -406,7 +420,7 @@ def _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, f
                 progress(line)
 
 
-def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress):
+def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress, device_runtimes=None):
     """Build and measure every feasible runtime x precision variant (or only `precisions`); keep the fastest within budget."""
     from edgekit.quality.variant_search import DEFAULT_MAX_DROP, search
 
@@ -416,7 +430,7 @@ def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, sim
     variants, best = search(
         resolved, prof, data, runner, max_drop=md, host=host, simplify=simplify, shapes=shapes,
         cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, fidelity_samples=fidelity_samples,
-        runtimes=[runtime] if runtime else None, precisions=precisions, progress=progress, benchmark=benchmark,
+        runtimes=[runtime] if runtime else None, precisions=precisions, progress=progress, benchmark=benchmark, device_runtimes=device_runtimes,
     )
     rows = [v.model_dump(mode="json") for v in variants]
     if best is None:
