@@ -279,11 +279,33 @@ def summarize(step: str, before: Dict[str, Any], after: Dict[str, Any], fid: Dic
     return rec
 
 
+def compare_latency_onnx(before_path: Path, after_path: Path, feed: Dict[str, np.ndarray], threads: int,
+                         before: Dict[str, Any], after: Dict[str, Any], rounds: int = 5) -> None:
+    """Time both ONNX files interleaved (the harness's loop, `rounds` rounds) into before/after["latency"]."""
+    from edgekit.quality.interleaved import time_interleaved
+
+    steps = {}
+    for name, path in (("before", before_path), ("after", after_path)):
+        sess = ort_session(path, threads)
+        names = {i.name for i in sess.get_inputs()}
+        f = {k: v for k, v in feed.items() if k in names}
+        steps[name] = (lambda s=sess, f=f: s.run(None, f))
+    res = time_interleaved(steps, rounds=rounds)
+    before["latency"] = {**res["before"], "backend": "onnxruntime", "threads": threads}
+    after["latency"] = {**res["after"], "backend": "onnxruntime", "threads": threads}
+
+
 def _speedup(before: Dict[str, Any], after: Dict[str, Any]) -> Optional[float]:
+    """before/after latency, but only from interleaved timing whose intervals separate (else None: no claim)."""
     lb, la = before.get("latency", {}), after.get("latency", {})
-    if lb.get("median_ms") and la.get("median_ms") and lb.get("backend") == la.get("backend"):
-        return round(lb["median_ms"] / la["median_ms"], 3)
-    return None
+    if not (lb.get("median_ms") and la.get("median_ms") and lb.get("backend") == la.get("backend")):
+        return None
+    if "interval_ms" in lb and "interval_ms" in la:
+        from edgekit.quality.interleaved import verdict
+
+        kind, ratio = verdict(lb, la)
+        return ratio if kind != "same" else None
+    return round(lb["median_ms"] / la["median_ms"], 3)
 
 
 def _mb(x: Optional[int]) -> str:
@@ -317,8 +339,13 @@ def render_markdown(rec: Dict[str, Any]) -> str:
               f"min {f.get('cosine_min')}, max abs error {f.get('max_abs_error')}"]
     if "task_score" in f:
         lines.append(f"task metric {f['task_metric']}: {f['task_score']}")
+    if "interval_ms" in lb and "interval_ms" in la:
+        lines.append(f"latency, {lb.get('rounds')} interleaved rounds (median [range of round medians]): before {lb['median_ms']} "
+                     f"[{lb['interval_ms'][0]}, {lb['interval_ms'][1]}] ms, after {la['median_ms']} [{la['interval_ms'][0]}, {la['interval_ms'][1]}] ms")
+        if not rec.get("latency_speedup"):
+            lines.append("no speed-up claimed: the intervals overlap (no measurable latency difference)")
     if rec.get("latency_speedup"):
-        lines.append(f"speed-up: {rec['latency_speedup']}x")
+        lines.append(f"speed-up: {rec['latency_speedup']}x" + (" (intervals separate)" if "interval_ms" in la else ""))
     for n in rec.get("notes", []):
         lines.append(f"- {n}")
     return "\n".join(lines) + "\n"
@@ -415,8 +442,10 @@ def finish_onnx_step(step: str, artifact: Any, model: Any, ctx: Any, extra: Dict
     ref = onnx_outputs(Path(artifact.path), feeds, threads)
     cand = onnx_outputs(path, feeds, threads)
     fid = fidelity(ref, cand, ctx)
-    before = measure_onnx(Path(artifact.path), feeds[0], threads, latency=measure)
-    after = measure_onnx(path, feeds[0], threads, latency=measure)
+    before = measure_onnx(Path(artifact.path), feeds[0], threads, latency=False)
+    after = measure_onnx(path, feeds[0], threads, latency=False)
+    if measure:
+        compare_latency_onnx(Path(artifact.path), path, feeds[0], threads, before, after)
     rec = summarize(step, before, after, fid, {"fidelity_data": source, **extra})
     ctx.report[step] = rec
     for n in rec.get("notes", []):
