@@ -342,7 +342,13 @@ def deploy(
                 precisions = None if want == "auto" else [want]
                 plan, result, variants = _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes or None, cache_dir, use_cache, fidelity_samples, progress, options.device_runtimes)
             else:
-                plan, pipeline, result = _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, fidelity_samples, progress, use_cache, explicit_runtime=runtime is not None)
+                attempt: List[Any] = []  # the last (plan, pipeline) tried: its finished steps are kept after a failure
+                try:
+                    plan, pipeline, result = _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, fidelity_samples, progress, use_cache, explicit_runtime=runtime is not None, attempt=attempt)
+                except EdgekitError:
+                    if attempt:
+                        plan, pipeline = attempt[-1]
+                    raise
         finally:
             timings["pipeline_s"] = time.perf_counter() - t0
         if run_benchmark and runner is not None:
@@ -391,7 +397,7 @@ def _fallback_reason(exc: EdgekitError) -> Optional[str]:
     return None
 
 
-def _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, fidelity_samples, progress, use_cache, explicit_runtime):
+def _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, fidelity_samples, progress, use_cache, explicit_runtime, attempt=None):
     """Run the plan; with no --runtime, when its runtime cannot convert or fails fidelity, re-plan with the next one.
 
     Returns (plan, pipeline, result); the final plan's notes say which runtimes failed and why. An explicit
@@ -399,6 +405,8 @@ def _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, f
     excluded: Dict[str, str] = {}
     while True:
         pipeline = Pipeline(plan, prof, data, cache_dir=Path(cache_dir) if cache_dir else None, runner=runner, fidelity_samples=fidelity_samples, progress=progress, use_cache=use_cache)
+        if attempt is not None:
+            attempt.append((plan, pipeline))
         try:
             return plan, pipeline, pipeline.run(resolved.artifact)
         except (FidelityError, StepError) as exc:
