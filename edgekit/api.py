@@ -27,16 +27,16 @@ def bench(
     ssh: Optional[Dict[str, Any]] = None,
     shapes: Optional[Dict[str, List[int]]] = None,
     bench: Optional[Dict[str, Any]] = None,
+    inputs_file: Optional[str] = None,
 ) -> BenchmarkResult:
-    """Benchmark an existing artifact on a profile's device (locally or over SSH)."""
-    from edgekit.workflows.deploy import benchmark, make_runner
-    from edgekit.core.shapes import resolve_inputs
+    """Benchmark an existing artifact on a profile's device (locally or over SSH); `inputs_file` = --inputs FILE.npz."""
+    from edgekit.workflows.deploy import bench_inputs, benchmark, make_runner
 
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
-    inputs = resolve_inputs(art.inputs, overrides=shapes, model=str(art.path))
+    inputs, feed = bench_inputs(art, shapes, inputs_file)
     with make_runner(prof, host, ssh) as runner:
-        return benchmark(art, prof, runner, inputs, bench=bench)
+        return benchmark(art, prof, runner, inputs, bench=bench, feed=feed)
 
 
 __all__ = ["Artifact", "BenchmarkResult", "DeployReport", "DeviceProfile", "Plan", "bench", "deploy", "load_artifact", "load_profile", "plan"]

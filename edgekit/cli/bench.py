@@ -21,22 +21,15 @@ from edgekit.cli.common import bench_options, console, json_option, print_json, 
 def bench(artifact, profile, host, ssh, shapes, inputs_file, runtime, out, bench, as_json, quiet):
     """Benchmark ARTIFACT (.onnx, .tflite, OpenVINO .xml, TensorRT engine) on a device profile."""
     from edgekit.core.artifact import load_artifact
-    from edgekit.workflows.deploy import benchmark, make_runner
+    from edgekit.workflows.deploy import bench_inputs, benchmark, make_runner
     from edgekit.core.fsutil import atomic_write_text
     from edgekit.core.profiles import load_profile
     from edgekit.report import bench_rows
-    from edgekit.core.shapes import parse_shape_options, resolve_inputs
+    from edgekit.core.shapes import parse_shape_options
 
     prof = load_profile(profile)
     art = load_artifact(artifact)
-    overrides = parse_shape_options(shapes)
-    feed = None
-    if inputs_file:
-        from edgekit.core.feeds import load_inputs_file
-
-        feed = load_inputs_file(inputs_file, art.inputs, model=str(artifact), shapes=overrides)
-        overrides = {**overrides, **{n: list(a.shape) for n, a in feed.items()}}
-    inputs = resolve_inputs(art.inputs, overrides=overrides, model=str(artifact))
+    inputs, feed = bench_inputs(art, parse_shape_options(shapes), inputs_file)
     progress = progress_printer(not quiet and not as_json)
     with make_runner(prof, host, ssh) as runner:
         result = benchmark(art, prof, runner, inputs, runtime=runtime, bench=bench, progress=progress, feed=feed)

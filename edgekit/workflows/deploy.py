@@ -243,6 +243,19 @@ def benchmark(
     return result
 
 
+def bench_inputs(artifact: Artifact, shapes: Optional[Dict[str, List[int]]] = None, inputs_file: Optional[Union[str, Path]] = None):
+    """(InputSpecs, feed or None) to benchmark an existing artifact: --shape values, and --inputs FILE.npz (in the
+    artifact's own names and layout) whose arrays fix the shapes."""
+    overrides = dict(shapes or {})
+    feed = None
+    if inputs_file:
+        from edgekit.core.feeds import load_inputs_file
+
+        feed = load_inputs_file(inputs_file, artifact.inputs, model=str(artifact.path), shapes=overrides)
+        overrides.update({n: list(a.shape) for n, a in feed.items()})
+    return resolve_inputs(artifact.inputs, overrides=overrides, model=str(artifact.path)), feed
+
+
 def _push_feed(artifact: Artifact, feed: Dict[str, Any], runner: Runner) -> str:
     """Write the --inputs feed in the artifact's own names/layout and make it available on the device."""
     import tempfile
