@@ -216,7 +216,7 @@ def onnx_params(path: Path) -> int:
 
 def measure_module(module: Any, example_inputs: Sequence[Any], work_dir: Path, label: str, threads: int,
                    input_names: List[str], dynamic_axes: Optional[Dict[str, Dict[int, str]]] = None,
-                   state_file: Optional[Path] = None, latency: bool = True) -> Dict[str, Any]:
+                   state_file: Optional[Path] = None, latency: bool = True, timed: bool = True) -> Dict[str, Any]:
     """Size (state_dict on disk, zipped, ONNX export), params, MACs and latency (ORT on a temporary export; torch eager if that fails).
 
     With latency=False only params and the state_dict sizes are measured (no export, no MACs, no timing)."""
@@ -241,8 +241,9 @@ def measure_module(module: Any, example_inputs: Sequence[Any], work_dir: Path, l
         return m
     m["onnx_file"] = str(onnx_path)
     m["onnx_bytes"] = onnx_path.stat().st_size
-    feed = {n: t.detach().cpu().numpy() for n, t in zip(input_names, example_inputs)}
-    m["latency"] = time_onnx(onnx_path, feed, threads)
+    if timed:  # timed=False: the caller times before/after interleaved (compare_latency_onnx)
+        feed = {n: t.detach().cpu().numpy() for n, t in zip(input_names, example_inputs)}
+        m["latency"] = time_onnx(onnx_path, feed, threads)
     return m
 
 
@@ -386,8 +387,15 @@ def finish_module_step(step: str, artifact: Any, new_module: Any, ctx: Any, extr
     cand = torch_outputs(new_module, feeds, names)
     fid = fidelity(ref, cand, ctx)
     state = save_state(new_module, work / "model.state.pt")
-    before = measure_module(artifact.module, ex, work, "before", threads, names, dyn, latency=measure)
-    after = measure_module(new_module, ex, work, "after", threads, names, dyn, state_file=state, latency=measure)
+    before = measure_module(artifact.module, ex, work, "before", threads, names, dyn, latency=measure, timed=False)
+    after = measure_module(new_module, ex, work, "after", threads, names, dyn, state_file=state, latency=measure, timed=False)
+    if measure:
+        if "onnx_file" in before and "onnx_file" in after:
+            feed = {n: t.detach().cpu().numpy() for n, t in zip(names, ex)}
+            compare_latency_onnx(Path(before["onnx_file"]), Path(after["onnx_file"]), feed, threads, before, after)
+        else:  # an export failed: both in torch eager (each already says why in its latency note if it has one)
+            for m, mod in ((before, artifact.module), (after, new_module)):
+                m.setdefault("latency", time_torch(mod, ex, threads))
     rec = summarize(step, before, after, fid, {"fidelity_data": source, **extra})
     ctx.report[step] = rec
     for n in rec.get("notes", []):
