@@ -22,7 +22,8 @@ import numpy as np
 
 
 def bare_ort_median(model_path: str, feed: dict, threads: int, min_runs: int, min_seconds: float, warmup: int = 10) -> float:
-    """The loop a user would write by hand: one session, the same feed, time sess.run only."""
+    """The loop a user would write by hand: one session, the same feed, time sess.run only. Deliberately NOT
+    edgekit's timing loop (runners/harness/bench.py): it is the reference the harness is measured against."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()

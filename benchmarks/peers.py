@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -29,25 +28,18 @@ THREADS = 2
 
 
 def _time(fn: Callable[[], Any], runs: int, seconds: float) -> Dict[str, float]:
-    for _ in range(3):
-        fn()
-    samples: List[float] = []
-    t_end = time.perf_counter() + seconds
-    while len(samples) < runs or time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1000.0)
-        if len(samples) > 20 * runs:
-            break
-    samples.sort()
-    return {"median_ms": statistics.median(samples), "p90_ms": samples[int(0.9 * (len(samples) - 1))], "runs": len(samples)}
+    """edgekit's one timing loop (the harness's bench module): 3 warm-up calls, then >= runs AND >= seconds."""
+    from edgekit.core.registry import harness_module
+
+    t = harness_module("bench").time_callable(fn, warmup_runs=3, min_runs=runs, min_seconds=seconds)
+    return {"median_ms": t["median_ms"], "p90_ms": t["p90_ms"], "runs": t["runs"]}
 
 
 def _harness_timer(runtime: str, path: Path, artifact, feed: Dict[str, np.ndarray]) -> Callable[[], Any]:
     from edgekit.quality.fidelity import _to_model_feed
     from edgekit.core.registry import harness_module
 
-    from edgekit.core.runner_interface import runtime_options_for
+    from edgekit.core.runtimes import runtime_options_for
 
     h = harness_module()
     # as edgekit's harness does: an fp32 artifact computes in f32 (OpenVINO's CPU default is bf16 where AVX512-BF16 exists)

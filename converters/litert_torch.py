@@ -24,7 +24,6 @@ from edgekit.core.steps import Step, StepConfig, StepContext, lossy_budget_defau
 
 EXTRA = "litert"
 _PRECISION_TAG = {"fp32": "fp32", "fp16": "fp16", "int8-dynamic": "int8"}
-_SOURCE_ONLY_META = {"in_memory", "trust_pickle", "torch_kind", "note", "dynamic_axes"}
 _OP_PATTERNS = (
     re.compile(r"Lowering not found: (\S+)"),
     re.compile(r"failed to legalize operation '([^']+)'"),
@@ -66,7 +65,7 @@ class LitertTorchStep(Step):
         cfg = config if isinstance(config, LitertTorchConfig) else LitertTorchConfig.model_validate(config.model_dump())
         torch = require("torch", EXTRA, "converting PyTorch models with litert-torch")
         litert_torch = require("litert_torch", EXTRA, "converting PyTorch models to TFLite with litert-torch")
-        from edgekit.converters.export import ExportConfig, _input_names, _load_source, _stem
+        from edgekit.converters.export import _SOURCE_ONLY_META, ExportConfig, _input_names, _load_source, _stem
 
         src = _load_source(artifact, ExportConfig(input_shapes=cfg.input_shapes, input_dtypes=cfg.input_dtypes), torch)
         names = _input_names(artifact, ExportConfig(), src)

@@ -1,4 +1,8 @@
-"""OpenVINO step: ONNX -> IR (xml/bin), FP16 weight compression, or NNCF INT8 held to an accuracy budget."""
+"""OpenVINO step: ONNX -> IR (xml/bin), FP16-stored weights, or NNCF INT8 held to an accuracy budget.
+
+OpenVINO "fp16" means FP16-STORED weights (ov.save_model(compress_to_fp16=True)): the CPU plugin decompresses them
+and computes in f32, or in bf16 on CPUs with AVX512-BF16/AMX (its default inference precision). It halves the .bin,
+not the math; the artifact's lineage and the plan say so."""
 
 from __future__ import annotations
 
@@ -14,7 +18,12 @@ from pydantic import Field, model_validator
 from edgekit.core.artifact import Artifact, LineageEntry, load_artifact
 from edgekit.core.errors import CalibrationError, StepError, require
 from edgekit.core.steps import Step, StepConfig, StepContext, lossy_budget_default
+from edgekit.quality.metrics import cosine
 from edgekit.converters.openvino_graph import attention_matmuls, is_quantized, quantized_names, weighted_ancestors
+
+
+FP16_MEANS = ("fp16 = FP16-stored weights (compress_to_fp16); the CPU plugin computes in f32, or bf16 where the CPU "
+              "has AVX512-BF16/AMX")
 
 
 class OpenVinoConfig(StepConfig):
@@ -57,7 +66,7 @@ class OpenVinoConfig(StepConfig):
 
 class OpenVinoStep(Step):
     name = "openvino"
-    summary = "ONNX -> OpenVINO IR; fp16 weight compression or NNCF int8 within an accuracy budget"
+    summary = "ONNX -> OpenVINO IR; fp16-stored weights or NNCF int8 within an accuracy budget"
     accepts = ("onnx",)
     produces = "openvino"
     Config = OpenVinoConfig
@@ -77,6 +86,8 @@ class OpenVinoStep(Step):
         model = _convert(ov, artifact, cfg)
         lineage_notes: List[str] = []
         if cfg.precision in ("fp32", "fp16"):
+            if cfg.precision == "fp16":
+                lineage_notes.append(FP16_MEANS)
             xml = _save(ov, model, work / "model.xml", compress_fp16=cfg.precision == "fp16")
             return _artifact(xml, cfg.precision, artifact, cfg, lineage_notes)
 
@@ -158,19 +169,6 @@ class _SearchResult:
         self.summary = summary
 
 
-def _cosine(a, b) -> float:
-    import numpy as np
-
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 and nb == 0:
-        return 1.0
-    if na == 0 or nb == 0:
-        return 0.0
-    return float(np.dot(a, b) / (na * nb))
-
-
 class _Int8Search:
     """Quantize with NNCF; if the measured drop exceeds max_drop, ignore the most error-introducing nodes and retry."""
 
@@ -227,7 +225,7 @@ class _Int8Search:
     def score(self, ref: List[list], cand: List[list]) -> float:
         if self.ctx.task_metric is not None:
             return float(self.ctx.task_metric(ref, cand))
-        sims = [_cosine(r, c) for rs, cs in zip(ref, cand) for r, c in zip(rs, cs)]
+        sims = [cosine(r, c) for rs, cs in zip(ref, cand) for r, c in zip(rs, cs)]
         return float(sum(sims) / len(sims)) if sims else 1.0
 
     def _presets(self) -> List[str]:

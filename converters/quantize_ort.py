@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 from pydantic import Field, model_validator
 
 from edgekit.core.artifact import Artifact, load_artifact
+from edgekit.core.compression import ort_session
 from edgekit.core.errors import CalibrationError, FidelityError, StepError, require
 from edgekit.core.steps import Step, StepConfig, StepContext, lossy_budget_default
 
@@ -86,31 +87,13 @@ class QuantizeOrtStep(Step):
         for r in reasons:
             ctx.note(r)
 
-        calib_feeds: Optional[list] = None
-        if settings["mode"] == "static":
-            if ctx.calib_data is None:
-                raise CalibrationError(
-                    f"step '{STEP}': static INT8 needs calibration data and none was given",
-                    hint="pass --calib DIR|FILE.npz (image folder with --calib-preprocess, .npy or .npz), or use --quant-mode dynamic",
-                )
-            calib_feeds = ctx.calib_data(cfg.calib_samples)
-            if not calib_feeds:
-                raise CalibrationError(f"step '{STEP}': the calibration source gave no samples", hint="check --calib")
+        calib_feeds, eval_feeds = _calib_and_eval_feeds(cfg, ctx, settings["mode"])
 
         prepared, prep_notes = prepare_for_quantization(Path(artifact.path), work, preprocess=cfg.preprocess,
                                                         gemm_to_matmul=settings["mode"] == "dynamic")
         for n in prep_notes:
             ctx.note(n)
 
-        eval_feeds: Optional[list] = None
-        if ctx.eval_data is not None:
-            eval_feeds = ctx.eval_data(cfg.eval_samples)
-        if cfg.max_drop is not None and not eval_feeds:
-            raise CalibrationError(
-                f"step '{STEP}': --max-drop needs held-out evaluation data and none is available",
-                hint="give --calib with enough samples for calibration + evaluation (edgekit keeps them disjoint), "
-                "or use a zoo model which ships evaluation data",
-            )
 
         metric_name = ctx.task_metric_name if ctx.task_metric else "output cosine (min over samples and outputs)"
         ref_outputs = predict(Path(artifact.path), eval_feeds, threads) if eval_feeds else None
@@ -165,71 +148,114 @@ class QuantizeOrtStep(Step):
             chosen_path, chosen_name = path, "int8"
             search_info: Dict[str, Any] = {"search": "none (no --max-drop)"}
         else:
-            from edgekit.quality import sensitivity
+            variants, chosen_path, chosen_name, search_info = _budget_search(
+                cfg, ctx, prepared, candidates, build, score, describe, public_settings, metric_name, fp32_stats)
 
-            roles = role_groups(prepared, candidates)
-            result = sensitivity.search(
-                candidates, build, score, max_drop=cfg.max_drop, max_evaluations=cfg.max_evaluations,
-                describe=describe, progress=ctx.progress, keep_artifacts=True, groups=roles,
+        return _finish(artifact, work, cfg, ctx, prepared, chosen_path, chosen_name, variants, fp32_stats, public_settings,
+                       metric_name, eval_feeds, calib_feeds, search_info)
+
+
+def _finish(artifact: Artifact, work: Path, cfg: QuantizeOrtConfig, ctx: StepContext, prepared: Path, chosen_path: Path,
+            chosen_name: str, variants: List[Dict[str, Any]], fp32_stats: Dict[str, Any], public_settings: Dict[str, Any],
+            metric_name: str, eval_feeds: Optional[list], calib_feeds: Optional[list], search_info: Dict[str, Any]) -> Artifact:
+    """Copy the chosen variant to the step's output, drop the intermediates, and write the step's report."""
+    variants_dir = work / "variants"
+    calib_cache = work / "calibration_ranges.json"
+    final = work / (Path(artifact.path).stem + ".int8.onnx")
+    from edgekit.core.fsutil import atomic_copy
+
+    atomic_copy(chosen_path, final)
+    shutil.rmtree(variants_dir, ignore_errors=True)
+    # intermediates are not part of the result (the pipeline caches the whole work dir)
+    prepared.unlink(missing_ok=True)
+    calib_cache.unlink(missing_ok=True)
+    chosen_record = next(v for v in variants if v["name"] == chosen_name)
+    chosen_record["parameters"] = parameter_count(final)
+    ctx.report.update({
+        "variants": variants, "chosen": chosen_name, "fp32": fp32_stats, "settings": public_settings,
+        "metric": metric_name if eval_feeds else None, "max_drop": cfg.max_drop,
+        "drop_definition": "drop = 1 - score; score = task metric (or output cosine) vs the FP32 model on held-out eval data",
+        "eval_samples": len(eval_feeds) if eval_feeds else 0,
+        "calib_samples": len(calib_feeds) if calib_feeds else 0,
+        "size": {"before_bytes": fp32_stats["size_bytes"], "after_bytes": chosen_record["size_bytes"],
+                 "before_zipped": fp32_stats["zipped_bytes"], "after_zipped": chosen_record["zipped_bytes"],
+                 "parameters": fp32_stats["parameters"]},
+        **search_info,
+    })
+    if cfg.target == "tensorrt":
+        bad = tensorrt_qdq_violations(Path(final))
+        if bad:
+            raise StepError(STEP, f"the QDQ model breaks TensorRT's explicit-quantization rules ({len(bad)} node(s))", tool_message="\n".join(bad[:15]),
+                            hint="this is a bug in edgekit's TensorRT settings; please report it")
+        ctx.note("tensorrt: every QuantizeLinear/DequantizeLinear has an int8 zero point of 0 and a positive scale (TensorRT's rules)")
+    return load_artifact(final, precision="int8", metadata={"quantization": public_settings, "chosen_variant": chosen_name})
+
+
+def _calib_and_eval_feeds(cfg: QuantizeOrtConfig, ctx: StepContext, mode: str) -> Tuple[Optional[list], Optional[list]]:
+    """Calibration feeds (static mode) and held-out evaluation feeds (needed by --max-drop), or a clear error."""
+    calib_feeds: Optional[list] = None
+    if mode == "static":
+        if ctx.calib_data is None:
+            raise CalibrationError(
+                f"step '{STEP}': static INT8 needs calibration data and none was given",
+                hint="pass --calib DIR|FILE.npz (image folder with --calib-preprocess, .npy or .npz), or use --quant-mode dynamic",
             )
-            variants = [
-                {"name": v.name, "config": public_settings, "excluded_nodes": [*cfg.nodes_to_exclude, *v.excluded_nodes],
-                 "score": round(v.score, 6), "drop": round(v.drop, 6), "meets_budget": v.meets_budget, "metric": metric_name,
-                 "phase": v.phase, **v.details}
-                for v in result.variants
-            ]
-            search_info = {"search": result.stop_reason, "sensitivity": result.sensitivity}
-            ctx.report.update({"variants": variants, "fp32": fp32_stats, "settings": public_settings, **search_info})
-            if result.chosen is None:
-                best = result.best
-                for v in result.variants:
-                    if v.artifact is not None:
-                        Path(v.artifact).unlink(missing_ok=True)
-                ctx.report["chosen"] = None
-                raise FidelityError(
-                    f"step '{STEP}': no INT8 variant meets --max-drop {cfg.max_drop:g} on {metric_name}: best score "
-                    f"{best.score:.5f} (drop {best.drop:.5f}) with {len(best.excluded_nodes)} node(s) kept in float after "
-                    f"{len(result.variants)} variants ({result.stop_reason}); nothing was written",
-                    hint="raise --max-drop, allow more evaluations (max_evaluations), try --quant-mode static with --calib, "
-                    "or deploy FP32/FP16",
-                )
-            chosen_path, chosen_name = Path(result.chosen.artifact), result.chosen.name
-            ctx.note(
-                f"chose '{chosen_name}' — score {result.chosen.score:.5f} >= {1 - cfg.max_drop:.5f} "
-                f"(budget drop {cfg.max_drop:g} met, {metric_name}), {len(result.chosen.excluded_nodes)} node(s) kept in float"
-            )
-            for v in result.variants:
-                if v.artifact is not None and Path(v.artifact) != chosen_path:
-                    Path(v.artifact).unlink(missing_ok=True)
+        calib_feeds = ctx.calib_data(cfg.calib_samples)
+        if not calib_feeds:
+            raise CalibrationError(f"step '{STEP}': the calibration source gave no samples", hint="check --calib")
+    eval_feeds: Optional[list] = None
+    if ctx.eval_data is not None:
+        eval_feeds = ctx.eval_data(cfg.eval_samples)
+    if cfg.max_drop is not None and not eval_feeds:
+        raise CalibrationError(
+            f"step '{STEP}': --max-drop needs held-out evaluation data and none is available",
+            hint="give --calib with enough samples for calibration + evaluation (edgekit keeps them disjoint), "
+            "or use a zoo model which ships evaluation data",
+        )
+    return calib_feeds, eval_feeds
 
-        final = work / (Path(artifact.path).stem + ".int8.onnx")
-        from edgekit.core.fsutil import atomic_copy
 
-        atomic_copy(chosen_path, final)
-        shutil.rmtree(variants_dir, ignore_errors=True)
-        # intermediates are not part of the result (the pipeline caches the whole work dir)
-        prepared.unlink(missing_ok=True)
-        calib_cache.unlink(missing_ok=True)
-        chosen_record = next(v for v in variants if v["name"] == chosen_name)
-        chosen_record["parameters"] = parameter_count(final)
-        ctx.report.update({
-            "variants": variants, "chosen": chosen_name, "fp32": fp32_stats, "settings": public_settings,
-            "metric": metric_name if eval_feeds else None, "max_drop": cfg.max_drop,
-            "drop_definition": "drop = 1 - score; score = task metric (or output cosine) vs the FP32 model on held-out eval data",
-            "eval_samples": len(eval_feeds) if eval_feeds else 0,
-            "calib_samples": len(calib_feeds) if calib_feeds else 0,
-            "size": {"before_bytes": fp32_stats["size_bytes"], "after_bytes": chosen_record["size_bytes"],
-                     "before_zipped": fp32_stats["zipped_bytes"], "after_zipped": chosen_record["zipped_bytes"],
-                     "parameters": fp32_stats["parameters"]},
-            **search_info,
-        })
-        if cfg.target == "tensorrt":
-            bad = tensorrt_qdq_violations(Path(final))
-            if bad:
-                raise StepError(STEP, f"the QDQ model breaks TensorRT's explicit-quantization rules ({len(bad)} node(s))", tool_message="\n".join(bad[:15]),
-                                hint="this is a bug in edgekit's TensorRT settings; please report it")
-            ctx.note("tensorrt: every QuantizeLinear/DequantizeLinear has an int8 zero point of 0 and a positive scale (TensorRT's rules)")
-        return load_artifact(final, precision="int8", metadata={"quantization": public_settings, "chosen_variant": chosen_name})
+def _budget_search(cfg: QuantizeOrtConfig, ctx: StepContext, prepared: Path, candidates: List[str], build, score, describe,
+                   public_settings: Dict[str, Any], metric_name: str, fp32_stats: Dict[str, Any]):
+    """Keep the most sensitive nodes (by role group) in float until the score holds --max-drop; the variants tried,
+    the chosen file and name, and how the search ended. Every other variant file is deleted."""
+    from edgekit.quality import sensitivity
+
+    roles = role_groups(prepared, candidates)
+    result = sensitivity.keep_sensitive_nodes_in_float(
+        candidates, build, score, max_drop=cfg.max_drop, max_evaluations=cfg.max_evaluations,
+        describe=describe, progress=ctx.progress, keep_artifacts=True, groups=roles,
+    )
+    variants = [
+        {"name": v.name, "config": public_settings, "excluded_nodes": [*cfg.nodes_to_exclude, *v.excluded_nodes],
+         "score": round(v.score, 6), "drop": round(v.drop, 6), "meets_budget": v.meets_budget, "metric": metric_name,
+         "phase": v.phase, **v.details}
+        for v in result.variants
+    ]
+    search_info = {"search": result.stop_reason, "sensitivity": result.sensitivity}
+    ctx.report.update({"variants": variants, "fp32": fp32_stats, "settings": public_settings, **search_info})
+    if result.chosen is None:
+        best = result.best
+        for v in result.variants:
+            if v.artifact is not None:
+                Path(v.artifact).unlink(missing_ok=True)
+        ctx.report["chosen"] = None
+        raise FidelityError(
+            f"step '{STEP}': no INT8 variant meets --max-drop {cfg.max_drop:g} on {metric_name}: best score "
+            f"{best.score:.5f} (drop {best.drop:.5f}) with {len(best.excluded_nodes)} node(s) kept in float after "
+            f"{len(result.variants)} variants ({result.stop_reason}); nothing was written",
+            hint="raise --max-drop, allow more evaluations (max_evaluations), try --quant-mode static with --calib, "
+            "or deploy FP32/FP16",
+        )
+    chosen_path, chosen_name = Path(result.chosen.artifact), result.chosen.name
+    ctx.note(
+        f"chose '{chosen_name}' — score {result.chosen.score:.5f} >= {1 - cfg.max_drop:.5f} "
+        f"(budget drop {cfg.max_drop:g} met, {metric_name}), {len(result.chosen.excluded_nodes)} node(s) kept in float"
+    )
+    for v in result.variants:
+        if v.artifact is not None and Path(v.artifact) != chosen_path:
+            Path(v.artifact).unlink(missing_ok=True)
+    return variants, chosen_path, chosen_name, search_info
 
 
 def resolve_settings(cfg: QuantizeOrtConfig, ctx: StepContext, model_path: Path) -> Tuple[Dict[str, Any], List[str]]:
@@ -622,22 +648,12 @@ def validate_or_raise(path: Path, step: str, feed: Optional[Dict[str, Any]], thr
         raise StepError(step, f"the produced model is not valid ONNX and was not kept ({Path(path).name})",
                         tool_message=str(exc), hint="this is a converter bug for this model; report it with the model") from exc
     try:
-        sess = _session(path, threads)
+        sess = ort_session(path, threads)
         sess.run(None, feed if feed is not None else random_feed(sess))
     except Exception as exc:  # onnxruntime raises its own pybind exception types (Fail, InvalidGraph, ...)
         Path(path).unlink(missing_ok=True)
         raise StepError(step, f"ONNX Runtime cannot load/run the produced model ({Path(path).name}); it was not kept",
                         tool_message=str(exc)) from exc
-
-
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 _NP = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32",
@@ -659,22 +675,19 @@ def random_feed(sess) -> Dict[str, Any]:
 
 def predict(path: Path, feeds: List[Dict[str, Any]], threads: int) -> List[List[Any]]:
     """Outputs of the model for each feed (list per sample of arrays, in output order)."""
-    sess = _session(path, threads)
+    sess = ort_session(path, threads)
     names = {i.name for i in sess.get_inputs()}
     return [sess.run(None, {k: v for k, v in f.items() if k in names}) for f in feeds]
 
 
 def cosine_score(ref: List[List[Any]], new: List[List[Any]]) -> float:
     """Minimum over samples and outputs of the output cosine (as the pipeline's cosine_min check)."""
-    import numpy as np
+    from edgekit.quality.metrics import cosine
 
     per_output: List[List[float]] = []
     for r_s, n_s in zip(ref, new):
         for k, (r, n) in enumerate(zip(r_s, n_s)):
-            a = np.asarray(r, dtype=np.float64).ravel()
-            b = np.asarray(n, dtype=np.float64).ravel()
-            na, nb = np.linalg.norm(a), np.linalg.norm(b)
-            c = 1.0 if na == 0 and nb == 0 else float(a @ b / (na * nb)) if na and nb else 0.0
+            c = cosine(r, n)
             if len(per_output) <= k:
                 per_output.append([])
             per_output[k].append(c)
@@ -687,7 +700,7 @@ def latency_ms(path: Path, feed: Optional[Dict[str, Any]], threads: int, runs: i
 
     import numpy as np
 
-    sess = _session(path, threads)
+    sess = ort_session(path, threads)
     names = {i.name for i in sess.get_inputs()}
     f = {k: v for k, v in feed.items() if k in names} if feed is not None else random_feed(sess)
     for _ in range(2):

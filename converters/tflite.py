@@ -292,16 +292,12 @@ def _op_of_node(onnx_path: Path, node_name: str) -> Optional[str]:
 
 
 def _cos(a, b) -> float:
+    """Output cosine of a layout candidate, or -1 when the element counts differ (it cannot match)."""
     import numpy as np
 
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    if a.shape != b.shape:
-        return -1.0
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return 1.0 if na == nb else 0.0
-    return float(a @ b / (na * nb))
+    from edgekit.quality.metrics import cosine
+
+    return -1.0 if np.size(a) != np.size(b) else cosine(a, b)
 
 
 def _perms_to(src_shape: Sequence[int], model_shape: Sequence[int]) -> List[List[int]]:

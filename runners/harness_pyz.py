@@ -51,14 +51,15 @@ def build_bytes(extra: Optional[Dict[str, bytes]] = None) -> bytes:
 def cache_root() -> Path:
     from platformdirs import user_cache_dir
 
-    return Path(os.environ.get("EDGEKIT_CACHE_DIR") or user_cache_dir("edgekit")) / "harness"
+    # absolute: runners start the harness from another working directory (a relative EDGEKIT_CACHE_DIR broke it)
+    return Path(os.path.abspath(os.environ.get("EDGEKIT_CACHE_DIR") or user_cache_dir("edgekit"))) / "harness"
 
 
 def harness_pyz(dest_dir: Optional[Path] = None, extra: Optional[Dict[str, bytes]] = None) -> Path:
     """Path of the built zipapp `<dir>/<sha256[:16]>/harness.pyz`, written atomically once per content."""
     data = build_bytes(extra)
     sha = hashlib.sha256(data).hexdigest()
-    root = Path(dest_dir) if dest_dir is not None else cache_root()
+    root = Path(os.path.abspath(dest_dir)) if dest_dir is not None else cache_root()
     key = f"{root}:{sha}"
     if key in _built and _built[key].is_file():
         return _built[key]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgekit.cli.common import bench_options, console, json_option, print_json, profile_option, progress_printer, shape_option, ssh_options
+from edgekit.core.runtimes import names as runtime_names
 
 
 @click.command()
@@ -13,7 +14,7 @@ from edgekit.cli.common import bench_options, console, json_option, print_json, 
 @ssh_options
 @shape_option
 @click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.npz", help="Real input values (one array per input name, np.savez, in the artifact's own names and layout) instead of random data.")
-@click.option("--runtime", type=click.Choice(["onnxruntime", "openvino", "tflite", "tensorrt"]), default=None, help="Runtime (default: from the file's format).")
+@click.option("--runtime", type=click.Choice(runtime_names()), default=None, help="Runtime (default: from the file's format).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Write the BenchmarkResult JSON here.")
 @bench_options
 @json_option

@@ -8,14 +8,6 @@ import click
 
 from edgekit.cli.common import console, json_option, print_json, ssh_options
 
-RUNTIME_HINTS = {
-    "onnxruntime": "pip install onnxruntime",
-    "openvino": "pip install 'edgekit[openvino]'",
-    "ai_edge_litert": "pip install 'edgekit[tflite]'",
-    "tflite_runtime": "pip install tflite-runtime (devices only; ai-edge-litert is preferred)",
-    "tensorrt": "TensorRT ships with JetPack on Jetson boards",
-    "trtexec": "TensorRT ships with JetPack (/usr/src/tensorrt/bin/trtexec)",
-}
 
 
 def _local_python_packages() -> List[Dict[str, Any]]:
@@ -109,11 +101,11 @@ def _mismatches(probe: Dict[str, Any], profile) -> List[str]:
     if cores and cores != profile.cpu.cores:
         out.append(f"host has {cores} cores, profile says {profile.cpu.cores}")
     out += feature_mismatches(probe.get("cpu_flags"), profile)
-    from edgekit.core.plan import runtimes_in_probe
+    from edgekit.core import runtimes
 
-    have = runtimes_in_probe(probe)
+    rts = probe.get("runtimes", {})
     for rt in profile.runtimes:
-        if rt not in have:
+        if not runtimes.get(rt).usable_in_probe(rts):
             out.append(f"profile runtime '{rt}' is not usable on the host")
     return out
 
@@ -154,12 +146,15 @@ def _render(report: Dict[str, Any]) -> None:
     c = console()
     p = report["device"]
     c.print(f"[bold]{report['target']}[/bold]: {p.get('hostname')} — {p.get('arch')}, {p.get('os')}, Python {p.get('python')}, {p.get('cores')} cores, {p.get('cpu_model') or ''}")
+    from edgekit.core.runtimes import install_hints
+
+    hints = install_hints()
     t = Table(title="runtimes", title_justify="left")
     for col in ("runtime", "usable", "version / reason"):
         t.add_column(col)
     for name, info in sorted(p.get("runtimes", {}).items()):
         ok = bool(info.get("available"))
-        detail = info.get("version") if ok else " — ".join(x for x in (info.get("reason"), RUNTIME_HINTS.get(name)) if x)
+        detail = info.get("version") if ok else " — ".join(x for x in (info.get("reason"), hints.get(name)) if x)
         t.add_row(name, "yes" if ok else "no", str(detail or ""))
     c.print(t)
     energy = p.get("energy", {})

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import statistics
-import time
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -13,6 +11,7 @@ import numpy as np
 
 from edgekit.core.errors import CalibrationError, StepError, require
 from edgekit.core.fsutil import atomic_write_bytes
+from edgekit.quality.metrics import cosine
 
 DENSE_NOTE = "dense runtimes gain nothing from zeros"
 DENSE_WHY = ("the zeros are still stored and multiplied as dense fp32 tensors; only the zipped size "
@@ -75,23 +74,12 @@ def ort_session(path: Path, threads: int):
 
 
 def time_callable(fn: Callable[[], Any], *, warmup: int = 3, min_runs: int = 10, min_seconds: float = 0.5) -> Dict[str, float]:
-    """Median/p90 latency in ms over at least `min_runs` runs and `min_seconds`."""
-    for _ in range(warmup):
-        fn()
-    samples: List[float] = []
-    start = time.perf_counter()
-    while len(samples) < min_runs or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1000.0)
-        if len(samples) >= 1000:
-            break
-    samples.sort()
-    return {
-        "median_ms": round(statistics.median(samples), 3),
-        "p90_ms": round(samples[min(len(samples) - 1, int(0.9 * len(samples)))], 3),
-        "runs": len(samples),
-    }
+    """Median/p90 latency in ms, timed by the harness's own loop (edgekit.runners.harness.bench): `warmup` calls,
+    then at least `min_runs` runs AND `min_seconds`, so compression reports measure exactly as benchmarks do."""
+    from edgekit.core.registry import harness_module
+
+    t = harness_module("bench").time_callable(fn, warmup_runs=warmup, min_runs=min_runs, min_seconds=min_seconds)
+    return {"median_ms": round(t["median_ms"], 3), "p90_ms": round(t["p90_ms"], 3), "runs": t["runs"]}
 
 
 def time_onnx(path: Path, feed: Dict[str, np.ndarray], threads: int, **kw) -> Dict[str, Any]:
@@ -120,15 +108,6 @@ def _flat_np(out: Any) -> List[np.ndarray]:
     from edgekit.core.artifact import _flatten_torch_outputs
 
     return [o.detach().cpu().numpy() if hasattr(o, "detach") else np.asarray(o) for o in _flatten_torch_outputs(out)]
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return 1.0 if na == nb else 0.0
-    return float(np.dot(a, b) / (na * nb))
 
 
 def torch_feeds_to_args(feed: Dict[str, np.ndarray], input_names: List[str]) -> tuple:

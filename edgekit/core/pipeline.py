@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from pydantic import ValidationError
 
 from edgekit import __version__
+from edgekit.core import runtimes
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import ArtifactRunError, FidelityError, OutputError, PlanError, StepError, StepSkipped
 from edgekit.quality.fidelity import compare, describe, predict
@@ -224,105 +225,123 @@ class Pipeline:
         self.artifacts = [source]
         total = len(self.plan.steps)
         for i, planned in enumerate(self.plan.steps, 1):
-            step_cls = get_step(planned.step)
-            try:
-                config = step_cls.Config(**planned.config)
-            except ValidationError as exc:
-                raise PlanError(f"step '{planned.step}': invalid configuration: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
-            if current.format not in step_cls.accepts:
-                raise PlanError(
-                    f"step '{planned.step}' accepts {', '.join(step_cls.accepts)}, but the model is {current.format} at this point",
-                    hint="this is a planning bug; please report it with `edgekit plan` output",
-                )
-            config_json = config.model_dump(mode="json")
-            key = self._key(current, step_cls, config_json)
-            entry = self.cache_dir / key[:2] / key
-            self.progress(f"[{i}/{total}] {planned.step}: {planned.reason}")
-            cached = self._load_cached(entry) if self.use_cache and step_cls.produces != "pytorch" else None
-            if cached is not None:
-                art, old = cached
-                record = old.model_copy(update={"status": "cached", "reason": planned.reason, "duration_s": 0.0, "artifact": _artifact_summary(art)})
-                self.records.append(record)
-                self.artifacts.append(art)
-                self.produced.append((record, art))
-                current = art
-                continue
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=entry.parent))
-            ctx = StepContext(
-                work_dir=tmp,
-                profile=self.profile,
-                calib_data=self.data.calib,
-                eval_data=self.data.eval,
-                task_metric=self.data.task_metric,
-                task_metric_name=self.data.task_metric_name,
-                runner=self.runner,
-                cache_dir=self.cache_dir,
-                progress=self.progress,
-            )
-            t0 = time.perf_counter()
-            try:
-                produced = step_cls().run(current, config, ctx)
-            except StepSkipped as skip:
-                shutil.rmtree(tmp, ignore_errors=True)
-                self.records.append(
-                    StepRecord(step=planned.step, status="skipped", reason=f"skipped: {skip.reason}", config=config_json, duration_s=time.perf_counter() - t0, notes=ctx.notes)
-                )
-                self.progress(f"      skipped: {skip.reason}")
-                continue
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            duration = time.perf_counter() - t0
-            fid = None
-            budget = getattr(config, "fidelity", None)
-            fp16_drop = getattr(config, "max_drop", None) if getattr(config, "precision", None) == "fp16" else None
-            if budget is not None and fp16_drop is not None and "fidelity" not in config.model_fields_set:
-                # FP16 is lossy: judged against the user's --max-drop, not the lossless 0.999 default
-                budget = drop_budget(fp16_drop, self.data.task_metric is not None)
-            elif budget is not None and self.data.task_metric is not None and "fidelity" not in config.model_fields_set:
-                budget = task_judged(budget)  # the model's task metric judges; cosine guards gross breakage
-            if budget is not None and budget.check and step_cls.checkable:
-                self.progress(f"      checking fidelity against the {current.format} source")
-                try:
-                    fid = self.check(current, produced, budget)
-                except ArtifactRunError as exc:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    raise StepError(planned.step, f"its {produced.format} artifact cannot be run for the fidelity check: {exc.message}", hint=exc.hint) from exc
-                if not fid.passed:
-                    rejected = self.cache_dir / "rejected" / key
-                    shutil.rmtree(rejected, ignore_errors=True)
-                    rejected.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(tmp, rejected)
-                    raise FidelityError(
-                        f"step '{planned.step}' produced a model whose outputs differ from its source: "
-                        + "; ".join(fid.failures)
-                        + f"\n  measured: {describe(fid)}\n  the rejected artifact is kept at {rejected} for inspection",
-                        hint="raise the budget (e.g. --max-drop) only if this accuracy is acceptable, or choose another precision/runtime",
-                    )
-            elif not step_cls.checkable:
-                ctx.note(f"{planned.step}: output is not checked on the host (it only runs on the device)")
-            record = StepRecord(
-                step=planned.step,
-                status="ran",
-                reason=planned.reason,
-                config=config_json,
-                duration_s=duration,
-                artifact=_artifact_summary(produced),
-                fidelity=fid,
-                notes=list(ctx.notes),
-                details=ctx.report,
-            )
-            if produced.format == "pytorch":
-                final = produced  # an in-memory module is not cached; files the step wrote stay in its work dir
-            else:
-                final = self._store(tmp, entry, produced, record)
-                record = record.model_copy(update={"artifact": _artifact_summary(final)})
-            self.records.append(record)
-            self.artifacts.append(final)
-            self.produced.append((record, final))
-            current = final
+            current = self._run_step(i, total, planned, current)
         e2e = None
-        if len(self.artifacts) > 2 and current.format in ("onnx", "openvino", "tflite") and any(r.fidelity for r in self.records):
+        if len(self.artifacts) > 2 and runtimes.host_checkable(current.format) and any(r.fidelity for r in self.records):
             e2e = self._end_to_end(source, current)
         return PipelineResult(artifact=current, records=self.records, artifacts=self.artifacts, produced=self.produced, end_to_end=e2e)
+
+    def _configure(self, planned, current: Artifact):
+        """(step class, validated config) for a planned step, checked against the model's format at this point."""
+        step_cls = get_step(planned.step)
+        try:
+            config = step_cls.Config(**planned.config)
+        except ValidationError as exc:
+            raise PlanError(f"step '{planned.step}': invalid configuration: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
+        if current.format not in step_cls.accepts:
+            raise PlanError(
+                f"step '{planned.step}' accepts {', '.join(step_cls.accepts)}, but the model is {current.format} at this point",
+                hint="this is a planning bug; please report it with `edgekit plan` output",
+            )
+        return step_cls, config
+
+    def _context(self, work_dir: Path) -> StepContext:
+        return StepContext(
+            work_dir=work_dir,
+            profile=self.profile,
+            calib_data=self.data.calib,
+            eval_data=self.data.eval,
+            task_metric=self.data.task_metric,
+            task_metric_name=self.data.task_metric_name,
+            runner=self.runner,
+            cache_dir=self.cache_dir,
+            progress=self.progress,
+        )
+
+    def _run_step(self, i: int, total: int, planned, current: Artifact) -> Artifact:
+        """One step: served from the cache, or run in a temp dir, judged, stored. Returns the model after it."""
+        step_cls, config = self._configure(planned, current)
+        config_json = config.model_dump(mode="json")
+        key = self._key(current, step_cls, config_json)
+        entry = self.cache_dir / key[:2] / key
+        self.progress(f"[{i}/{total}] {planned.step}: {planned.reason}")
+        cached = self._load_cached(entry) if self.use_cache and step_cls.produces != "pytorch" else None
+        if cached is not None:
+            art, old = cached
+            record = old.model_copy(update={"status": "cached", "reason": planned.reason, "duration_s": 0.0, "artifact": _artifact_summary(art)})
+            self.records.append(record)
+            self.artifacts.append(art)
+            self.produced.append((record, art))
+            return art
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=entry.parent))
+        ctx = self._context(tmp)
+        t0 = time.perf_counter()
+        try:
+            produced = step_cls().run(current, config, ctx)
+        except StepSkipped as skip:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.records.append(
+                StepRecord(step=planned.step, status="skipped", reason=f"skipped: {skip.reason}", config=config_json, duration_s=time.perf_counter() - t0, notes=ctx.notes)
+            )
+            self.progress(f"      skipped: {skip.reason}")
+            return current
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        duration = time.perf_counter() - t0
+        fid = self._judge(planned, step_cls, config, current, produced, ctx, tmp, key)
+        record = StepRecord(
+            step=planned.step,
+            status="ran",
+            reason=planned.reason,
+            config=config_json,
+            duration_s=duration,
+            artifact=_artifact_summary(produced),
+            fidelity=fid,
+            notes=list(ctx.notes),
+            details=ctx.report,
+        )
+        if produced.format == "pytorch":
+            final = produced  # an in-memory module is not cached; files the step wrote stay in its work dir
+        else:
+            final = self._store(tmp, entry, produced, record)
+            record = record.model_copy(update={"artifact": _artifact_summary(final)})
+        self.records.append(record)
+        self.artifacts.append(final)
+        self.produced.append((record, final))
+        return final
+
+    def _judge(self, planned, step_cls, config, current: Artifact, produced: Artifact, ctx: StepContext, tmp: Path,
+               key: str) -> Optional[FidelityResult]:
+        """Fidelity of the step's output against its input; a failure moves the output to <cache>/rejected/ and raises."""
+        budget = getattr(config, "fidelity", None)
+        fp16_drop = getattr(config, "max_drop", None) if getattr(config, "precision", None) == "fp16" else None
+        if budget is not None and fp16_drop is not None and "fidelity" not in config.model_fields_set:
+            # FP16 is lossy: judged against the user's --max-drop, not the lossless 0.999 default
+            budget = drop_budget(fp16_drop, self.data.task_metric is not None)
+        elif budget is not None and self.data.task_metric is not None and "fidelity" not in config.model_fields_set:
+            budget = task_judged(budget)  # the model's task metric judges; cosine guards gross breakage
+        if not step_cls.checkable:
+            ctx.note(f"{planned.step}: output is not checked on the host (it only runs on the device)")
+            return None
+        if budget is None or not budget.check:
+            return None
+        self.progress(f"      checking fidelity against the {current.format} source")
+        try:
+            fid = self.check(current, produced, budget)
+        except ArtifactRunError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StepError(planned.step, f"its {produced.format} artifact cannot be run for the fidelity check: {exc.message}", hint=exc.hint) from exc
+        if not fid.passed:
+            rejected = self.cache_dir / "rejected" / key
+            shutil.rmtree(rejected, ignore_errors=True)
+            rejected.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, rejected)
+            raise FidelityError(
+                f"step '{planned.step}' produced a model whose outputs differ from its source: "
+                + "; ".join(fid.failures)
+                + f"\n  measured: {describe(fid)}\n  the rejected artifact is kept at {rejected} for inspection",
+                hint="raise the budget (e.g. --max-drop) only if this accuracy is acceptable, or choose another precision/runtime",
+            )
+        return fid

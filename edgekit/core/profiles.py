@@ -5,18 +5,29 @@ from __future__ import annotations
 import json
 import typing
 from pathlib import Path
-from typing import Any, Dict, List, Literal, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Annotated, Any, Dict, List, Literal, NamedTuple, Optional, Sequence, Tuple, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgekit.core import runtimes
 from edgekit.core.errors import ProfileError, closest
 
-RUNTIMES = ("onnxruntime", "openvino", "tflite", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 ENERGY_SOURCES = ("none", "tegrastats", "ina3221", "vcgencmd_pmic", "android_battery", "rapl")
 
-Runtime = Literal["onnxruntime", "openvino", "tflite", "tensorrt"]
+
+
+def _known_runtime(name: str) -> str:
+    """A runtime of edgekit.core.runtimes (read at validation time, so the table is the only list)."""
+    if name not in runtimes.RUNTIMES:
+        near = closest(name, runtimes.RUNTIMES)
+        tip = f"; did you mean {', '.join(near)}?" if near else ""
+        raise ValueError(f"Input should be one of {', '.join(repr(r) for r in runtimes.RUNTIMES)}, got {name!r}{tip}")
+    return name
+
+
+Runtime = Annotated[str, AfterValidator(_known_runtime)]
 Precision = Literal["fp32", "fp16", "int8"]
 
 # Canonical CPU feature names per ISA. The planner asks `has_feature("vnni")` etc., so a typo in a
@@ -231,12 +242,13 @@ class DeviceProfile(_Strict):
         return self
 
     def precisions_for(self, runtime: Optional[str] = None) -> List[str]:
-        """Precisions `runtime` can run here: TensorRT only what its accelerator executes, others the profile's list."""
-        if runtime == "tensorrt":
+        """Precisions `runtime` can run here: TensorRT (precisions_from_accelerator) only what its accelerator executes,
+        others the profile's list."""
+        rt = runtimes.RUNTIMES.get(runtime) if runtime is not None else None
+        if rt is not None and rt.precisions_from_accelerator:
             out: List[str] = []
-            for acc in self.accelerators:
-                if "tensorrt" in acc.runtimes:
-                    out += [p for p in acc.precisions if p not in out]
+            for acc in self.accelerators_for(runtime):
+                out += [p for p in acc.precisions if p not in out]
             return out
         if runtime is not None and runtime not in self.runtimes:
             return []

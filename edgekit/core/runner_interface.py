@@ -23,17 +23,6 @@ class InputSpec(BaseModel):
     high: Optional[float] = None
 
 
-def runtime_options_for(runtime: str, precision: Optional[str]) -> Dict[str, Any]:
-    """Session options that make a runtime compute at the artifact's precision.
-
-    OpenVINO's CPU plugin runs an FP32 IR in bf16 when the CPU has AVX512-BF16/AMX (its default
-    INFERENCE_PRECISION_HINT); measured on this project's Xeon: PP-OCR rec text changed on 4.5 % of lines.
-    An artifact edgekit calls fp32 is therefore compiled with the f32 hint, here and on the device."""
-    if runtime == "openvino" and precision == "fp32":
-        return {"inference_precision_hint": "f32"}
-    return {}
-
-
 # Defaults come from the harness's wire schema (plain data; reached through the registry like all of runners/).
 _WIRE = harness_module("schema").SPEC_FIELDS
 

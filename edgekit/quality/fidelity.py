@@ -6,15 +6,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from edgekit.core import runtimes
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import ArtifactRunError, EdgekitError, require
 from edgekit.core.results import FidelityResult
 from edgekit.core.steps import FidelityBudget
+from edgekit.quality.metrics import cosine
 
 Feeds = Dict[str, np.ndarray]
 Outputs = List[np.ndarray]
 
-RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "tflite"}
 
 
 def _torch_module(artifact: Artifact):
@@ -79,19 +80,17 @@ def predict(artifact: Artifact, feeds: Sequence[Feeds], threads: int = 2) -> Lis
     """Outputs of `artifact` for each feed, in the source model's output order and layout."""
     if artifact.format in ("pytorch", "torchscript", "exported_program"):
         return _predict_torch(artifact, feeds, threads)
-    runtime = RUNTIME_FOR_FORMAT.get(artifact.format)
-    if runtime is None:
+    rt = runtimes.for_format(artifact.format)
+    if rt is None or not rt.host_fidelity:
         raise EdgekitError(
             f"{artifact.path}: a {artifact.format} artifact cannot be run on this host for a fidelity check",
             hint="it is checked on the device instead",
         )
     from edgekit.core.registry import harness_module
 
-    from edgekit.core.runner_interface import runtime_options_for
-
-    harness = harness_module()
+    # the same adapter the device runs, opened in-process with the options the device will use
     try:
-        session = harness.open_session(runtime, str(artifact.path), threads, runtime_options_for(runtime, artifact.precision))
+        session = harness_module("adapters").open_session(rt.harness_adapter, str(artifact.path), threads, rt.session_options(artifact.precision))
         results = []
         for feed in feeds:
             outs = session.run(_to_model_feed(artifact, feed))
@@ -99,21 +98,10 @@ def predict(artifact: Artifact, feeds: Sequence[Feeds], threads: int = 2) -> Lis
     except harness_module("errors").HarnessError as exc:
         first = str(exc.message).strip().splitlines()
         raise ArtifactRunError(
-            f"{artifact.path}: {runtime} on this host cannot run it: " + " / ".join(first[-3:])[:600],
+            f"{artifact.path}: {rt.name} on this host cannot run it: " + " / ".join(first[-3:])[:600],
             hint=exc.hint or "choose another runtime (--runtime), or report the model if the runtime should support it",
         ) from exc
     return results
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.astype(np.float64).ravel()
-    b = b.astype(np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0.0 and nb == 0.0:
-        return 1.0
-    if na == 0.0 or nb == 0.0:
-        return 0.0
-    return float(np.dot(a, b) / (na * nb))
 
 
 def compare(
@@ -156,7 +144,7 @@ def compare(
             if diff.size and float(diff.max()) <= 1e-5 * max(1.0, scale_ref):
                 cosines.append(1.0)
             else:
-                cosines.append(_cosine(rf, nf))
+                cosines.append(cosine(rf, nf))
             abs_errs.append(float(diff.max()) if diff.size else 0.0)
             scale = float(np.abs(rf).max()) if rf.size else 0.0
             rel_errs.append(float(diff.max() / scale) if scale > 0 else float(diff.max()))

@@ -81,6 +81,18 @@ def mean_mask_iou(ref_maps: Sequence[np.ndarray], new_maps: Sequence[np.ndarray]
     return float(np.mean([mask_iou(binary_mask(r, thresh), binary_mask(n, thresh)) for r, n in zip(ref_maps, new_maps)]))
 
 
+def cosine(a, b) -> float:
+    """Cosine similarity of two arrays taken as flat float64 vectors: 1.0 if both are zero, 0.0 if one is.
+
+    The one output-cosine of edgekit: fidelity checks, compression reports and the INT8 searches all use it."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0.0 or nb == 0.0:
+        return 1.0 if na == nb else 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of matching rows of two [N, D] (or [D]) arrays; zero vectors give 0."""
     a = np.atleast_2d(np.asarray(a, dtype=np.float64))

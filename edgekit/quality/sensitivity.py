@@ -105,7 +105,7 @@ def _role_units(groups: Sequence[Sequence[str]], order: Dict[str, int]) -> Optio
     return sorted(units, key=lambda u: order[u[0]])
 
 
-def search(
+def keep_sensitive_nodes_in_float(
     candidates: Sequence[str],
     build: Callable[[List[str]], Any],
     score: Callable[[Any], float],

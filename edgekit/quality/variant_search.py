@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekit.core.runtimes import host_checkable
 from edgekit.core.errors import EdgekitError, FidelityError, PlanError
 from edgekit.quality.fidelity import compare, describe
 from edgekit.core.pipeline import DataSources, Pipeline, PipelineResult
@@ -48,7 +49,7 @@ def _budget(max_drop: float, has_task: bool) -> FidelityBudget:
     return drop_budget(max_drop, has_task=False)
 
 
-def search(
+def search_variants(
     resolved: Any,
     profile: DeviceProfile,
     data: DataSources,
@@ -108,7 +109,7 @@ def search(
             feeds = eval_feeds if eval_feeds is not None else random_feeds(data.inputs, fidelity_samples, seed=1234)
             if ref_outputs is None:
                 ref_outputs = predict(resolved.artifact, feeds, threads=profile.threads)
-            if art.format in ("onnx", "openvino", "tflite"):
+            if host_checkable(art.format):
                 fid = compare(ref_outputs, predict(art, feeds, threads=profile.threads), budget, data.task_metric, data.task_metric_name, data="eval" if eval_feeds is not None else "random")
                 v.fidelity = fid
                 if not fid.passed:

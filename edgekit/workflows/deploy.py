@@ -9,15 +9,16 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from edgekit import __version__
+from edgekit.core import runtimes
 from edgekit.core.artifact import Artifact, load_artifact
 from edgekit.core.errors import EdgekitError, FidelityError, PlanError, StepError, UsageError
 from edgekit.core.fsutil import ensure_writable_dir
 from edgekit.core.pipeline import DataSources, Pipeline, PipelineResult
-from edgekit.core.plan import Plan, PlanOptions, make_plan, runtimes_in_probe
+from edgekit.core.plan import Plan, PlanOptions, make_plan
 from edgekit.core.profiles import DeviceProfile, load_profile
 from edgekit.core.registry import get_runner
 from edgekit.core.results import BenchmarkResult, DeployReport
-from edgekit.core.runner_interface import HarnessSpec, InputSpec, Runner, runtime_options_for
+from edgekit.core.runner_interface import HarnessSpec, InputSpec, Runner
 from edgekit.core.shapes import resolve_inputs
 
 Progress = Callable[[str], None]
@@ -164,7 +165,7 @@ def harness_spec(artifact: Artifact, device_path: str, profile: DeviceProfile, r
         inputs_file=inputs_file,
         model_path=device_path,
         model_format=artifact.format,
-        runtime=runtime,
+        runtime=runtimes.get(runtime).harness_adapter,
         sha256=artifact.sha256,
         precision=artifact.precision,
         threads=bench.get("threads") or profile.threads,
@@ -179,7 +180,7 @@ def harness_spec(artifact: Artifact, device_path: str, profile: DeviceProfile, r
         energy_interval_ms=profile.energy.interval_ms,
         idle_seconds=bench.get("idle_seconds", 2.0) if profile.energy.source != "none" else 0.0,
         thermal_zones=profile.thermal_zones,
-        runtime_options=runtime_options_for(runtime, artifact.precision),
+        runtime_options=runtimes.runtime_options_for(runtime, artifact.precision),
     )
 
 
@@ -199,16 +200,13 @@ def _device_inputs(artifact: Artifact, inputs: Sequence[InputSpec]) -> List[Inpu
 
 
 def runtime_for(artifact: Artifact, requested: Optional[str] = None) -> str:
-    from edgekit.quality.fidelity import RUNTIME_FOR_FORMAT
-
+    """The requested runtime (checked against the runtime table), else the one whose native format the artifact is."""
     if requested:
-        return requested
-    if artifact.format == "tensorrt":
-        return "tensorrt"
-    rt = RUNTIME_FOR_FORMAT.get(artifact.format)
+        return runtimes.get(requested).name
+    rt = runtimes.for_format(artifact.format)
     if rt is None:
         raise PlanError(f"{artifact.path}: a {artifact.format} model cannot be benchmarked directly", hint="run `edgekit deploy` to convert it first")
-    return rt
+    return rt.name
 
 
 def benchmark(
@@ -321,24 +319,15 @@ def deploy(
             runner = make_runner(prof, host, ssh, on_progress=None)
             progress(f"connecting to {host} to see which runtimes it has")
             runner.connect()
-            have = runtimes_in_probe(runner.probe())
+            have = runtimes.in_probe(runner.probe())
             progress(f"{host} has: {', '.join(have) or 'no runtime edgekit can use'}")
             options = options.model_copy(update={"device_runtimes": have})
-        try:
-            plan = make_plan(resolved.artifact, resolved.label, prof, options)
-        except PlanError:
-            if not searching:
-                raise
-            plan = None  # the preferred runtime cannot do it (e.g. INT8 on the Nano's GPU); the search tries the others
+        plan = _first_plan(resolved, prof, options, searching, progress)
     except BaseException:
         if runner is not None:
             runner.close()
         raise
-    if not searching:
-        for line in plan.describe():
-            progress(line)
-    needs_device = run_benchmark or searching or any(s.step == "tensorrt" for s in plan.steps)
-    if needs_device and runner is None:
+    if runner is None and (run_benchmark or searching or any(s.step == "tensorrt" for s in plan.steps)):
         runner = make_runner(prof, host, ssh, on_progress=None)
     pipeline: Optional[Pipeline] = None
     result: Optional[PipelineResult] = None
@@ -378,10 +367,30 @@ def deploy(
         if runner is not None:
             runner.close()
     timings["total_s"] = time.perf_counter() - t_start
+    return _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, out_dir)
+
+
+def _first_plan(resolved, prof: DeviceProfile, options: PlanOptions, searching: bool, progress: Progress) -> Optional[Plan]:
+    """The plan to run (printed first), or None when a variant search will choose it and the preferred runtime
+    cannot do what was asked (e.g. INT8 on the Nano's GPU)."""
+    try:
+        plan = make_plan(resolved.artifact, resolved.label, prof, options)
+    except PlanError:
+        if not searching:
+            raise
+        return None
+    if not searching:
+        for line in plan.describe():
+            progress(line)
+    return plan
+
+
+def _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, out_dir) -> DeployReport:
+    """The DeployReport of a finished run, written to `out_dir` (report.json last) when given."""
     from edgekit.report import build_report, write_outputs
 
     report = build_report(
-        command=command or "edgekit.workflows.deploy(...)",
+        command=command or "edgekit.deploy(...)",
         resolved=resolved,
         profile=prof,
         plan=plan,
@@ -443,12 +452,12 @@ def _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, f
 
 def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress, device_runtimes=None):
     """Build and measure every feasible runtime x precision variant (or only `precisions`); keep the fastest within budget."""
-    from edgekit.quality.variant_search import DEFAULT_MAX_DROP, search
+    from edgekit.quality.variant_search import DEFAULT_MAX_DROP, search_variants
 
     md = DEFAULT_MAX_DROP if max_drop is None else max_drop
     what = "each runtime x precision" if not precisions else f"the {'/'.join(precisions)} path of each runtime"
     progress(f"variant search: building and measuring {what} of '{prof.name}' on {runner.target}; budget: drop ≤ {md:.2%} of {data.task_metric_name or 'output cosine'}")
-    variants, best = search(
+    variants, best = search_variants(
         resolved, prof, data, runner, max_drop=md, host=host, simplify=simplify, shapes=shapes,
         cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, fidelity_samples=fidelity_samples,
         runtimes=[runtime] if runtime else None, precisions=precisions, progress=progress, benchmark=benchmark, device_runtimes=device_runtimes,

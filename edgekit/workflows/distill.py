@@ -446,15 +446,16 @@ def onnx_latency_seq(path: Path, threads: int, seq_len: int = 128, sentence: str
 def onnx_cosines(teacher_onnx: Path, student_onnx: Path, sentences: Sequence[str], threads: int, seq_len: int = 128) -> np.ndarray:
     """Per-sentence cosine between the exported teacher and student (the files users deploy), padded to seq_len."""
     from edgekit.core import compression as cr
-    from edgekit.zoo import models as zoo
+    from edgekit.quality.metrics import cosine
     from edgekit.zoo import datasets as zoo_data
+    from edgekit.zoo import models as zoo
 
     tok = zoo.minilm_tokenizer()
     t_sess, s_sess = cr.ort_session(Path(teacher_onnx), threads), cr.ort_session(Path(student_onnx), threads)
     out = []
     for s in sentences:
         feed = zoo_data.minilm_encode([s], tok, seq_len)
-        out.append(cr.cosine(t_sess.run(None, feed)[0], s_sess.run(None, feed)[0]))
+        out.append(cosine(t_sess.run(None, feed)[0], s_sess.run(None, feed)[0]))
     return np.asarray(out)
 
 

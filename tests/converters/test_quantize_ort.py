@@ -261,7 +261,7 @@ def test_role_groups_on_ppocr_rec_convs_are_too_many_to_probe_so_search_keeps_co
     groups = Q.role_groups(prepared, cands)
     assert sorted(n for g in groups for n in g) == sorted(cands) and len(groups) > 7
     probed = []
-    res = sensitivity.search(cands, lambda ex: list(ex), lambda ex: probed.append(ex) or 0.5, max_drop=0.01,
+    res = sensitivity.keep_sensitive_nodes_in_float(cands, lambda ex: list(ex), lambda ex: probed.append(ex) or 0.5, max_drop=0.01,
                              max_evaluations=14, groups=groups, patience=1)
     sens = [v.excluded_nodes for v in res.variants if v.phase == "sensitivity"]
     order = {n: i for i, n in enumerate(cands)}
@@ -278,13 +278,13 @@ def test_search_probes_caller_groups_and_refines_inside_the_winning_one():
     cost = {"l0.ffn2": 0.004, "l1.ffn2": 0.003}
     score = lambda ex: 0.99 + sum(cost.get(n, 0.0) for n in ex)  # noqa: E731
     roles = [[c for c in cands if c.endswith(r)] for r in ("q", "k", "v", "o", "ffn1", "ffn2")]
-    res = sensitivity.search(cands, lambda ex: list(ex), score, max_drop=0.004, max_evaluations=16, groups=roles)
+    res = sensitivity.keep_sensitive_nodes_in_float(cands, lambda ex: list(ex), score, max_drop=0.004, max_evaluations=16, groups=roles)
     assert res.chosen is not None and sorted(res.chosen.excluded_nodes) == ["l0.ffn2", "l1.ffn2"]
     assert any(v.phase == "sensitivity" and len(v.excluded_nodes) == 6 and v.excluded_nodes[0] == "l0.ffn2"
                for v in res.variants)
     # without groups, contiguous runs (whole layers) reach the budget but run out of evaluations while refining
-    plain = sensitivity.search(cands, lambda ex: list(ex), score, max_drop=0.004, max_evaluations=16)
+    plain = sensitivity.keep_sensitive_nodes_in_float(cands, lambda ex: list(ex), score, max_drop=0.004, max_evaluations=16)
     assert plain.chosen is not None and len(plain.chosen.excluded_nodes) > 2
     # groups that do not partition the candidates are ignored (contiguous runs used instead)
-    partial = sensitivity.search(cands, lambda ex: list(ex), score, max_drop=0.004, max_evaluations=16, groups=roles[:2])
+    partial = sensitivity.keep_sensitive_nodes_in_float(cands, lambda ex: list(ex), score, max_drop=0.004, max_evaluations=16, groups=roles[:2])
     assert all(len(v.excluded_nodes) != 6 or v.excluded_nodes[0] != "l0.ffn2" for v in partial.variants if v.phase == "sensitivity")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from edgekit.workflows.deploy import build_data, resolve_model
 from edgekit.core.profiles import load_profile
 from edgekit.core.registry import get_runner
-from edgekit.quality.variant_search import candidates, search
+from edgekit.quality.variant_search import candidates, search_variants
 
 
 def test_candidates_follow_profile_order_and_precisions():
@@ -26,7 +26,7 @@ def test_search_records_infeasible_and_chooses_a_measured_variant(ppocr_rec_path
         return benchmark(art, profile, runner, inputs, runtime=runtime, bench={"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 3, "min_seconds": 0})
 
     with get_runner("local")(prof) as runner:
-        variants, best = search(
+        variants, best = search_variants(
             resolved, prof, data, runner, max_drop=0.01, host=None, simplify=False, cache_dir=tmp_path,
             runtimes=["onnxruntime", "tensorrt"], precisions=["fp32"], benchmark=short_bench,
         )

@@ -24,7 +24,7 @@ def _model(errors):
 
 def test_baseline_meeting_budget_needs_one_evaluation():
     build, score, built = _model({"a": 0.001, "b": 0.001})
-    res = sensitivity.search(["a", "b"], build, score, max_drop=0.01)
+    res = sensitivity.keep_sensitive_nodes_in_float(["a", "b"], build, score, max_drop=0.01)
     assert len(res.variants) == 1 and built == [[]]
     assert res.chosen is res.variants[0] and res.chosen.excluded_nodes == []
 
@@ -34,7 +34,7 @@ def test_finds_the_sensitive_nodes_per_node():
     errors["n2"] = 0.02
     errors["n6"] = 0.01
     build, score, built = _model(errors)
-    res = sensitivity.search(list(errors), build, score, max_drop=0.006, max_evaluations=20, describe=lambda a: {"size_bytes": len(a)})
+    res = sensitivity.keep_sensitive_nodes_in_float(list(errors), build, score, max_drop=0.006, max_evaluations=20, describe=lambda a: {"size_bytes": len(a)})
     assert res.variants[0].meets_budget is False  # the naive all-quantized variant violates the budget
     assert res.chosen is not None and res.chosen.meets_budget
     assert set(res.chosen.excluded_nodes) == {"n2", "n6"}
@@ -52,7 +52,7 @@ def test_grouped_search_then_refine_stays_within_budget_of_evaluations():
     errors["layer3"] = 0.01
     errors["layer31"] = 0.008
     build, score, built = _model(errors)
-    res = sensitivity.search(names, build, score, max_drop=0.005, max_evaluations=30)
+    res = sensitivity.keep_sensitive_nodes_in_float(names, build, score, max_drop=0.005, max_evaluations=30)
     assert len(built) == len(res.variants) <= 30
     assert any(v.phase == "sensitivity" and len(v.excluded_nodes) > 1 for v in res.variants)  # groups were used
     assert res.chosen is not None
@@ -66,13 +66,13 @@ def test_grouped_search_then_refine_stays_within_budget_of_evaluations():
 def test_unreachable_budget_chooses_nothing_and_says_why():
     errors = {"a": 0.01, "b": 0.01, "c": 0.01, "not-a-candidate": 0.001}
     build, score, built = _model(errors)
-    res = sensitivity.search(["a", "b", "c"], build, score, max_drop=0.0, max_evaluations=5)
+    res = sensitivity.keep_sensitive_nodes_in_float(["a", "b", "c"], build, score, max_drop=0.0, max_evaluations=5)
     assert res.chosen is None
     assert len(res.variants) <= 5
     assert "nothing left quantized" in res.stop_reason
     assert all(len(v.excluded_nodes) < 3 for v in res.variants)  # never the all-float model
     assert res.best.meets_budget is False
-    tight = sensitivity.search(["a", "b", "c"], build, score, max_drop=0.0, max_evaluations=1)
+    tight = sensitivity.keep_sensitive_nodes_in_float(["a", "b", "c"], build, score, max_drop=0.0, max_evaluations=1)
     assert tight.chosen is None and len(tight.variants) == 1 and "budget spent" in tight.stop_reason
 
 
@@ -84,7 +84,7 @@ def test_stops_when_nothing_more_is_gained():
     def score(excluded):
         return 0.9
 
-    res = sensitivity.search([f"n{i}" for i in range(6)], build, score, max_drop=0.01, max_evaluations=50, patience=2)
+    res = sensitivity.keep_sensitive_nodes_in_float([f"n{i}" for i in range(6)], build, score, max_drop=0.01, max_evaluations=50, patience=2)
     assert res.chosen is None
     assert "nothing more gained" in res.stop_reason
     # baseline, 6 single-node probes, then greedy step 1 reuses a probe and step 2 is the second stale one
@@ -95,7 +95,7 @@ def test_as_dict_is_serialisable():
     import json
 
     build, score, _ = _model({"a": 0.1})
-    res = sensitivity.search(["a"], build, score, max_drop=0.01)
+    res = sensitivity.keep_sensitive_nodes_in_float(["a"], build, score, max_drop=0.01)
     d = json.loads(json.dumps(res.as_dict()))
     assert d["chosen"] == "keep a" and d["variants"][0]["excluded_nodes"] == []
     assert "artifact" not in d["variants"][0]
@@ -104,4 +104,4 @@ def test_as_dict_is_serialisable():
 @pytest.mark.parametrize("kw", [{"max_drop": -0.1}, {"max_drop": 0.1, "max_evaluations": 0}])
 def test_bad_arguments(kw):
     with pytest.raises(EdgekitError):
-        sensitivity.search(["a"], lambda e: e, lambda a: 1.0, **kw)
+        sensitivity.keep_sensitive_nodes_in_float(["a"], lambda e: e, lambda a: 1.0, **kw)

@@ -158,3 +158,16 @@ def test_full_benchmark_under_python36_when_onnxruntime_is_there(tmp_path):
 
     r = BenchmarkResult.model_validate_json(p.stdout)
     assert r.device.python.startswith("3.6.") and r.timing.runs == 3
+
+
+def test_a_relative_cache_dir_still_gives_a_runnable_harness(tmp_path, monkeypatch):
+    """Runners start the harness from their own work dir: the zipapp path must not depend on the caller's cwd."""
+    from edgekit.core.profiles import load_profile
+    from edgekit.runners.local import LocalRunner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", "relative-cache")
+    path = Path(harness_path())
+    assert path.is_absolute() and path.is_relative_to(tmp_path / "relative-cache")
+    with LocalRunner(load_profile("x86-cpu")) as runner:
+        assert runner.probe()["harness_version"] >= 1
