@@ -99,7 +99,7 @@ class ExportStep(Step):
                     raise StepError(
                         "export",
                         f"the dynamo exporter could not export {artifact.path}: {failed.reason}",
-                        hint="use --exporter legacy (TorchScript-based), or fix the construct torch.export rejects",
+                        hint="set the export step's exporter to 'legacy' (TorchScript-based; Python API: plan config exporter='legacy'), or fix the construct torch.export rejects",
                         tool_message=failed.detail,
                     ) from failed.__cause__
                 msg = f"dynamo exporter failed: {failed.reason}; used the legacy TorchScript-based exporter"

@@ -359,7 +359,7 @@ class _Int8Search:
             "max_drop": cfg.max_drop, "metric": self._metric_name(), "eval_data": eval_kind, "eval_samples": len(evals),
             "best_drop": best_drop, "preset": best_preset, "search": cfg.search, "rounds": rounds,
         }
-        if best_drop <= cfg.max_drop:
+        if best_drop <= cfg.max_drop and quantized_names(best_model):
             return _SearchResult(best_model, best_ignored, best_score, best_drop, best_drop,
                                  f"NNCF INT8 preset {best_preset}, drop {best_drop:.4f} <= {cfg.max_drop} with {len(best_ignored)} nodes in float", best_preset)
         if cfg.on_budget_miss != "error":
@@ -389,6 +389,12 @@ class _Int8Search:
             extra = ranked[:k]
             trial_ignored = list(cfg.ignored_scope) + extra
             trial = self._quantize(calib, trial_ignored, preset)
+            if not quantized_names(trial):
+                # every quantizable op is now kept in float: that model is FP32, and must never be reported as INT8
+                self._record(trial_ignored, None, None, trial, f"search round {rounds + 1}: ignoring top {len(extra)} leaves no INT8 op (FP32, not eligible)", preset)
+                self.ctx.note(f"openvino: keeping {len(extra)} sensitive nodes in float leaves no INT8 op; the search stops there")
+                rounds += 1
+                break
             t_score = self.score(ref, self._infer(trial, evals))
             t_drop = base - t_score
             self._record(trial_ignored, t_score, t_drop, trial, f"search round {rounds + 1}: ignore top {len(extra)} sensitive nodes", preset)

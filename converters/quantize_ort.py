@@ -198,7 +198,7 @@ def _calib_and_eval_feeds(cfg: QuantizeOrtConfig, ctx: StepContext, mode: str) -
         if ctx.calib_data is None:
             raise CalibrationError(
                 f"step '{STEP}': static INT8 needs calibration data and none was given",
-                hint="pass --calib DIR|FILE.npz (image folder with --calib-preprocess, .npy or .npz), or use --quant-mode dynamic",
+                hint="pass --calib DIR|FILE.npz (image folder with --calib-preprocess, .npy or .npz), or set the quantize-ort step's mode to 'dynamic' (weights only; needs no data)",
             )
         calib_feeds = ctx.calib_data(cfg.calib_samples)
         if not calib_feeds:
@@ -244,7 +244,7 @@ def _budget_search(cfg: QuantizeOrtConfig, ctx: StepContext, prepared: Path, can
             f"step '{STEP}': no INT8 variant meets --max-drop {cfg.max_drop:g} on {metric_name}: best score "
             f"{best.score:.5f} (drop {best.drop:.5f}) with {len(best.excluded_nodes)} node(s) kept in float after "
             f"{len(result.variants)} variants ({result.stop_reason}); nothing was written",
-            hint="raise --max-drop, allow more evaluations (max_evaluations), try --quant-mode static with --calib, "
+            hint="raise --max-drop, allow more evaluations (max_evaluations), give --calib data (static INT8), try --runtime openvino, "
             "or deploy FP32/FP16",
         )
     chosen_path, chosen_name = Path(result.chosen.artifact), result.chosen.name
@@ -633,7 +633,7 @@ def quantize(
     except Exception as exc:  # ORT's quantizer raises ValueError/RuntimeError/onnx errors on models it cannot handle
         Path(out).unlink(missing_ok=True)
         raise StepError(STEP, f"ONNX Runtime {settings['mode']} quantization failed", tool_message=f"{type(exc).__name__}: {exc}",
-                        hint="exclude the failing node (nodes_to_exclude) or try the other --quant-mode") from exc
+                        hint="exclude the failing node (the quantize-ort step's nodes_to_exclude) or its other mode (static/dynamic), or try --runtime openvino") from exc
     return out
 
 

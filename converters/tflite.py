@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
@@ -120,7 +121,8 @@ class TfliteStep(Step):
         try:
             proc = onnx2tf_env.run_onnx2tf(python, args, cwd=run_dir, timeout_s=cfg.timeout_s)
         except subprocess.TimeoutExpired as exc:
-            raise StepError("tflite", f"onnx2tf did not finish within {cfg.timeout_s:.0f} s; partial output kept in {run_dir}", hint="raise timeout_s", tool_message=str(exc.stderr or "")[-3000:]) from exc
+            kept = _keep_failed(run_dir, ctx)
+            raise StepError("tflite", f"onnx2tf did not finish within {cfg.timeout_s:.0f} s; partial output kept in {kept}", hint="raise timeout_s", tool_message=str(exc.stderr or "")[-3000:]) from exc
         log = (proc.stdout or "") + "\n" + (proc.stderr or "")
         atomic_write_text(run_dir / "onnx2tf.log", log)
         stem = model_copy.stem
@@ -128,7 +130,7 @@ class TfliteStep(Step):
         produced = run_dir / "out" / f"{stem}{suffix}"
         signame = onnx2tf_env.killed_by(proc.returncode)
         if signame is not None:
-            kept = _keep_failed(run_dir, ctx, artifact)
+            kept = _keep_failed(run_dir, ctx)
             sig = signame.split()[0]
             why = onnx2tf_env.SIGNAL_HINTS.get(sig, "a crash, not a conversion error")
             raise StepError(
@@ -138,14 +140,14 @@ class TfliteStep(Step):
                 tool_message=log[-3000:] or None,
             )
         if proc.returncode != 0 or not produced.exists():
-            run_dir = _keep_failed(run_dir, ctx, artifact)
             # onnx2tf rewrites (and may rename nodes in) its copy, so look node names up there first
-            node, op, message = parse_onnx2tf_error(log, run_dir / model_copy.name)
+            node, op, message = parse_onnx2tf_error(log, model_copy)
             if op is None and node is not None:
                 op = _op_of_node(artifact.path, node)
+            kept = _keep_failed(run_dir, ctx)
             raise StepError(
                 "tflite",
-                f"onnx2tf failed on {artifact.path.name} (exit {proc.returncode}); its log and any partial output are kept in {run_dir}",
+                f"onnx2tf failed on {artifact.path.name} (exit {proc.returncode}); its log and any partial output are kept in {kept}",
                 hint="if an op is unsupported, replace it before export; for dynamic inputs pass --shape NAME=DIMS",
                 node=node,
                 op=op,
@@ -159,22 +161,6 @@ class TfliteStep(Step):
         entry = LineageEntry(step="tflite", config=cfg.model_dump(mode="json"), tools=self.tool_versions(), notes=notes, source_sha256=artifact.sha256)
         shutil.rmtree(run_dir / "out" / "variables", ignore_errors=True)  # the SavedModel is large and not needed
         return art.with_lineage(entry)
-
-
-def _keep_failed(run_dir: Path, ctx: StepContext, artifact: Artifact) -> Path:
-    """Move a failed onnx2tf run (log, partial output) to <cache>/failed/, which outlives the step's work dir."""
-    import time
-
-    base = getattr(ctx, "cache_dir", None)
-    if base is None:
-        return run_dir
-    dest = Path(base) / "failed" / f"tflite-{artifact.sha256[:12]}-{time.strftime('%Y%m%dT%H%M%S')}-{run_dir.name}"
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(run_dir), str(dest))
-    except OSError:
-        return run_dir
-    return dest
 
 
 def _safe(name: str) -> str:
@@ -240,6 +226,19 @@ def _sample_images(artifact: Artifact, feeds: List[Dict[str, Any]]):
     if not imgs:
         imgs = [np.full((128, 128, 3), 0.5, np.float32)]
     return np.stack([imgs[i % len(imgs)] for i in range(20)]).astype(np.float32)
+
+
+def _keep_failed(run_dir: Path, ctx) -> Path:
+    """Move a failed onnx2tf run out of the step's work dir (the pipeline deletes that) into <cache>/failed/."""
+    if getattr(ctx, "cache_dir", None) is None:
+        return run_dir
+    dest = Path(ctx.cache_dir) / "failed" / f"tflite-{time.strftime('%Y%m%d-%H%M%S')}-{run_dir.name}"
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(run_dir), str(dest))
+    except OSError:
+        return run_dir
+    return dest
 
 
 def parse_onnx2tf_error(log: str, onnx_path: Path) -> Tuple[Optional[str], Optional[str], str]:

@@ -53,36 +53,47 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def _copy_artifact(art, dest_dir: Path) -> Dict[str, Any]:
-    files = []
+def _copy_artifact(art, dest_dir: Path, shown=str) -> Dict[str, Any]:
+    """Copy an artifact's files and record the sha256 of each copy; the main file must hash to the artifact's."""
+    from edgekit.core.errors import OutputError
+    from edgekit.core.fsutil import sha256_file
+
+    files, hashes = [], {}
     for f in art.files:
         dst = dest_dir / f.name
         atomic_copy(f, dst)
-        files.append(str(dst))
-    return {"path": files[0], "files": files}
+        files.append(shown(dst))
+        hashes[shown(dst)] = sha256_file(dst)
+    if hashes[files[0]] != art.sha256:
+        raise OutputError(f"{files[0]}: the copy does not match the artifact's sha256 (changed while copying?)", hint="run the command again")
+    return {"path": files[0], "files": files, "file_sha256": hashes}
 
 
-def _copy_steps(out_dir: Path, produced) -> List[Dict[str, Any]]:
+def _copy_steps(out_dir: Path, produced, shown=str) -> List[Dict[str, Any]]:
     """Copy each step's on-disk artifact to out/steps/NN-step/."""
     out = []
     for i, (record, art) in enumerate(produced, 1):
         if art.format == "pytorch":
             continue
-        copied = _copy_artifact(art, out_dir / "steps" / f"{i:02d}-{_safe(record.step)}")
+        copied = _copy_artifact(art, out_dir / "steps" / f"{i:02d}-{_safe(record.step)}", shown)
         out.append({"step": record.step, "status": record.status, **copied, "sha256": art.sha256})
     return out
 
 
-def write_outputs(out_dir: Path, report: DeployReport, result) -> DeployReport:
-    """Copy every produced artifact, then manifest.json, report.md and last report.json (its presence = complete)."""
-    steps_out = _copy_steps(out_dir, result.produced)
+def write_outputs(out_dir: Path, report: DeployReport, result, shown=str, inputs=None) -> DeployReport:
+    """Copy every produced artifact, then manifest.json, report.md and last report.json (its presence = complete).
+
+    `out_dir` may be a staging directory; `shown` maps a written path to the path the reports should name."""
+    steps_out = _copy_steps(out_dir, result.produced, shown)
     final = result.artifact
-    final_files = _copy_artifact(final, out_dir) if final.format != "pytorch" else {"path": str(final.path), "files": []}
-    report = report.model_copy(update={"artifact": {**report.artifact, "path": final_files["path"], "files": final_files["files"]}})
+    final_files = _copy_artifact(final, out_dir, shown) if final.format != "pytorch" else {"path": str(final.path), "files": []}
+    report = report.model_copy(update={"artifact": {**report.artifact, "path": final_files["path"], "files": final_files["files"], "file_sha256": final_files.get("file_sha256", {})}})
     manifest = {
         "edgekit_version": __version__,
-        "artifact": {**final.to_manifest(), "path": final_files["path"], "extra_files": final_files["files"][1:]},
+        "artifact": {**final.to_manifest(), "path": final_files["path"], "extra_files": final_files["files"][1:], "file_sha256": final_files.get("file_sha256", {})},
         "steps": steps_out,
+        # the concrete input shapes/ranges deploy fed (source names and layout): `edgekit bench` reuses them
+        "inputs_used": [i.model_dump(mode="json") for i in (inputs or [])],
     }
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
     atomic_write_text(out_dir / "report.md", to_markdown(report))
@@ -90,20 +101,42 @@ def write_outputs(out_dir: Path, report: DeployReport, result) -> DeployReport:
     return report
 
 
-def write_partial(out_dir: Path, pipeline, plan, resolved, profile, command: str) -> None:
+def manifest_beside(path: Path):
+    """(manifest path, its data) of the deploy output holding `path` (final artifact or a step's), matched by sha256."""
+    from edgekit.core.fsutil import sha256_file
+
+    path = Path(path).resolve()
+    for d in (path.parent, path.parent.parent.parent):  # out/model.xml, out/steps/NN-step/model.onnx
+        m = d / "manifest.json"
+        if not m.is_file():
+            continue
+        try:
+            data = json.loads(m.read_text())
+            hashes = dict(data["artifact"].get("file_sha256", {}))
+            for step in data.get("steps", []):
+                hashes.update(step.get("file_sha256", {}))
+        except (OSError, ValueError, KeyError, AttributeError):
+            continue
+        if sha256_file(path) in {h for p, h in hashes.items() if Path(p).name == path.name}:
+            return m, data
+    return None, None
+
+
+def write_partial(out_dir: Path, pipeline, plan, resolved, profile, command: str, error: str = "", shown=str) -> None:
     """After a failure: keep what the finished steps produced and say in report.json that the run failed."""
-    done = _copy_steps(out_dir, pipeline.produced)
+    done = _copy_steps(out_dir, pipeline.produced, shown)
     atomic_write_text(
         out_dir / "report.json",
         json.dumps(
             {
                 "status": "failed",
+                "error": error,
                 "edgekit_version": __version__,
                 "created": now_iso(),
                 "command": command,
                 "model": resolved.label,
                 "profile": profile.name,
-                "plan": [s.model_dump(mode="json") for s in plan.steps],
+                "plan": [s.model_dump(mode="json") for s in plan.steps] if plan is not None else [],
                 "completed_steps": [r.model_dump(mode="json") for r in pipeline.records],
                 "kept_artifacts": done,
             },
@@ -128,8 +161,11 @@ def bench_rows(b: BenchmarkResult) -> List[tuple]:
         ("peak RSS", "—" if b.memory.peak_rss_mb is None else f"{b.memory.peak_rss_mb:.1f} MB"),
         ("model size", _mb(b.model.size_bytes)),
         ("runtime", f"{b.runtime.name} {b.runtime.version}, {b.runtime.threads} threads"),
-        ("device", f"{b.device.hostname} ({b.device.arch}, {b.device.cpu_model or '?'})"),
+        ("device", f"{b.device.hostname} ({b.device.arch}, {b.device.cpu_model or '?'})" + (" — EMULATED" if b.device.emulated else "")),
     ]
+    if b.timing.note:  # e.g. qemu-user: mark every timing, not just the headline
+        timed = {"latency median", "latency mean ± std", "latency p90 / p99", "latency min / max", "throughput", "load / first inference"}
+        rows = [(k, f"{v} ({b.timing.note})" if k in timed else v) for k, v in rows]
     if e.available:
         rows.append(("energy / inference", f"{e.energy_per_inference_mj:.2f} mJ ({e.energy_above_idle_per_inference_mj:.2f} above idle), {e.avg_power_w:.2f} W avg [{e.source}]"))
     else:
@@ -193,7 +229,7 @@ def render_terminal(report: DeployReport, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    t = Table(title=f"edgekit deploy {report.model} → {report.profile} ({report.runtime}, {report.precision})", title_justify="left")
+    t = Table(title=escape(f"edgekit deploy {report.model} → {report.profile} ({report.runtime}, {report.precision})"), title_justify="left")
     for col in ("step", "status", "time", "size", "fidelity vs source"):
         t.add_column(col)
     for row in step_rows(report):
@@ -215,15 +251,16 @@ def render_terminal(report: DeployReport, console=None) -> None:
         for n in r.notes:
             console.print(f"[dim]{r.step}:[/dim] {escape(_unprefixed(r.step, n))}")
     if report.fidelity_end_to_end:
-        console.print(f"end-to-end fidelity vs original: {describe(report.fidelity_end_to_end)}")
+        console.print(escape(f"end-to-end fidelity vs original: {describe(report.fidelity_end_to_end)}"))
     if report.benchmark:
-        b = Table(title=f"benchmark on {report.target}", title_justify="left", show_header=False)
+        note = f" — {report.benchmark.timing.note}" if report.benchmark.timing.note else ""
+        b = Table(title=escape(f"benchmark on {report.target}{note}"), title_justify="left", show_header=False)
         b.add_column("metric", style="bold")
         b.add_column("value")
         for row in bench_rows(report.benchmark):
             b.add_row(*[escape(str(c)) for c in row])
         console.print(b)
-    console.print(f"artifact: {report.artifact['path']} ({_mb(report.artifact['size_bytes'])}, sha256 {report.artifact['sha256'][:12]}…)")
+    console.print(escape(f"artifact: {report.artifact['path']} ({_mb(report.artifact['size_bytes'])}, sha256 {report.artifact['sha256'][:12]}…)"))
 
 
 def to_markdown(report: DeployReport) -> str:
@@ -257,7 +294,8 @@ def to_markdown(report: DeployReport) -> str:
     if report.fidelity_end_to_end:
         lines += ["", f"End-to-end fidelity vs the original model: {describe(report.fidelity_end_to_end)}"]
     if report.benchmark:
-        lines += ["", f"## Benchmark ({report.target})", "", "| metric | value |", "|---|---|"]
+        note = f" — {report.benchmark.timing.note}" if report.benchmark.timing.note else ""
+        lines += ["", f"## Benchmark ({report.target}){note}", "", "| metric | value |", "|---|---|"]
         for k, v in bench_rows(report.benchmark):
             lines.append(f"| {k} | {v} |")
     a = report.artifact

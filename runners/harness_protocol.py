@@ -17,6 +17,10 @@ from edgekit.runners.harness.schema import (ERROR_PREFIX, EXIT_INTERRUPTED, EXIT
 KILLED_CODES = (137, -9)
 
 
+class CommandKilled(RunnerError):
+    """The device-side command was killed (SIGKILL, usually the out-of-memory killer) or timed out and was stopped."""
+
+
 def stream_line(line: str) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
     """("progress" | "error", its JSON) for a harness stderr line; (None, None) for any other (or garbled) line."""
     for kind, prefix in (("progress", PROGRESS_PREFIX), ("error", ERROR_PREFIX)):
@@ -36,7 +40,7 @@ def harness_error(rc: int, command: str, stderr_tail: str, info: Optional[Dict[s
     kind, message, hint = info.get("kind"), info.get("message"), info.get("hint")
     kw = dict(host=host, command=command, exit_code=rc, stderr_tail=stderr_tail)
     if rc in KILLED_CODES or rc == -1:
-        err = RunnerError(
+        err = CommandKilled(
             f"the {phase} was killed (probably out of memory)" if rc != -1 else f"the {phase} was terminated by a signal",
             hint="the device ran out of memory or something killed the process: check `dmesg | grep -i oom` on the device, "
             "use a smaller model or input, or close other programs", **kw)

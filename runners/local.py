@@ -22,6 +22,9 @@ from edgekit.core.results import BenchmarkResult
 from edgekit.core.runner_interface import HarnessSpec, Runner
 from edgekit.runners.harness_protocol import harness_error, parse_result, stream_line
 
+LOCAL_PREFIX = "edgekit-local-"  # + <pid>@<host>-: the work dir of one run, swept when its owner died
+
+
 class LocalRunner(Runner):
     """Benchmarks on this machine through the same harness subprocess a remote device runs."""
 
@@ -45,7 +48,10 @@ class LocalRunner(Runner):
     def connect(self) -> None:
         """Create the work directory (a temp dir unless one was given)."""
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="edgekit-local-"))
+            from edgekit.core import tempdirs
+
+            tempdirs.sweep(Path(tempfile.gettempdir()), LOCAL_PREFIX)  # left by runs that were killed
+            self.workdir = tempdirs.make(LOCAL_PREFIX)
         else:
             self.workdir.mkdir(parents=True, exist_ok=True)
 
@@ -56,7 +62,9 @@ class LocalRunner(Runner):
 
     def _ensure(self) -> Path:
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="edgekit-local-"))
+            from edgekit.core import tempdirs
+
+            self.workdir = tempdirs.make(LOCAL_PREFIX)
         return self.workdir
 
     @staticmethod

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import collections
-import hashlib
 import json
 import os
 import posixpath
@@ -17,11 +15,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import ConnectionFailed, EdgekitError, HostKeyError, RunnerError, require
-from edgekit.core.fsutil import sha256_file
 from edgekit.core.profiles import DeviceProfile
 from edgekit.core.results import BenchmarkResult
 from edgekit.core.runner_interface import HarnessSpec, Runner
-from edgekit.runners.harness_protocol import KILLED_CODES, harness_error, parse_result, stream_line
+from edgekit.runners.harness_protocol import KILLED_CODES, harness_error, parse_result
+from edgekit.runners.transport import FileItem, HarnessStderr, ShaCache, disk_full, harness_command, parse_probe, pushable_files
 from edgekit.runners.sshconf import (
     KnownHosts,
     ResolvedHost,
@@ -32,7 +30,6 @@ from edgekit.runners.sshconf import (
 )
 
 MIN_PYTHON = (3, 6)
-STDERR_TAIL_LINES = 40
 
 # Device-side helper sent with `python -c`: work dir setup, sha256 checks, verified atomic renames, cleanup.
 # Old-Python-parsable syntax, so a too-old interpreter is reported instead of a SyntaxError.
@@ -51,6 +48,14 @@ else:
     wd = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgekit")
 wd = os.path.realpath(os.path.abspath(wd))
 out["workdir"] = wd
+mk = os.path.join(wd, "venv", "edgekit-setup.json")
+if os.path.isfile(mk) and os.path.isfile(os.path.join(wd, "venv", "bin", "python")):
+    try:
+        with open(mk) as f:
+            out["setup"] = json.load(f)
+        out["venv_python"] = os.path.join(wd, "venv", "bin", "python")
+    except ValueError:
+        pass
 def inside(rel):
     p = os.path.realpath(os.path.join(wd, rel))
     if p != wd and not p.startswith(wd + os.sep):
@@ -123,17 +128,6 @@ def _q_path(path: str) -> str:
     return shlex.quote(path)
 
 
-class _FileItem:
-    """One local file to place at `rel` (relative to the remote work dir), identified by sha256."""
-
-    def __init__(self, local: Path, rel: str, sha256: str, size: int):
-        self.local, self.rel, self.sha256, self.size = local, rel, sha256, size
-        self.tmp = posixpath.join(posixpath.dirname(rel), f".{posixpath.basename(rel)}.{uuid.uuid4().hex[:12]}.part")
-
-    def check(self) -> Dict[str, Any]:
-        return {"rel": self.rel, "sha256": self.sha256, "size": self.size}
-
-
 class SSHRunner(Runner):
     """Runs the edgekit harness on a device reached over SSH; host keys verified against known_hosts."""
 
@@ -156,6 +150,7 @@ class SSHRunner(Runner):
         on_upload: Optional[Callable[[int, int], None]] = None,
         allow_agent: bool = True,
         keepalive_s: int = 15,
+        use_setup_venv: bool = True,
     ):
         self.host_spec = host
         self.profile = profile
@@ -172,6 +167,9 @@ class SSHRunner(Runner):
         self.command_timeout = float(command_timeout)
         self.workdir_request = workdir or profile.connection.workdir
         self.python = python or profile.connection.python or "python3"
+        # `edgekit setup` leaves <workdir>/venv (marked complete); use its Python unless one was named explicitly
+        self.use_setup_venv = use_setup_venv and not python
+        self.setup_info: Optional[Dict[str, Any]] = None
         self.on_progress = on_progress
         self.on_upload = on_upload
         self.allow_agent = allow_agent
@@ -188,7 +186,7 @@ class SSHRunner(Runner):
         self._clients: List[Any] = []
         self._client = None
         self._sftp = None
-        self._sha_cache: Dict[Tuple[str, int, int], str] = {}
+        self._shas = ShaCache()
 
     # ------------------------------------------------------------------ connection
 
@@ -298,16 +296,14 @@ class SSHRunner(Runner):
         request = {"workdir": self.workdir_request, "check": [item.check()], "mkdirs": ["runs"], "stale": [["runs", 86400]]}
         reply = self._tool(request, "connect")
         self.workdir = reply["workdir"]
+        if self.use_setup_venv and reply.get("venv_python"):
+            self.python = reply["venv_python"]
+            self.setup_info = dict(reply.get("setup") or {}, venv_python=self.python)
         self.harness_remote = posixpath.join(self.workdir, item.rel)
         self._upload_missing([item], reply, "harness upload")
 
-    def _item(self, local: Path, kind: str, key: Optional[str] = None) -> _FileItem:
-        st = local.stat()
-        ck = (str(local.resolve()), st.st_size, st.st_mtime_ns)
-        if ck not in self._sha_cache:
-            self._sha_cache[ck] = sha256_file(local)
-        sha = self._sha_cache[ck]
-        return _FileItem(local, posixpath.join(kind, key or sha, local.name), sha, st.st_size)
+    def _item(self, local: Path, kind: str) -> FileItem:
+        return self._shas.item(local, kind)
 
     # ------------------------------------------------------------------ remote commands
 
@@ -407,11 +403,7 @@ class SSHRunner(Runner):
         return reply
 
     def _disk_full(self, phase: str, command: Optional[str], rc: Optional[int], detail: str) -> RunnerError:
-        return RunnerError(
-            f"the device's disk is full (during {phase})",
-            host=self.display, command=command, exit_code=rc, stderr_tail=detail,
-            hint=f"free space on the device (df -h {self.workdir or '~/.cache'}), or choose --remote-workdir on a larger disk",
-        )
+        return disk_full(self.display, phase, self.workdir, command, rc, detail)
 
     # ------------------------------------------------------------------ upload
 
@@ -430,7 +422,7 @@ class SSHRunner(Runner):
                 ) from exc
         return self._sftp
 
-    def _upload_missing(self, items: List[_FileItem], reply: Dict[str, Any], phase: str) -> None:
+    def _upload_missing(self, items: List[FileItem], reply: Dict[str, Any], phase: str) -> None:
         """Upload what the device lacks to temp names, verify sha256 there, then rename atomically."""
         present = reply.get("present", {})
         missing = [it for it in items if not present.get(it.rel)]
@@ -490,44 +482,19 @@ class SSHRunner(Runner):
         """Place local files in one remote directory (named by `key` or content); return their device paths."""
         if self._client is None:
             self.connect()
-        items = []
-        shas = []
-        for f in files:
-            f = Path(f)
-            if not f.is_file():
-                raise RunnerError(f"cannot push {f}: file not found", host=self.display, hint="check the artifact's files")
-            it = self._item(f, kind)
-            shas.append(f"{f.name} {it.sha256}")
-            items.append(it)
-        if key is None:
-            key = items[0].sha256 if len(items) == 1 else hashlib.sha256("\n".join(shas).encode()).hexdigest()
-        for it in items:
-            it.rel = posixpath.join(kind, key, it.local.name)
-            it.tmp = posixpath.join(kind, key, f".{it.local.name}.{uuid.uuid4().hex[:12]}.part")
+        items = self._shas.items(files, kind, key, self.display)
         reply = self._tool({"workdir": self.workdir, "check": [it.check() for it in items]}, "upload check")
         self._upload_missing(items, reply, "upload")
         return [posixpath.join(self.workdir, it.rel) for it in items]
 
     def push(self, artifact: Artifact) -> str:
         """Upload every file of the artifact (e.g. OpenVINO .xml + .bin) into one dir; skip what is already there."""
-        if artifact.metadata.get("in_memory") or str(artifact.path).startswith("<memory:"):
-            raise RunnerError(
-                f"artifact {artifact.path} is an in-memory PyTorch module and cannot be pushed to a device",
-                host=self.display, hint="export it first (the deploy pipeline does this)",
-            )
-        return self.push_files(list(artifact.files))[0]
+        return self.push_files(pushable_files(artifact, self.display))[0]
 
     # ------------------------------------------------------------------ harness
 
     def _harness_cmd(self, args: str, spec_remote: Optional[str] = None) -> str:
-        """Run the harness in the background of a POSIX shell so its PID is known and a KILL shows as 137."""
-        cleanup = f"; rm -f {shlex.quote(spec_remote)}" if spec_remote else ""
-        return (
-            f"cd {shlex.quote(self.workdir)} || exit 1; "
-            f"{self._py()} {shlex.quote(self.harness_remote)} {args} </dev/null & pid=$!; "
-            'echo "EDGEKIT-PID $pid" >&2; wait "$pid"; rc=$?'
-            f"{cleanup}; exit $rc"
-        )
+        return harness_command(self.workdir, self._py(), self.harness_remote, args, spec_remote)
 
     def _kill_remote(self, pid: Optional[int], spec_remote: Optional[str]) -> Optional[str]:
         """TERM then KILL the remote harness and remove its spec; return a note if that was impossible."""
@@ -556,27 +523,11 @@ class SSHRunner(Runner):
 
         t = self._transport(phase)
         self.commands_run += 1
-        pid: Optional[int] = None
-        tail: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
-        err_info: Optional[Dict[str, Any]] = None
+        parser = HarnessStderr(self.on_progress)
+        handle = parser.line
         out = bytearray()
         errbuf = b""
         chan = None
-
-        def handle(line: str) -> None:
-            nonlocal pid, err_info
-            if line.startswith("EDGEKIT-PID "):
-                try:
-                    pid = int(line.split()[1])
-                except (IndexError, ValueError):
-                    tail.append(line)
-                return
-            kind, data = stream_line(line)
-            tail.append(line)  # progress lines too: the last one says how far the run got
-            if kind == "progress" and self.on_progress is not None:
-                self.on_progress(data)
-            elif kind == "error":
-                err_info = data
 
         try:
             chan = t.open_session(timeout=self.connect_timeout)
@@ -596,11 +547,11 @@ class SSHRunner(Runner):
                 if not t.is_active():
                     raise self._lost(phase)
                 if time.monotonic() > deadline:
-                    note = self._kill_remote(pid, spec_remote)
+                    note = self._kill_remote(parser.pid, spec_remote)
                     chan.close()
                     raise RunnerError(
                         f"the remote benchmark did not finish within {self.command_timeout:g} s and was stopped",
-                        host=self.display, command=command, stderr_tail="\n".join(tail) + (f"\n{note}" if note else ""),
+                        host=self.display, command=command, stderr_tail=parser.text + (f"\n{note}" if note else ""),
                         hint="raise the command timeout, or lower min_seconds/max_seconds in the run spec",
                     )
                 select.select([chan], [], [], 0.2)
@@ -611,7 +562,7 @@ class SSHRunner(Runner):
             if chan is not None:
                 chan.close()
             if t.is_active():
-                self._kill_remote(pid, spec_remote)
+                self._kill_remote(parser.pid, spec_remote)
             raise
         except (socket.error, EOFError, paramiko.SSHException) as exc:
             raise self._lost(phase, exc) from exc
@@ -620,7 +571,7 @@ class SSHRunner(Runner):
                 chan.close()
         if rc == -1 and not t.is_active():
             raise self._lost(phase)
-        return rc, out.decode(errors="replace"), "\n".join(tail), err_info
+        return rc, out.decode(errors="replace"), parser.text, parser.error
 
     def _harness_error(self, rc: int, command: str, stderr: str, info: Optional[Dict[str, Any]], phase: str) -> RunnerError:
         """Turn a failed harness run into a typed error with a hint (a full disk is told apart here)."""
@@ -686,15 +637,12 @@ class SSHRunner(Runner):
         rc, out, stderr, info = self._stream(command, "probe", None)
         if rc != 0:
             raise self._harness_error(rc, command, stderr, info, "probe")
-        try:
-            data = json.loads(out.strip().splitlines()[-1])
-        except (ValueError, IndexError) as exc:
-            raise RunnerError("the harness probe printed no JSON", host=self.display, command=command, exit_code=rc,
-                              stderr_tail=stderr, hint="reinstall edgekit and re-run") from exc
+        data = parse_probe(out, display=self.display, command=command, rc=rc, stderr=stderr)
         data["ssh"] = {
             "target": self.target, "workdir": self.workdir, "python": self.python,
             "python_version": ".".join(map(str, self.remote_python or [])),
             "known_hosts": str(self.known_hosts.path), "accepted_host_keys": list(self.known_hosts.accepted),
+            "setup": self.setup_info,
         }
         return data
 

@@ -156,6 +156,18 @@ def _pretty(path: Path) -> str:
     return "~" + s[len(home):] if s.startswith(home + os.sep) else s
 
 
+def _bad_line(path: Path, line: Optional[str]) -> str:
+    """'line N' of a known_hosts file that paramiko rejected (it reports the text, not the number)."""
+    if line:
+        try:
+            for n, text in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
+                if text.strip() == line.strip():
+                    return f"line {n}"
+        except OSError:
+            pass
+    return "a line"
+
+
 class KnownHosts:
     """known_hosts verification with OpenSSH semantics: unknown = refuse unless accept-new; changed = always refuse."""
 
@@ -178,6 +190,11 @@ class KnownHosts:
                     keys.load(str(f))  # handles hashed `|1|` entries and `[host]:port` names
                 except (OSError, UnicodeDecodeError) as exc:
                     raise HostKeyError(f"cannot read {f}: {exc}", hint="fix or remove the unreadable known_hosts file") from exc
+                except (paramiko.hostkeys.InvalidHostKey, paramiko.SSHException, ValueError) as exc:
+                    raise HostKeyError(
+                        f"{f}: {_bad_line(f, getattr(exc, 'line', None))} is not a valid known_hosts entry ({type(exc).__name__})",
+                        hint="fix or delete that line (ssh-keygen -R HOST -f FILE removes a host's entries)",
+                    ) from None
         return keys
 
     def verify(self, name: str, key, display: str) -> None:

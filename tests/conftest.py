@@ -60,3 +60,39 @@ def run_cli(*args: str, env=None, timeout: float = 600, cwd=None) -> subprocess.
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """mount(size) -> a real, small file system (tmpfs) that fills up; skipped with the reason without mount rights."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"tmpfs-{len(mounted)}"
+        mnt.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {r.stderr.strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_tool_env_downloads(request, monkeypatch):
+    """The onnx2tf tool env is ~2.6 GB from PyPI: only tests marked onnx2tf (opt-in, EDGEKIT_TEST_ONNX2TF=1) may
+    create it. Any other test that reaches the creation fails here instead of downloading into the user's cache."""
+    if request.node.get_closest_marker("onnx2tf") and os.environ.get("EDGEKIT_TEST_ONNX2TF") == "1":
+        return
+    try:
+        from edgekit.converters import onnx2tf_env
+    except ImportError:
+        return
+
+    def refuse(*args, **kwargs):
+        pytest.fail(f"{request.node.nodeid} would create the onnx2tf tool env (~2.6 GB): mark it onnx2tf and opt-in")
+
+    monkeypatch.setattr(onnx2tf_env, "_create", refuse)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sys
 from typing import Any, Dict, Optional
 
@@ -36,9 +38,12 @@ def ssh_options(f):
     @click.option("--remote-workdir", default=None, help="Work directory on the device (default ~/.cache/edgekit there).")
     @click.option("--remote-python", default=None, help="Python on the device (default: the profile's, usually python3).")
     @click.option("--connect-timeout", type=float, default=None, help="SSH connect timeout in seconds (default: ssh config ConnectTimeout, else 10).")
+    @click.option("--serial", default=None, help="Run on this Android device over adb (an `adb devices` serial, or HOST:PORT); default $ANDROID_SERIAL, the profile's, or the only device.")
     @functools.wraps(f)
-    def wrapper(*args, host, accept_new_host_key, known_hosts, identity_file, ssh_config, remote_workdir, remote_python, connect_timeout, **kwargs):
+    def wrapper(*args, host, accept_new_host_key, known_hosts, identity_file, ssh_config, remote_workdir, remote_python, connect_timeout, serial, **kwargs):
         ssh: Dict[str, Any] = {"accept_new_host_key": accept_new_host_key}
+        if serial:
+            ssh["serial"] = serial
         if connect_timeout is not None:
             ssh["connect_timeout"] = connect_timeout
         if remote_python:
@@ -70,6 +75,13 @@ def bench_options(f):
                 raise UsageError(f"{name} must be >= 0, got {v}")
         if min_runs < 1:
             raise UsageError("--min-runs must be at least 1")
+        for name, v in (("--warmup-seconds", warmup_seconds), ("--min-seconds", min_seconds)):
+            if v < 0:
+                raise UsageError(f"{name} must be >= 0, got {v:g}")
+        if max_seconds <= 0:
+            raise UsageError(f"--max-seconds must be > 0, got {max_seconds:g}")
+        if threads is not None and threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {threads}", hint="omit it to use the profile's thread count")
         bench = {
             "warmup_runs": warmup_runs,
             "warmup_seconds": warmup_seconds,
@@ -91,8 +103,52 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")(f)
 
 
+# Under --json the process's stdout (fd 1) is pointed at stderr for the whole command, so that nothing a library
+# prints (NNCF's progress bars, C++ runtime logs) can reach it; the JSON goes to the real stdout kept here.
+_JSON_OUT = None
+
+
+@contextlib.contextmanager
+def stdout_reserved_for_json():
+    """Send everything written to stdout (Python or C level) to stderr; print_json writes to the real stdout."""
+    global _JSON_OUT
+    real_stdout = sys.stdout
+    try:
+        fd_level = real_stdout.fileno() == 1
+    except (AttributeError, ValueError, OSError):
+        fd_level = False  # stdout is a Python object (an embedding app, pytest's capture): redirect it alone
+    real_stdout.flush()
+    saved_fd = None
+    if fd_level:
+        saved_fd = os.dup(1)
+        os.dup2(2, 1)
+        _JSON_OUT = os.fdopen(os.dup(saved_fd), "w", encoding="utf-8")
+    else:
+        _JSON_OUT = real_stdout
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        try:
+            sys.stderr.flush()
+            if fd_level:
+                _JSON_OUT.close()
+        finally:
+            _JSON_OUT = None
+            if saved_fd is not None:
+                os.dup2(saved_fd, 1)
+                os.close(saved_fd)
+            sys.stdout = real_stdout
+
+
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    """The command's one JSON document, on the real stdout (see stdout_reserved_for_json)."""
+    text = data if isinstance(data, str) else json.dumps(data, indent=2, default=str)
+    if _JSON_OUT is not None:
+        _JSON_OUT.write(text + "\n")
+        _JSON_OUT.flush()
+    else:
+        click.echo(text)
 
 
 def progress_printer(enabled: bool):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import click
 
-from edgekit.cli.common import profile_option
+from edgekit.cli.common import print_json, profile_option
 
 
 @click.command("compress")
@@ -62,7 +61,7 @@ def compress(model: str, method: str, ratio: Optional[float], rank: Optional[int
     except ValueError as exc:  # pydantic validation of the settings (e.g. --ratio 1.5)
         raise UsageError(f"invalid setting for --method {method}: {exc}") from exc
     if as_json:
-        click.echo(json.dumps(rec, indent=2, default=str))
+        print_json(rec)
         return
     from pathlib import Path
 

@@ -71,4 +71,6 @@ def deploy(model, profile, host, ssh, runtime, precision, max_drop, calib, calib
     if out:
         from pathlib import Path
 
-        console().print(f"wrote {Path(out) / 'report.json'}, report.md, manifest.json")
+        from rich.markup import escape
+
+        console().print(escape(f"wrote {Path(out) / 'report.json'}, report.md, manifest.json"))

@@ -8,6 +8,8 @@ from typing import Optional
 
 import click
 
+from edgekit.cli.common import print_json
+
 
 def _entry_point(spec: str, what: str):
     """Import 'package.module:callable' and call it (no arguments)."""
@@ -77,7 +79,7 @@ def distill(teacher: str, student_layers: int, student_spec: Optional[str], data
             raise UsageError("a custom teacher needs --student and --data entry points", hint="e.g. --student mypkg.models:student --data mypkg.data:batches")
         rep, text = _custom(teacher, student_spec, data_spec, kind, temperature, steps, lr, threads, Path(out_dir), say)
     if as_json:
-        click.echo(json.dumps(rep, indent=2, default=str))
+        print_json(rep)
     else:
         click.echo(text)
 

@@ -105,8 +105,23 @@ def _mismatches(probe: Dict[str, Any], profile) -> List[str]:
 
     rts = probe.get("runtimes", {})
     for rt in profile.runtimes:
-        if not runtimes.get(rt).usable_in_probe(rts):
-            out.append(f"profile runtime '{rt}' is not usable on the host")
+        rt_entry = runtimes.get(rt)
+        if not rt_entry.usable_in_probe(rts):
+            reasons = "; ".join(str((rts.get(k) or {}).get("reason")) for k in rt_entry.probe_keys if (rts.get(k) or {}).get("reason"))
+            out.append(f"profile runtime '{rt}' is not usable on the host" + (f" ({reasons})" if reasons else ""))
+    cuda = rts.get("cuda") or {}
+    for acc in profile.accelerators:
+        if acc.type == "gpu" and "tensorrt" in acc.runtimes and not cuda.get("available"):
+            out.append(f"profile accelerator '{acc.name}' needs CUDA: {cuda.get('reason') or 'not found on the host'}")
+    src = profile.energy.source
+    if src != "none":
+        e = (probe.get("energy") or {}).get(src) or {}
+        if not e.get("readable", e.get("available")):
+            out.append(f"profile energy source '{src}' is not readable: {e.get('reason') or 'not probed'}")
+    if profile.throttle_command:
+        tool = profile.throttle_command.split()[0]
+        if probe.get("throttled_raw") is None and tool == "vcgencmd":
+            out.append(f"profile throttle command '{profile.throttle_command}' gave no reading (is {tool} installed?)")
     return out
 
 
@@ -119,13 +134,14 @@ def doctor(host, ssh, profile, as_json):
     from edgekit.workflows.deploy import make_runner
     from edgekit.core.profiles import load_profile
 
-    prof = load_profile(profile or "x86-cpu") if (profile or not host) else None
+    remote = host or ssh.get("serial")
+    prof = load_profile(profile or ("android-arm64" if ssh.get("serial") else "x86-cpu")) if (profile or not host) else None
     if host and prof is None:
         prof = load_profile("x86-cpu").model_copy(update={"name": "(none)"})
     with make_runner(prof, host, ssh) as runner:
         probe = runner.probe()
     report: Dict[str, Any] = {"target": runner.target, "device": probe}
-    if not host:
+    if not remote:
         report["converters"] = _steps()
         report["python_packages"] = _local_python_packages()
     fit = profile_fit(probe.get("cpu_flags"), probe.get("arch"))
@@ -141,11 +157,18 @@ def doctor(host, ssh, profile, as_json):
 
 
 def _render(report: Dict[str, Any]) -> None:
+    from rich.markup import escape as esc  # paths like [/home/x] and hints like edgekit[litert] are not markup
     from rich.table import Table
 
     c = console()
     p = report["device"]
-    c.print(f"[bold]{report['target']}[/bold]: {p.get('hostname')} — {p.get('arch')}, {p.get('os')}, Python {p.get('python')}, {p.get('cores')} cores, {p.get('cpu_model') or ''}")
+    c.print(f"[bold]{esc(str(report['target']))}[/bold]: " + esc(f"{p.get('hostname')} — {p.get('arch')}, {p.get('os')}, Python {p.get('python')}, {p.get('cores')} cores, {p.get('cpu_model') or ''}"))
+    if p.get("emulated"):
+        c.print(f"[yellow]emulated:[/yellow] {esc(p.get('emulation') or '')} — timings from here are not representative")
+    setup = (p.get("ssh") or {}).get("setup")
+    if setup:
+        pkgs = ", ".join(f"{k} {v}" for k, v in sorted((setup.get("installed") or {}).items()))
+        c.print(f"edgekit setup venv: {esc(setup.get('venv_python') or '')} ({esc(pkgs)}; set up {esc(str(setup.get('at')))})")
     from edgekit.core.runtimes import install_hints
 
     hints = install_hints()
@@ -155,7 +178,7 @@ def _render(report: Dict[str, Any]) -> None:
     for name, info in sorted(p.get("runtimes", {}).items()):
         ok = bool(info.get("available"))
         detail = info.get("version") if ok else " — ".join(x for x in (info.get("reason"), hints.get(name)) if x)
-        t.add_row(name, "yes" if ok else "no", str(detail or ""))
+        t.add_row(esc(name), "yes" if ok else "no", esc(str(detail or "")))
     c.print(t)
     energy = p.get("energy", {})
     if energy:
@@ -164,22 +187,29 @@ def _render(report: Dict[str, Any]) -> None:
         e.add_column("readable")
         e.add_column("detail")
         for name, info in energy.items():
-            e.add_row(name, "yes" if info.get("available") else "no", str(info.get("detail") or info.get("reason") or ""))
+            e.add_row(esc(name), "yes" if info.get("available") else "no", esc(str(info.get("detail") or info.get("reason") or "")))
         c.print(e)
     thermal = p.get("thermal_zones") or []
-    c.print(f"thermal zones: {', '.join(z if isinstance(z, str) else z.get('name', '?') for z in thermal) or 'none readable'}; governor: {p.get('governor') or 'unknown'}")
+    c.print(esc(f"thermal zones: {', '.join(z if isinstance(z, str) else z.get('name', '?') for z in thermal) or 'none readable'}; governor: {p.get('governor') or 'unknown'}"))
+    adb = p.get("adb")
+    if adb:
+        cmds = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in adb.get("commands", {}).items())
+        bat = adb.get("battery", {})
+        c.print(esc(f"adb {adb.get('serial')}: work dir {adb.get('workdir')}, Python {adb.get('python_version') or 'none'}; device commands: {cmds}"))
+        c.print(f"battery power: {str(round(bat['power_w'], 3)) + ' W' if bat.get('available') else 'no (' + str(bat.get('reason')) + ')'}; "
+                f"thermal: {', '.join(f'{k} {v:.1f} °C' for k, v in adb.get('thermal_c', {}).items()) or 'no zones'}")
     if "converters" in report:
         s = Table(title="conversion steps", title_justify="left")
         for col in ("step", "usable", "detail"):
             s.add_column(col)
         for row in report["converters"]:
-            s.add_row(row["step"], "yes" if row["ok"] else "no", row["detail"])
+            s.add_row(esc(row["step"]), "yes" if row["ok"] else "no", esc(str(row["detail"])))
         c.print(s)
         pk = Table(title="optional packages", title_justify="left")
         for col in ("package", "installed", "how to install"):
             pk.add_column(col)
         for row in report["python_packages"]:
-            pk.add_row(row["package"], row["version"] or "no", "" if row["ok"] else row["install"])
+            pk.add_row(esc(row["package"]), esc(row["version"] or "no"), "" if row["ok"] else esc(row["install"]))
         c.print(pk)
     fit = report.get("profile_fit")
     if fit:
@@ -188,4 +218,4 @@ def _render(report: Dict[str, Any]) -> None:
         else:
             c.print(f"[yellow]profile for this CPU:[/yellow] none of the bundled x86 profiles ({fit['reason']})")
     for m in report.get("profile_mismatches", []):
-        c.print(f"[yellow]warning:[/yellow] {m}")
+        c.print(f"[yellow]warning:[/yellow] {esc(str(m))}")

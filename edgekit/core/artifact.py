@@ -246,6 +246,21 @@ def load_artifact(
     return art
 
 
+def _check_external_data(path: Path, graph) -> None:
+    """A weight stored beside the .onnx (external data) must be there, or every later tool fails obscurely."""
+    tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    for t in tensors:
+        if t.data_location != 1:  # TensorProto.EXTERNAL
+            continue
+        where = {e.key: e.value for e in t.external_data}.get("location", "")
+        target = (path.parent / where).resolve()
+        if not where or not target.is_file():
+            raise ModelLoadError(
+                f"{path}: weight '{t.name}' is stored in the external-data file '{where}', which is missing (expected at {target})",
+                hint=f"copy {where or 'the external-data file'} next to {path.name}, or re-export the model with its weights inside",
+            )
+
+
 def _read_onnx(path: Path, trust_pickle: bool):
     onnx = require("onnx", "simplify", "reading ONNX models")
     try:
@@ -258,6 +273,7 @@ def _read_onnx(path: Path, trust_pickle: bool):
     graph = model.graph
     if not graph.node or not graph.output:
         raise ModelLoadError(f"{path}: ONNX file has no graph (truncated or not a model)", hint="re-export the model")
+    _check_external_data(path, graph)
     init_names = {i.name for i in graph.initializer}
 
     def spec(vi, layout=None):

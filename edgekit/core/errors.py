@@ -22,6 +22,10 @@ class EdgekitError(Exception):
         return self.message
 
 
+class EdgekitNote(UserWarning):
+    """Something the user should know that does not stop the run; the CLI prints it as one `note:` line."""
+
+
 class UsageError(EdgekitError):
     """Bad command-line input that is not about a particular file."""
 

@@ -23,10 +23,26 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it; there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_beside(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
+    try:
+        # mkstemp makes 0600 files; the renamed result must have the mode a plain open() would give (umask)
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     return Path(tmp)
+
+
+def apply_umask_dir(path: Path) -> None:
+    """mkdtemp makes 0700 directories; give a directory that becomes user-visible output the umask's mode."""
+    os.chmod(path, 0o777 & ~current_umask())
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:

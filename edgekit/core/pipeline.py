@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,9 @@ from pydantic import ValidationError
 from edgekit import __version__
 from edgekit.core import runtimes
 from edgekit.core.artifact import Artifact
-from edgekit.core.errors import ArtifactRunError, FidelityError, OutputError, PlanError, StepError, StepSkipped
+from edgekit.core.errors import ArtifactRunError, EdgekitError, FidelityError, OutputError, PlanError, StepError, StepSkipped
 from edgekit.quality.fidelity import compare, describe, predict
-from edgekit.core.fsutil import atomic_write_text, sha256_file
+from edgekit.core.fsutil import atomic_write_text
 from edgekit.core.plan import Plan
 from edgekit.core.profiles import DeviceProfile
 from edgekit.core.registry import get_step
@@ -30,13 +29,14 @@ from edgekit.core.steps import StepContext, drop_budget, task_judged
 
 # Steps whose output depends on calibration/evaluation data, so the data's identity is part of their cache key.
 DATA_STEPS = {"quantize-ort", "openvino", "tflite", "tensorrt", "prune", "lowrank", "weight-share"}
-CACHE_LAYOUT = 1
+CACHE_LAYOUT = 2  # 2: entry.json records the sha256 of every file (main and extras)
 
 
 def default_cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
-    return Path(os.environ.get("EDGEKIT_CACHE_DIR") or user_cache_dir("edgekit")) / "artifacts"
+    # resolved here, once: steps run tools in other working directories, so a relative path would break
+    return (Path(os.environ.get("EDGEKIT_CACHE_DIR") or user_cache_dir("edgekit")).expanduser() / "artifacts").resolve()
 
 
 @dataclass
@@ -75,16 +75,6 @@ def _step_source_hash(step_cls) -> str:
         return "unknown"
 
 
-def _relocate(art: Artifact, old: Path, new: Path) -> Artifact:
-    def move(p: Path) -> Path:
-        try:
-            return new / Path(p).relative_to(old)
-        except ValueError:
-            return p
-
-    return art.model_copy(update={"path": move(art.path), "extra_files": [move(p) for p in art.extra_files]})
-
-
 def _artifact_summary(art: Artifact) -> Dict[str, Any]:
     return {
         "path": str(art.path),
@@ -112,7 +102,7 @@ class Pipeline:
         self.plan = plan
         self.profile = profile
         self.data = data
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir()
         self.runner = runner
         self.fidelity_samples = fidelity_samples
         self.progress = progress or (lambda msg: None)
@@ -123,6 +113,7 @@ class Pipeline:
         self._pred_cache: Dict[str, Any] = {}
         self._feeds: Optional[List[Dict[str, Any]]] = None
         self._feeds_kind = "random"
+        self._damaged: Optional[str] = None
 
     # ---- reference data
     def reference_feeds(self) -> List[Dict[str, Any]]:
@@ -189,31 +180,42 @@ class Pipeline:
             cache[step_cls.name] = probe(self.runner, step_cls.Config(**config_json))
         return cache[step_cls.name]
 
-    def _load_cached(self, entry: Path) -> Optional[tuple]:
-        meta = entry / "entry.json"
-        if not meta.exists():
-            return None
+    def _load_cached(self, entry: Path, step: str) -> Optional[tuple]:
+        """A verified entry, or None; a damaged entry is discarded and the user told (a rebuild follows)."""
+        from edgekit.core import cache
+
         try:
-            data = json.loads(meta.read_text())
-            art = Artifact.model_validate(data["artifact"])
-            art = _relocate(art, Path(data["dir"]), entry)
-            if sha256_file(art.path) != art.sha256:
-                return None  # corrupted entry: rebuild rather than trust it
-            record = StepRecord.model_validate(data["record"])
-            return art, record
-        except (OSError, ValueError, KeyError):
+            return cache.load(entry)
+        except cache.Damaged as bad:
+            self._damaged = f"the cached result was damaged ({bad.reason}) and was rebuilt"
+            self.progress(f"      cache entry {entry.name[:12]}… of {step} is damaged ({bad.reason}): rebuilding")
+            cache.discard(entry)
             return None
 
     def _store(self, tmp: Path, entry: Path, art: Artifact, record: StepRecord) -> Artifact:
-        atomic_write_text(
-            tmp / "entry.json",
-            json.dumps({"dir": str(tmp), "artifact": art.to_manifest(), "record": record.model_dump(mode="json")}, indent=2),
-        )
+        from edgekit.core import cache
+
+        return cache.store(tmp, entry, art, record, self.cache_dir)
+
+    def _out_of_space(self, exc: BaseException, tmp: Path, step: str, source: Artifact) -> Optional[OutputError]:
+        """A clear error when a step failed because the cache's disk is full (tools say e.g. 'basic_ios::clear')."""
+        import errno
+
+        if not isinstance(exc, Exception) or isinstance(exc, EdgekitError) and not isinstance(exc, OutputError):
+            return None  # Ctrl-C/SIGTERM stay what they are; a step's own clear error is kept
+        enospc = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
         try:
-            os.replace(tmp, entry) if not entry.exists() else shutil.rmtree(tmp)
-        except OSError as exc:
-            raise OutputError(f"cannot store a step result in the cache {self.cache_dir}: {exc}", hint="pass --cache-dir to a writable place") from exc
-        return _relocate(art, tmp, entry)
+            free = shutil.disk_usage(tmp).free
+        except OSError:
+            return None
+        need = 2 * max(source.total_size_bytes if source.format != "pytorch" else source.size_bytes, 1 << 20)
+        if not enospc and free >= need:
+            return None
+        return OutputError(
+            f"step '{step}' could not write its output: the cache {self.cache_dir} is out of space "
+            f"({free / 1e6:.1f} MB free; the source model alone is {source.size_bytes / 1e6:.1f} MB) [{type(exc).__name__}: {str(exc).strip()[:120]}]",
+            hint="free some space, or pass --cache-dir (or set EDGEKIT_CACHE_DIR) to a disk with room",
+        )
 
     # ---- run
     def run(self, source: Artifact) -> PipelineResult:
@@ -221,6 +223,11 @@ class Pipeline:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cache directory {self.cache_dir} is not writable: {exc.strerror or exc}", hint="pass --cache-dir DIR or set EDGEKIT_CACHE_DIR") from exc
+        from edgekit.core import cache
+
+        swept = cache.sweep(self.cache_dir)
+        if swept:
+            self.progress(f"removed {swept} temp dir(s) that interrupted runs left in the cache")
         current = source
         self.artifacts = [source]
         total = len(self.plan.steps)
@@ -265,7 +272,8 @@ class Pipeline:
         key = self._key(current, step_cls, config_json)
         entry = self.cache_dir / key[:2] / key
         self.progress(f"[{i}/{total}] {planned.step}: {planned.reason}")
-        cached = self._load_cached(entry) if self.use_cache and step_cls.produces != "pytorch" else None
+        self._damaged = None
+        cached = self._load_cached(entry, planned.step) if self.use_cache and step_cls.produces != "pytorch" else None
         if cached is not None:
             art, old = cached
             record = old.model_copy(update={"status": "cached", "reason": planned.reason, "duration_s": 0.0, "artifact": _artifact_summary(art)})
@@ -273,8 +281,9 @@ class Pipeline:
             self.artifacts.append(art)
             self.produced.append((record, art))
             return art
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=entry.parent))
+        from edgekit.core import cache
+
+        tmp = cache.new_build_dir(entry)
         ctx = self._context(tmp)
         t0 = time.perf_counter()
         try:
@@ -286,11 +295,20 @@ class Pipeline:
             )
             self.progress(f"      skipped: {skip.reason}")
             return current
-        except BaseException:
+        except BaseException as exc:
+            full = self._out_of_space(exc, tmp, planned.step, current)
             shutil.rmtree(tmp, ignore_errors=True)
+            if full is not None:
+                raise full from exc
             raise
         duration = time.perf_counter() - t0
-        fid = self._judge(planned, step_cls, config, current, produced, ctx, tmp, key)
+        try:
+            fid = self._judge(planned, step_cls, config, current, produced, ctx, tmp, key)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # the step's output is never kept unchecked (rejected/ already moved it)
+            raise
+        if self._damaged:
+            ctx.note(f"{planned.step}: {self._damaged}")
         record = StepRecord(
             step=planned.step,
             status="ran",

@@ -98,7 +98,7 @@ def make_plan(
     elif options.host:
         target = f"ssh:{options.host}"
     else:
-        target = f"the {profile.name} device over {profile.connection.type} (pass --host to run there)"
+        target = f"the {profile.name} device over {profile.connection.type} (pass {'--serial' if profile.connection.type == 'adb' else '--host'} to pick it)"
     return Plan(model=model_label, source_format=fmt, profile=profile.name, runtime=runtime, precision=precision,
                 target=target, steps=steps, notes=notes)
 

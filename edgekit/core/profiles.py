@@ -176,6 +176,13 @@ class Software(_Strict):
     note: Optional[str] = None
 
 
+class Setup(_Strict):
+    """What `edgekit setup` installs into the device's venv: pip requirement pins known to work for this device class."""
+
+    pins: List[str] = Field(default_factory=list, description="pip requirements, e.g. 'onnxruntime==1.23.2' (numpy and the runtimes)")
+    note: Optional[str] = Field(default=None, description="where the pins were verified")
+
+
 class DeviceProfile(_Strict):
     """One device. Every field is data; a user's own YAML file is validated exactly like a bundled one."""
 
@@ -201,6 +208,7 @@ class DeviceProfile(_Strict):
     power_modes: List[PowerMode] = Field(default_factory=list)
     power_mode: Optional[str] = Field(default=None, description="the power mode this profile expects (one of power_modes)")
     software: Software = Field(default_factory=Software)
+    setup: Setup = Field(default_factory=Setup)
     source_file: Optional[str] = Field(default=None, description="where this profile was loaded from (set by the loader)")
     source_files: List[str] = Field(default_factory=list, description="this file, then each `extends:` ancestor (set by the loader)")
 
@@ -392,6 +400,17 @@ def _resolve_path(name_or_path: str) -> Path:
     )
 
 
+def _extends_line(path: Path) -> Optional[int]:
+    """1-based line of the `extends:` key in a profile file, for error messages."""
+    try:
+        for n, text in enumerate(path.read_text().splitlines(), 1):
+            if text.lstrip().startswith("extends:"):
+                return n
+    except OSError:
+        pass
+    return None
+
+
 def _raw_resolved(name_or_path: str, seen: List[Path]) -> Tuple[Dict[str, Any], List[_Source]]:
     """The merged raw mapping of a profile and its `extends:` chain (this file first)."""
     path = _resolve_path(name_or_path)
@@ -413,7 +432,13 @@ def _raw_resolved(name_or_path: str, seen: List[Path]) -> Tuple[Dict[str, Any], 
             # a relative path in extends is relative to the file that says it
             p = Path(parent).expanduser()
             ppath = str(p if p.is_absolute() else path.parent / p)
-        base, parent_sources = _raw_resolved(ppath, seen + [key])
+        try:
+            base, parent_sources = _raw_resolved(ppath, seen + [key])
+        except ProfileError as err:
+            if err.message.startswith(str(path)):
+                raise
+            where = f"{path}" + (f" (extends: on line {_extends_line(path)})" if _extends_line(path) else "")
+            raise ProfileError(f"{where}: {err.message}", hint=err.hint) from None
         base.pop("name", None)
         base.pop("description", None)
         data = _merge(base, data)

@@ -26,6 +26,7 @@ STEPS: Dict[str, str] = {
 RUNNERS: Dict[str, str] = {
     "local": "edgekit.runners.local:LocalRunner",
     "ssh": "edgekit.runners.ssh:SSHRunner",
+    "adb": "edgekit.runners.adb:AdbRunner",
 }
 
 

@@ -40,6 +40,7 @@ class Timing(_M):
     samples_ms: List[float]
     stats: LatencyStats
     throughput_ips: float
+    note: Optional[str] = None  # "emulated: not representative" when the device is emulated (qemu-user)
 
 
 class Memory(_M):
@@ -90,6 +91,8 @@ class DeviceInfo(_M):
     cores: Optional[int] = None
     memory_mb: Optional[int] = None
     device_model: Optional[str] = None  # /proc/device-tree/model on ARM boards
+    emulated: bool = False  # qemu-user or similar: timings are the emulator's, not the device's
+    emulation: Optional[str] = None  # why the harness concluded so
 
 
 class RuntimeInfo(_M):

@@ -69,7 +69,16 @@ def resolve_inputs(
                 if isinstance(want, int) and want > 0 and want != got:
                     raise UsageError(f"--shape {t.name}={'x'.join(map(str, shape))} conflicts with the model's fixed shape {t.shape}")
         low = high = None
-        if np.issubdtype(np.dtype(_np_dtype(t.dtype)), np.integer) or t.dtype == "bool":
+        try:
+            dt = np.dtype(_np_dtype(t.dtype))
+        except TypeError:
+            dt = None
+        if dt is None or dt.kind not in "biuf":
+            raise UsageError(
+                f"input '{t.name}' of {model} has type {t.dtype}; edgekit feeds numeric and boolean tensors only",
+                hint="wrap the model so that it takes numbers (e.g. token ids instead of strings)",
+            )
+        if np.issubdtype(dt, np.integer) or t.dtype == "bool":
             if sample is not None and t.name in sample:
                 arr = np.asarray(sample[t.name])
                 low, high = float(arr.min()), float(arr.max()) + 1.0
@@ -94,11 +103,11 @@ def random_feeds(specs: Sequence[InputSpec], n: int, seed: int = 0) -> List[Dict
             if np.issubdtype(dt, np.integer) or dt == np.bool_:
                 lo = int(s.low if s.low is not None else 0)
                 hi = int(s.high if s.high is not None else 100)
-                feed[s.name] = np.asarray(rng.randint(lo, max(hi, lo + 1), size=s.shape), dtype=dt)
+                feed[s.name] = np.asarray(rng.randint(lo, max(hi, lo + 1), size=s.shape)).astype(dt)
             else:
                 lo = s.low if s.low is not None else 0.0
                 hi = s.high if s.high is not None else 1.0
-                # np.asarray: for a rank-0 input the arithmetic yields a numpy scalar, which runtimes refuse
-                feed[s.name] = np.asarray(lo + (hi - lo) * rng.random_sample(s.shape), dtype=dt)
+                # asarray: a rank-0 input must be a 0-d array, not a NumPy scalar (runtimes reject those)
+                feed[s.name] = np.asarray(lo + (hi - lo) * rng.random_sample(s.shape)).astype(dt)
         feeds.append(feed)
     return feeds

@@ -267,7 +267,7 @@ def load_calibration(
 ) -> List[Feed]:
     """Load up to `n` validated samples (skipping the first `offset`) from a folder, .npy/.npz, or iterable."""
     if n <= 0:
-        raise CalibrationError(f"{what} sample count must be positive, got {n}", hint="e.g. --calib-samples 100")
+        raise CalibrationError(f"{what} sample count must be positive, got {n}", hint="ask for at least 1 sample (e.g. calib_samples=100 in the Python API)")
     if isinstance(preprocess, str):
         preprocess = PreprocessSpec.parse(preprocess)
     if isinstance(source, (str, Path)):
@@ -318,7 +318,7 @@ def split_calib_eval(
     if len(calib) < n_calib:
         raise CalibrationError(
             f"{what_src(source)} holds only {len(calib)} samples; {n_calib} calibration + {n_eval} evaluation samples were asked for",
-            hint="give more data or lower --calib-samples/--eval-samples (evaluation must be disjoint from calibration)",
+            hint="give more data, or ask for fewer calibration/evaluation samples (evaluation must be disjoint from calibration)",
         )
     evals = load_calibration(source, inputs, n_eval, preprocess, offset=n_calib, what="evaluation")
     return calib, evals

@@ -43,7 +43,12 @@ def compress(model: Any, method: str, out_dir: Path, *, profile: Any, settings: 
     data = build_data(resolved)
     ctx = StepContext(work_dir=out_dir / "work", profile=profile, eval_data=data.eval, task_metric=data.task_metric,
                       task_metric_name=data.task_metric_name, progress=progress)
-    produced = step().run(src, cfg, ctx)
+    from edgekit.core.errors import StepSkipped
+
+    try:
+        produced = step().run(src, cfg, ctx)
+    except StepSkipped as skip:  # in a pipeline a skip passes the input on; here the one asked-for step did nothing
+        raise UsageError(f"{method} cannot compress {resolved.label}: {skip.reason}", hint="try another --method, or adjust its setting") from None
     rec = ctx.report[step_name]
     rec["model"] = resolved.label
     rec["profile"] = profile.name

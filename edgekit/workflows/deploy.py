@@ -12,7 +12,7 @@ from edgekit import __version__
 from edgekit.core import runtimes
 from edgekit.core.artifact import Artifact, load_artifact
 from edgekit.core.errors import EdgekitError, FidelityError, PlanError, StepError, UsageError
-from edgekit.core.fsutil import ensure_writable_dir
+from edgekit.core.outdir import OutDir
 from edgekit.core.pipeline import DataSources, Pipeline, PipelineResult
 from edgekit.core.plan import Plan, PlanOptions, make_plan
 from edgekit.core.profiles import DeviceProfile, load_profile
@@ -148,16 +148,58 @@ def load_user_data(source: Any, inputs, n_max: int, preprocess: Optional[str]):
     return feeds[: len(feeds) - n_eval], feeds[len(feeds) - n_eval :], "user:" + h.hexdigest()[:16]
 
 
+def _demo_apk(model: Path) -> Path:
+    """The Android demo app with `model` embedded (edgekit app build), in a fresh temp dir."""
+    import tempfile
+
+    from edgekit.workflows.app import build_apk
+
+    return build_apk(model, Path(tempfile.mkdtemp(prefix="edgekit-apk-")) / "edgekit-demo.apk")
+
+
 def make_runner(profile: DeviceProfile, host: Optional[str] = None, ssh: Optional[Dict[str, Any]] = None, on_progress=None) -> Runner:
-    """A LocalRunner for local profiles without --host, else an SSHRunner for the host."""
+    """A LocalRunner for local profiles without --host, an SSHRunner for --host, an AdbRunner for --serial or adb profiles."""
+    opts = dict(ssh or {})
+    serial = opts.pop("serial", None)
+    if host and serial:
+        raise UsageError("--host and --serial both given", hint="--host is an SSH device, --serial an adb device: pass one")
+    if serial or (not host and profile.connection.type == "adb"):
+        # the demo-app path (a phone without Python) needs an APK with the model: built here, not by the transport
+        return get_runner("adb")(profile, serial, on_progress=on_progress, apk_builder=_demo_apk, **opts)
     if host:
-        return get_runner("ssh")(host, profile, on_progress=on_progress, **(ssh or {}))
+        return get_runner("ssh")(host, profile, on_progress=on_progress, **opts)
     if profile.connection.type == "local":
         return get_runner("local")(profile, on_progress=on_progress)
     raise UsageError(
         f"profile '{profile.name}' describes a device reached over {profile.connection.type}; edgekit needs to know where it is",
         hint="pass --host user@device (an ~/.ssh/config alias works too), or use --profile x86-cpu to run here",
     )
+
+
+def runtime_on_device(profile: DeviceProfile, host: str, ssh: Optional[Dict[str, Any]], progress: Progress) -> tuple:
+    """The first of the profile's runtimes that the device really has (probed over SSH), and a plan note saying so."""
+    progress(f"probing {host} for the runtimes of '{profile.name}' ({', '.join(profile.runtimes)})")
+    runner = make_runner(profile, host, ssh)
+    try:
+        runner.connect()
+        probe = runner.probe()
+    finally:
+        runner.close()
+    rts = probe.get("runtimes", {})
+    from edgekit.core import runtimes
+
+    have = [rt for rt in profile.runtimes if runtimes.get(rt).usable_in_probe(rts)]
+    where = f"{probe.get('arch')}, Python {probe.get('python')} at {probe.get('python_executable')}"
+    if not have:
+        raise PlanError(
+            f"none of the runtimes of profile '{profile.name}' ({', '.join(profile.runtimes)}) is installed on {host} ({where})",
+            hint=f"edgekit setup --host {host} --profile {profile.name} installs the profile's pinned runtimes into a venv there",
+        )
+    missing = profile.runtimes[: profile.runtimes.index(have[0])]
+    note = f"runtime {have[0]}: found on the device ({where})"
+    if missing:
+        note += f"; the preferred {', '.join(missing)} is not installed there"
+    return have[0], note
 
 
 def harness_spec(artifact: Artifact, device_path: str, profile: DeviceProfile, runtime: str, inputs: Sequence[InputSpec], bench: Dict[str, Any], inputs_file: Optional[str] = None) -> HarnessSpec:
@@ -221,6 +263,9 @@ def benchmark(
 ) -> BenchmarkResult:
     """Push and time `artifact`; `feed` (--inputs, source names/layout) replaces the harness's random inputs."""
     rt = runtime_for(artifact, runtime)
+    from edgekit.core.resources import check_benchmark_memory
+
+    check_benchmark_memory(_device_inputs(artifact, inputs), _model_bytes(artifact), profile.memory_mb, profile.name, host_too=runner.target == "local")
     if progress:
         progress(f"pushing {artifact.path.name} to {runner.target}")
     device_path = runner.push(artifact)
@@ -272,6 +317,13 @@ def _push_feed(artifact: Artifact, feed: Dict[str, Any], runner: Runner) -> str:
     return str(path.resolve())
 
 
+def _model_bytes(art: Artifact) -> int:
+    try:
+        return art.total_size_bytes if art.format != "pytorch" else art.size_bytes
+    except OSError:
+        return 0
+
+
 def deploy(
     model: Union[str, Path, Artifact],
     profile: Union[str, DeviceProfile],
@@ -299,22 +351,50 @@ def deploy(
     """Plan, convert (cached), push and benchmark; writes artifacts and reports to `out` atomically."""
     progress = progress or (lambda m: None)
     t_start = time.perf_counter()
-    timings: Dict[str, float] = {}
-    out_dir = ensure_writable_dir(out, "--out directory") if out else None
+    if fidelity_samples < 1:
+        raise UsageError(f"--fidelity-samples must be at least 1, got {fidelity_samples}", hint="each step's output is compared with its source on that many inputs (default 8)")
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir).expanduser().resolve()  # resolved once, here: steps run in other directories
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     if run_benchmark and not host and prof.connection.type != "local":
-        make_runner(prof, host)  # raises the clear "pass --host" error before any work starts
+        make_runner(prof, host, ssh)  # raises the clear "pass --host" (or "no adb") error before any work starts
+    outdir = OutDir(out).open() if out else None  # locked and staged: --out only ever shows one whole run
+    try:
+        return _deploy(
+            model, prof, outdir, t_start, host=host, ssh=ssh, runtime=runtime, precision=precision, max_drop=max_drop,
+            calib=calib, calib_preprocess=calib_preprocess, shapes=shapes, simplify=simplify, cache_dir=cache_dir,
+            use_cache=use_cache, bench=bench, run_benchmark=run_benchmark, trust_pickle=trust_pickle,
+            fidelity_samples=fidelity_samples, progress=progress, command=command, inputs_file=inputs_file,
+        )
+    finally:
+        if outdir is not None:
+            outdir.abort()  # no-op after a commit
+
+
+def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_drop, calib, calib_preprocess, shapes, simplify,
+            cache_dir, use_cache, bench, run_benchmark, trust_pickle, fidelity_samples, progress, command, inputs_file=None) -> DeployReport:
+    timings: Dict[str, float] = {}
     resolved = _signature_from_shapes(resolve_model(model, trust_pickle=trust_pickle), shapes)
     timings["load_s"] = time.perf_counter() - t_start
     data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess, inputs_file=inputs_file)
+    from edgekit.core.resources import check_benchmark_memory, check_fidelity_memory
+
+    # before any feed exists or any conversion runs (the benchmark is checked again with the final artifact)
+    check_fidelity_memory(data.inputs, fidelity_samples, _model_bytes(resolved.artifact))
+    if run_benchmark:
+        check_benchmark_memory(data.inputs, _model_bytes(resolved.artifact), prof.memory_mb, prof.name, host_too=not host)
     want = precision or prof.default_precision
     # int8 under a budget without a forced runtime: which runtime's INT8 keeps accuracy is model-dependent
     # (OpenVINO/NNCF wins on PP-OCR det, ORT dynamic INT8 on MiniLM), so measure each instead of guessing.
     searching = want == "auto" or (want == "int8" and max_drop is not None and runtime is None)
+    explicit_runtime = runtime is not None  # a runtime found on the device below may still fall back
+    device_note = None
+    if host and runtime is None and run_benchmark and not searching:
+        runtime, device_note = runtime_on_device(prof, host, ssh, progress)
     options = PlanOptions(runtime=runtime, precision=None if want == "auto" else want, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host, shapes=shapes or None)
     runner: Optional[Runner] = None
     try:
-        if host:
+        if host and device_note is None:
             # probe the device BEFORE converting: plan only for the runtimes it actually has
             runner = make_runner(prof, host, ssh, on_progress=None)
             progress(f"connecting to {host} to see which runtimes it has")
@@ -322,7 +402,7 @@ def deploy(
             have = runtimes.in_probe(runner.probe())
             progress(f"{host} has: {', '.join(have) or 'no runtime edgekit can use'}")
             options = options.model_copy(update={"device_runtimes": have})
-        plan = _first_plan(resolved, prof, options, searching, progress)
+        plan = _first_plan(resolved, prof, options, searching, progress, device_note)
     except BaseException:
         if runner is not None:
             runner.close()
@@ -336,7 +416,7 @@ def deploy(
     try:
         if runner is not None:
             if not host:
-                progress("connecting to this machine")
+                progress(f"connecting to {runner.target if runner.name == 'adb' else 'this machine'}")
             runner.connect()  # already connected when --host was probed before planning
         t0 = time.perf_counter()
         try:
@@ -346,7 +426,7 @@ def deploy(
             else:
                 attempt: List[Any] = []  # the last (plan, pipeline) tried: its finished steps are kept after a failure
                 try:
-                    plan, pipeline, result = _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, fidelity_samples, progress, use_cache, explicit_runtime=runtime is not None, attempt=attempt)
+                    plan, pipeline, result = _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, fidelity_samples, progress, use_cache, explicit_runtime=explicit_runtime, attempt=attempt)
                 except EdgekitError:
                     if attempt:
                         plan, pipeline = attempt[-1]
@@ -357,20 +437,18 @@ def deploy(
             t0 = time.perf_counter()
             bench_result = benchmark(result.artifact, prof, runner, data.inputs, runtime=plan.runtime, bench=bench, progress=progress, feed=data.user_feed)
             timings["benchmark_s"] = time.perf_counter() - t0
-    except EdgekitError:
-        if out_dir is not None and pipeline is not None and pipeline.records:
-            from edgekit.report import write_partial
-
-            write_partial(out_dir, pipeline, plan, resolved, prof, command or "")
+    except EdgekitError as err:
+        if outdir is not None and pipeline is not None and pipeline.records:
+            _keep_partial(outdir, pipeline, plan, resolved, prof, command or "", err, progress)
         raise
     finally:
         if runner is not None:
             runner.close()
     timings["total_s"] = time.perf_counter() - t_start
-    return _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, out_dir)
+    return _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, outdir, data.inputs)
 
 
-def _first_plan(resolved, prof: DeviceProfile, options: PlanOptions, searching: bool, progress: Progress) -> Optional[Plan]:
+def _first_plan(resolved, prof: DeviceProfile, options: PlanOptions, searching: bool, progress: Progress, device_note: Optional[str] = None) -> Optional[Plan]:
     """The plan to run (printed first), or None when a variant search will choose it and the preferred runtime
     cannot do what was asked (e.g. INT8 on the Nano's GPU)."""
     try:
@@ -379,14 +457,18 @@ def _first_plan(resolved, prof: DeviceProfile, options: PlanOptions, searching: 
         if not searching:
             raise
         return None
+    if device_note:
+        # the planner was handed the device's runtime as if the user had asked for it; say where it came from
+        notes = [n for n in plan.notes if n != f"runtime {options.runtime}: requested with --runtime"]
+        plan = plan.model_copy(update={"notes": [*notes, device_note]})
     if not searching:
         for line in plan.describe():
             progress(line)
     return plan
 
 
-def _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, out_dir) -> DeployReport:
-    """The DeployReport of a finished run, written to `out_dir` (report.json last) when given."""
+def _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, outdir, inputs) -> DeployReport:
+    """The DeployReport of a finished run, written to the staged --out (report.json last) and swapped in."""
     from edgekit.report import build_report, write_outputs
 
     report = build_report(
@@ -401,8 +483,9 @@ def _report(command, resolved, prof, plan, result, bench_result, runner, timings
     )
     if variants:
         report = report.model_copy(update={"variants": variants})
-    if out_dir is not None:
-        report = write_outputs(out_dir, report, result)
+    if outdir is not None:
+        report = write_outputs(outdir.stage, report, result, outdir.shown_path, inputs=inputs)
+        outdir.commit()
     return report
 
 
@@ -448,6 +531,18 @@ def _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, f
             progress(f"falling back to {plan.runtime}")
             for line in plan.describe():
                 progress(line)
+
+
+def _keep_partial(outdir, pipeline, plan, resolved, prof, command, err, progress) -> None:
+    """Swap in the failed run's finished steps and a failed report.json; a failure here never masks `err`."""
+    from edgekit.report import write_partial
+
+    try:
+        write_partial(outdir.stage, pipeline, plan, resolved, prof, command, error=err.message, shown=outdir.shown_path)
+        outdir.commit()
+        progress(f"kept the finished steps and a failed report.json in {outdir.shown} (an earlier edgekit run there is kept in .previous/)")
+    except (EdgekitError, OSError) as second:
+        progress(f"could not write the partial report to {outdir.shown}: {second}")
 
 
 def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress, device_runtimes=None):

@@ -21,13 +21,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.core.errors import CalibrationError, MissingDependencyError, ModelLoadError, require
+from edgekit.core.errors import CalibrationError, EdgekitNote, MissingDependencyError, ModelLoadError, require
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SPLITS = ("calib", "eval", "train")
 # Debian package that provides a CJK font on this project's reference machine (Debian 12).
 CJK_FONT_APT = "fonts-wqy-microhei"
-FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts", "/Library/Fonts", "C:/Windows/Fonts")
+FONT_DIRS = tuple(d for d in os.environ.get("EDGEKIT_FONT_DIRS", "").split(os.pathsep) if d) or (
+    "/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts", "/Library/Fonts", "C:/Windows/Fonts")
 
 # scikit-image sample photos available offline, partitioned so calibration and evaluation never share one.
 # (skimage.data.cat is the same picture as chelsea, so only one of them is used.)
@@ -211,7 +212,7 @@ def find_fonts() -> Fonts:
     if not latin:
         notes.append("no TrueType Latin font found: using Pillow's built-in font only")
     for note in notes:
-        warnings.warn("edgekit zoo data: " + note, stacklevel=2)
+        warnings.warn("edgekit zoo data: " + note, EdgekitNote, stacklevel=2)
     return Fonts(tuple(latin), tuple(cjk), tuple(notes))
 
 

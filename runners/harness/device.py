@@ -87,11 +87,37 @@ def _device_model():
     return text.replace("\x00", "").strip() if text else None
 
 
+EMULATED_NOTE = "emulated: not representative"
+_X86_CPUINFO = re.compile(r"^(vendor_id\s*:\s*(GenuineIntel|AuthenticAMD|HygonGenuine)|flags\s*:.*\bsse2\b)", re.M)
+
+
+def emulation(machine=None, cpuinfo=None, maps=None):
+    """Why this process looks emulated (qemu-user on another CPU), or None.
+
+    Under qemu-user `uname -m` says the guest arch (aarch64) while /proc/cpuinfo still describes the x86
+    host; some qemu builds also show their own binary in /proc/self/maps.
+    """
+    machine = machine if machine is not None else platform.machine()
+    cpuinfo = cpuinfo if cpuinfo is not None else (read_text("/proc/cpuinfo") or "")
+    maps = maps if maps is not None else (read_text("/proc/self/maps") or "")
+    if machine.lower() in ("aarch64", "arm64", "armv7l", "armv8l", "armv6l") or machine.lower().startswith("arm"):
+        m = _X86_CPUINFO.search(cpuinfo)
+        if m:
+            return "uname -m is %s but /proc/cpuinfo describes an x86 CPU (%s)" % (machine, m.group(0)[:40].strip())
+    for line in maps.splitlines():
+        path = line.split()[-1] if len(line.split()) >= 6 else ""
+        if "qemu-" in os.path.basename(path):
+            return "qemu (%s) is mapped into this process" % path
+    return None
+
+
 def device_info():
     u = platform.uname()
+    why = emulation(u.machine)
     return {"hostname": socket.gethostname(), "arch": u.machine, "os": "%s %s" % (u.system, _os_release()),
             "kernel": u.release, "python": platform.python_version(), "cpu_model": _cpu_model(),
-            "cores": os.cpu_count(), "memory_mb": _memory_mb(), "device_model": _device_model()}
+            "cores": os.cpu_count(), "memory_mb": _memory_mb(), "device_model": _device_model(),
+            "emulated": why is not None, "emulation": why}
 
 
 def cpu_flags():

@@ -8,7 +8,7 @@ import time
 from . import adapters
 from .bench import latency_stats, timed_loop, warm_up
 from .common import emit_progress, model_size_bytes, numpy
-from .device import device_info, peak_rss, rss_mb, thermal_snapshot, throttled_during
+from .device import EMULATED_NOTE, device_info, peak_rss, rss_mb, thermal_snapshot, throttled_during
 from .energy import EnergyCollector, EnergyUnavailable, open_energy_source, summarize_energy
 from .errors import HarnessError, InferenceFailed, ModelLoadFailed, RuntimeMissing
 from .schema import HARNESS_VERSION, SCHEMA_VERSION
@@ -167,6 +167,8 @@ def run_benchmark(spec):
     runtime_options["harness_version"] = HARNESS_VERSION
     session.close()
     samples_ms = [s * 1000.0 for s in samples]
+    if dev.get("emulated"):
+        warnings.insert(0, "%s: %s; every timing here is the emulator's, not the device's" % (EMULATED_NOTE, dev["emulation"]))
     return {
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -181,7 +183,8 @@ def run_benchmark(spec):
         "inputs": input_records,
         "timing": {"load_ms": load_ms, "first_inference_ms": first_ms, "warmup_runs": w_runs, "warmup_s": warmup_s,
                    "runs": runs, "duration_s": duration, "samples_ms": samples_ms, "stats": latency_stats(samples_ms),
-                   "throughput_ips": runs / duration if duration > 0 else 0.0},
+                   "throughput_ips": runs / duration if duration > 0 else 0.0,
+                   "note": EMULATED_NOTE if dev.get("emulated") else None},
         "memory": {"peak_rss_mb": peak, "rss_before_load_mb": rss_before, "rss_after_load_mb": rss_after,
                    "source": mem_source},
         "energy": energy if energy is not None else {"available": False, "reason": "energy not measured"},

@@ -75,15 +75,15 @@ def _random_array(rng, shape, dtype, low, high):
     if dt.kind == "f":
         lo = 0.0 if low is None else float(low)
         hi = 1.0 if high is None else float(high)
-        return rng.uniform(lo, hi, size=shape).astype(dt)
+        return np.asarray(rng.uniform(lo, hi, size=shape)).astype(dt)  # rank 0: a 0-d array, not a scalar
     if dt.kind in "iu":
         lo = 0 if low is None else int(low)
         hi = 100 if high is None else int(high)
         if hi <= lo:
             raise SpecError("input range [%s, %s) is empty" % (lo, hi))
-        return rng.randint(lo, hi, size=shape).astype(dt)
+        return np.asarray(rng.randint(lo, hi, size=shape)).astype(dt)
     if dt.kind == "b":
-        return rng.randint(0, 2, size=shape).astype(dt)
+        return np.asarray(rng.randint(0, 2, size=shape)).astype(dt)
     raise SpecError("cannot make random data of dtype %s" % dt.name)
 
 
@@ -135,7 +135,7 @@ def make_inputs(spec, details):
                     d.get("quantization") and arr.dtype.kind == "f"):
                 raise SpecError("inputs_file %s: input '%s' has dtype %s but %s is expected"
                                 % (path, name, arr.dtype.name, want_dtype))
-            feeds[name] = np.asarray(arr, order="C")  # not ascontiguousarray: it turns a rank-0 scalar into shape (1,)
+            feeds[name] = np.require(arr, requirements="C")  # not ascontiguousarray: it makes rank 0 into 1-d
             records.append({"name": name, "shape": list(arr.shape), "dtype": arr.dtype.name, "source": "file",
                             "file": path})
         return feeds, records

@@ -162,7 +162,7 @@ def test_dynamo_only_fails_with_the_reason_and_leaves_nothing(tmp_path):
         _run(art, tmp_path, exporter="dynamo")
     msg = str(err.value)
     assert "dynamo exporter could not export" in msg and "GuardOnDataDependentSymNode" in msg
-    assert "--exporter legacy" in msg
+    assert "exporter to 'legacy'" in msg
     assert list((tmp_path / "work").iterdir()) == []
 
 

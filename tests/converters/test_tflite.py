@@ -169,6 +169,9 @@ def test_tiny_model_fp32_layout_mapped_and_verified(tmp_path):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.onnx2tf
+@pytest.mark.slow
+@pytest.mark.skipif(not (_env_ready() or OPT_IN), reason="needs the onnx2tf tool env (created by .ci/run, or opt in: EDGEKIT_TEST_ONNX2TF=1)")
 def test_deploy_report_carries_layout_metadata_to_feed_the_tflite(tmp_path):
     """report.json's artifact keeps the NHWC feed map, so the deployed .tflite can be fed source-layout (NCHW) data."""
     from edgekit.quality import fidelity
@@ -251,3 +254,26 @@ def test_unsupported_op_fails_with_tool_message(tmp_path):
     assert ei.value.step == "tflite" and ei.value.op == "TfIdfVectorizer" and ei.value.node == "tfidf0"
     assert "TfIdfVectorizer OP is not yet implemented" in ei.value.tool_message
     assert list((tmp_path / "w").glob("onnx2tf-*/onnx2tf.log"))  # the log is kept
+
+
+@pytest.mark.onnx2tf
+@pytest.mark.slow
+@pytest.mark.skipif(not (_env_ready() or OPT_IN), reason="needs the onnx2tf tool env (created by .ci/run, or opt in: EDGEKIT_TEST_ONNX2TF=1)")
+def test_failed_conversion_log_is_kept_where_the_message_says(tmp_path):
+    """Through the pipeline the step's work dir is deleted on failure; the log the message points to must survive."""
+    import re
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit.workflows.deploy import deploy
+
+    node = helper.make_node("TfIdfVectorizer", ["x"], ["o"], name="tfidf0", mode="TF", min_gram_length=1, max_gram_length=1, max_skip_count=0, ngram_counts=[0], ngram_indexes=[0], pool_int64s=[1])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.INT64, [1, 4])], [helper.make_tensor_value_info("o", TensorProto.FLOAT, [1, 1])])
+    p = tmp_path / "tfidf.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), str(p))
+    with pytest.raises(StepError) as ei:
+        deploy(str(p), "x86-cpu", runtime="tflite", precision="fp32", simplify=False, run_benchmark=False, cache_dir=tmp_path / "c")
+    kept = Path(re.search(r"kept in (\S+)", str(ei.value)).group(1))
+    assert (kept / "onnx2tf.log").is_file(), f"{kept} does not hold the log"
+    assert kept.parent == (tmp_path / "c" / "failed").resolve()

@@ -332,3 +332,13 @@ def test_minilm_task_metric_identity_and_exact_perturbation(minilm_art):
         u /= np.linalg.norm(u)
         new.append([(e / np.linalg.norm(e) + t * u).astype(np.float32)])
     assert m.task_metric(ref, new) == pytest.approx(1 / math.sqrt(1 + t * t), abs=1e-5)
+
+
+def test_missing_cjk_font_is_one_note_line_in_the_cli(tmp_path, cli):
+    """Through the CLI the fallback shows as one `note:` line, not a raw UserWarning with a source path and code."""
+    r = cli("deploy", "zoo:ppocr-rec", "-p", "x86-cpu", "--runtime", "onnxruntime", "--no-bench", "-q", "--fidelity-samples", "1",
+            "--cache-dir", str(tmp_path / "c"), env={"EDGEKIT_FONT_DIRS": "/usr/share/fonts/truetype/dejavu"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [l for l in r.stderr.splitlines() if "CJK" in l]
+    assert lines and all(l.startswith("note: edgekit zoo data: no CJK font found") for l in lines), r.stderr
+    assert "UserWarning" not in r.stderr and "warnings.warn" not in r.stderr

@@ -91,7 +91,7 @@ class OpenVinoSession(Session):
         for port, name in zip(self._in_ports, self.input_names):
             if name not in feeds:
                 raise SpecError("missing feed for openvino input '%s'" % name)
-            arr = np.asarray(feeds[name], order="C")  # not ascontiguousarray: it turns a rank-0 scalar into shape (1,)
+            arr = np.require(feeds[name], requirements="C")  # not ascontiguousarray: it makes a rank-0 input 1-d
             self.request.set_tensor(port, self._Tensor(arr))
 
     def run(self, feeds):

@@ -1,6 +1,8 @@
 """TensorRT adapter (runtime "tensorrt"): a serialized engine built on this device, run through CUDA."""
 
+import glob
 import os
+import re
 import sys
 
 from . import Session, module_version
@@ -183,7 +185,7 @@ class TensorRtSession(Session):
         for d in self.input_details:
             if d["name"] not in feeds:
                 raise SpecError("missing feed for TensorRT input '%s'" % d["name"])
-            arr = np.asarray(feeds[d["name"]], dtype=d["dtype"], order="C")
+            arr = np.require(feeds[d["name"]], dtype=d["dtype"], requirements="C")
             if list(arr.shape) != list(d["shape"]):  # the device buffer has exactly this size
                 raise SpecError("TensorRT input '%s' is %s in the engine but the feed is %s"
                                 % (d["name"], d["shape"], list(arr.shape)))
@@ -243,4 +245,18 @@ def probe():
         except (ImportError, ValueError):
             found[name] = False
     out["cuda_bindings"] = {"cuda-python": found["cuda"], "pycuda": found["pycuda"]}
+    out["cuda"] = _cuda_probe()
     return out
+
+
+def _cuda_probe():
+    """The CUDA toolkit/driver as JetPack installs it (/usr/local/cuda, libcuda), without loading it."""
+    for path in ("/usr/local/cuda/version.json", "/usr/local/cuda/version.txt"):
+        if os.path.isfile(path):
+            text = open(path).read()
+            m = re.search(r'"version"\s*:\s*"([0-9.]+)"|CUDA Version ([0-9.]+)', text)
+            return {"available": True, "version": (m.group(1) or m.group(2)) if m else None, "path": path}
+    libs = glob.glob("/usr/lib/*/libcuda.so*") + glob.glob("/usr/lib/*/tegra/libcuda.so*") + glob.glob("/usr/lib64/libcuda.so*")
+    if libs:
+        return {"available": True, "version": None, "path": sorted(libs)[0]}
+    return {"available": False, "reason": "no CUDA: neither /usr/local/cuda nor libcuda.so on this device"}

@@ -123,7 +123,7 @@ class TfliteSession(Session):
                 self.options["quantized_inputs"] = sorted(self._quantized_feeds)
             elif arr.dtype != want:
                 arr = arr.astype(want)
-            self.interp.set_tensor(d["index"], np.asarray(arr, order="C"))
+            self.interp.set_tensor(d["index"], np.require(arr, requirements="C"))
 
     def _outputs(self):
         out = []
