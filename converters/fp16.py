@@ -8,7 +8,7 @@ The produced model is validated (onnx.checker + ORT session + one inference) bef
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 from pydantic import Field
 
@@ -27,6 +27,8 @@ class Fp16Config(StepConfig):
     node_block_list: List[str] = Field(default_factory=list)
     eval_samples: int = Field(default=20, gt=0)
     latency_runs: int = Field(default=10, ge=1)
+    precision: Literal["fp16"] = "fp16"
+    max_drop: Optional[float] = Field(default=None, ge=0.0, lt=1.0, description="accuracy budget (--max-drop) the pipeline's check applies; default: lossless (task score 0.999)")
 
 
 class Fp16Step(Step):

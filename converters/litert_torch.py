@@ -214,7 +214,7 @@ def _check(path: Path, io_meta: Dict[str, Any], names: List[str], examples, ref,
     by_name = {d["name"]: d for d in interp.get_input_details()}
     for n, x in zip(names, _numpy(examples)):
         d = by_name[io_meta["input_name_map"][n]]
-        interp.set_tensor(d["index"], np.ascontiguousarray(np.asarray(x).astype(d["dtype"])))
+        interp.set_tensor(d["index"], np.asarray(np.asarray(x).astype(d["dtype"]), order="C"))
     interp.invoke()
     got = [interp.get_tensor(d["index"]) for d in interp.get_output_details()]
     got = [got[i] for i in io_meta["output_order"]]

@@ -225,10 +225,49 @@ def _create(root: Path, progress: Optional[Callable[[str], None]], timeout_s: fl
                 )
 
 
-def run_onnx2tf(python: Path, args: List[str], cwd: Path, timeout_s: float) -> subprocess.CompletedProcess:
-    """Run `python -m onnx2tf ARGS` in `cwd` with a timeout; TimeoutExpired is left to the caller to report."""
-    env = dict(os.environ)
+# Settings that make the conversion independent of the host CPU's ISA. TensorFlow 2.19's oneDNN kernels pick
+# code paths by CPU: on a Cascade Lake Xeon under KVM PP-OCR det died with SIGILL ("could not create a primitive
+# descriptor for a convolution forward propagation primitive") and TF_ENABLE_ONEDNN_OPTS=0 made the same
+# conversion succeed (NOTES.md). ONEDNN_MAX_CPU_ISA (DNNL_ in older oneDNN) caps what oneDNN still runs at AVX2,
+# which every x86-64-v3 CPU has; TensorFlow's Eigen kernels then do the work on every machine alike.
+ISA_INDEPENDENT_ENV: Dict[str, str] = {
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "DNNL_MAX_CPU_ISA": "AVX2",
+    "CUDA_VISIBLE_DEVICES": "-1",
+}
+
+
+def tool_environment(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment onnx2tf runs in: the caller's, minus PYTHONPATH, plus the ISA-independent settings."""
+    env = dict(os.environ if base is None else base)
     env.pop("PYTHONPATH", None)  # never let edgekit's own site-packages leak into the pinned env
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.setdefault("CUDA_VISIBLE_DEVICES", "-1")
-    return subprocess.run([str(python), "-m", "onnx2tf", *args], cwd=str(cwd), capture_output=True, text=True, timeout=timeout_s, env=env)
+    env.update(ISA_INDEPENDENT_ENV)  # forced: a user's TF_ENABLE_ONEDNN_OPTS=1 would bring the crash back
+    return env
+
+
+def killed_by(returncode: Optional[int]) -> Optional[str]:
+    """'SIGILL (signal 4)' when a subprocess died from a signal (negative return code), else None."""
+    import signal
+
+    if returncode is None or returncode >= 0:
+        return None
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = "signal"
+    return f"{name} (signal {-returncode})"
+
+
+SIGNAL_HINTS = {
+    "SIGILL": "an instruction this CPU does not have, usually in TensorFlow's oneDNN/XLA kernels",
+    "SIGKILL": "often the kernel's out-of-memory killer (check `dmesg`)",
+    "SIGSEGV": "a crash inside TensorFlow or onnx2tf",
+    "SIGBUS": "a crash inside TensorFlow or onnx2tf (or a full /dev/shm)",
+}
+
+
+def run_onnx2tf(python: Path, args: List[str], cwd: Path, timeout_s: float) -> subprocess.CompletedProcess:
+    """Run `python -m onnx2tf ARGS` in `cwd` with a timeout; TimeoutExpired is left to the caller to report."""
+    return subprocess.run([str(python), "-m", "onnx2tf", *args], cwd=str(cwd), capture_output=True, text=True, timeout=timeout_s, env=tool_environment())

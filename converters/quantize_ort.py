@@ -48,6 +48,7 @@ class QuantizeOrtConfig(StepConfig):
     nodes_to_exclude: List[str] = Field(default_factory=list)
     latency_runs: int = Field(default=10, ge=1)
     preprocess: bool = True  # ORT quant_pre_process (folds Constant weights, shape inference)
+    target: Literal["onnxruntime", "tensorrt"] = Field(default="onnxruntime", description="who runs the QDQ model: tensorrt = TensorRT's explicit-quantization rules (symmetric INT8, zero point 0, float bias)")
 
     @model_validator(mode="before")
     @classmethod
@@ -181,6 +182,12 @@ def _finish(artifact: Artifact, work: Path, cfg: QuantizeOrtConfig, ctx: StepCon
                  "parameters": fp32_stats["parameters"]},
         **search_info,
     })
+    if cfg.target == "tensorrt":
+        bad = tensorrt_qdq_violations(Path(final))
+        if bad:
+            raise StepError(STEP, f"the QDQ model breaks TensorRT's explicit-quantization rules ({len(bad)} node(s))", tool_message="\n".join(bad[:15]),
+                            hint="this is a bug in edgekit's TensorRT settings; please report it")
+        ctx.note("tensorrt: every QuantizeLinear/DequantizeLinear has an int8 zero point of 0 and a positive scale (TensorRT's rules)")
     return load_artifact(final, precision="int8", metadata={"quantization": public_settings, "chosen_variant": chosen_name})
 
 
@@ -265,6 +272,8 @@ def resolve_settings(cfg: QuantizeOrtConfig, ctx: StepContext, model_path: Path)
     kind = f"{'conv' if conv_model else 'matmul'}-dominant model ({n_conv} Conv, {n_mm} MatMul/Gemm)"
     isa = f"{cpu.isa} ({', '.join(cpu.features) or 'no features listed'})"  # no [..]: rich treats it as markup
 
+    if cfg.target == "tensorrt":
+        return _tensorrt_settings(cfg, kind, reasons)
     mode = cfg.mode
     if mode == "auto":
         if conv_model and ctx.calib_data is not None:
@@ -325,6 +334,83 @@ def resolve_settings(cfg: QuantizeOrtConfig, ctx: StepContext, model_path: Path)
         op_types = None  # ORT default: every op it can quantize
     settings["op_types"] = op_types
     return settings, reasons
+
+
+# TensorRT's explicit quantization (Q/DQ) rules, from its "Working with Quantized Types" guide: TensorRT uses a
+# symmetric scheme only (zero point 0; the ONNX parser refuses others: "TRT only supports symmetric quantization -
+# zeroPt must be all zeros"); INT8 activations in [-128, 127] with one scale per tensor; INT8 weights in
+# [-127, 127], per tensor or per output channel; scales positive. Recommended: quantize the inputs of weighted
+# ops (convolution, deconvolution, GEMM) and leave the bias in float (TensorRT fuses it into the kernel).
+TRT_OP_TYPES = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
+
+
+def _tensorrt_settings(cfg: QuantizeOrtConfig, kind: str, reasons: List[str]) -> Tuple[Dict[str, Any], List[str]]:
+    bad = [k for k in ("weight_type", "activation_type") if getattr(cfg, k) not in ("auto", "int8")]
+    if cfg.mode == "dynamic" or bad or cfg.reduce_range:
+        raise StepError(STEP, "TensorRT needs static QDQ with symmetric int8 weights and activations and full range",
+                        hint="drop mode/weight_type/activation_type/reduce_range overrides for a TensorRT target")
+    reasons.append(
+        f"target TensorRT ({kind}): static QDQ, symmetric INT8 activations (zero point 0, one scale per tensor) and "
+        "symmetric per-channel INT8 weights in [-127, 127], bias kept in float, Q/DQ on the inputs of Conv/ConvTranspose/"
+        "MatMul/Gemm: TensorRT's explicit-quantization rules (it accepts only zero point 0)"
+    )
+    settings = {
+        "mode": "static",
+        "weight_type": "int8",
+        "activation_type": "int8",
+        "per_channel": True if cfg.per_channel is None else cfg.per_channel,
+        "reduce_range": False,
+        "calibrate_method": cfg.calibrate_method,
+        "op_types": list(cfg.op_types_to_quantize or TRT_OP_TYPES),
+        "symmetric": True,
+        "target": "tensorrt",
+    }
+    return settings, reasons
+
+
+def tensorrt_qdq_violations(path: Path) -> List[str]:
+    """Every QuantizeLinear/DequantizeLinear in `path` that breaks TensorRT's explicit-quantization rules (empty = ok)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for n in model.graph.node:  # constants folded into Constant nodes count as initializers
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    inits[n.output[0]] = numpy_helper.to_array(a.t)
+    out: List[str] = []
+    n_qdq = 0
+    for n in model.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        n_qdq += 1
+        where = f"{n.op_type} '{n.name or n.output[0]}'"
+        scale = inits.get(n.input[1]) if len(n.input) > 1 else None
+        zp = inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+        if scale is None:
+            out.append(f"{where}: scale is not a constant")
+            continue
+        if not np.all(np.isfinite(scale)) or not np.all(scale > 0):
+            out.append(f"{where}: scale must be positive and finite")
+        if zp is None:
+            out.append(f"{where}: no zero point (the default is uint8; TensorRT needs int8)")
+            continue
+        if zp.dtype != np.int8:
+            out.append(f"{where}: zero point type {zp.dtype} (TensorRT needs int8)")
+        if np.any(zp != 0):
+            out.append(f"{where}: zero point {zp.ravel()[:4].tolist()} is not 0 (TensorRT is symmetric only)")
+        data = inits.get(n.input[0])
+        if n.op_type == "DequantizeLinear" and data is not None:  # a weight
+            if data.dtype == np.int8 and int(data.min(initial=0)) < -127:
+                out.append(f"{where}: weight value -128 (TensorRT's INT8 weights are in [-127, 127])")
+        elif scale.size != 1:
+            out.append(f"{where}: activation with {scale.size} scales (TensorRT wants one scale per activation tensor)")
+    if n_qdq == 0:
+        out.append("no QuantizeLinear/DequantizeLinear nodes: not an explicitly quantized model")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -528,6 +614,10 @@ def quantize(
                 raise CalibrationError(f"step '{STEP}': static INT8 needs calibration data", hint="pass --calib")
             at = getattr(QuantType, _QTYPES[settings["activation_type"]])
             extra: Dict[str, Any] = {}
+            if settings.get("symmetric"):
+                extra.update(ActivationSymmetric=True, WeightSymmetric=True)
+            if settings.get("target") == "tensorrt":
+                extra["QuantizeBias"] = False
             if calibrate_method == "percentile":
                 extra["CalibPercentile"] = percentile
             reader = None if (calib_cache and calib_cache.exists()) else _FeedReader(calib_feeds or [])

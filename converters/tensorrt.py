@@ -53,6 +53,12 @@ class TensorRtStep(Step):
     def availability(cls) -> Tuple[bool, str]:
         return True, "builds on the device through the runner (needs trtexec there)"
 
+    @classmethod
+    def device_identity(cls, runner: Any, config: StepConfig) -> Dict[str, str]:
+        """Part of the host cache key: an engine built on one board (TensorRT, GPU, JetPack) is never reused for another."""
+        cfg = config if isinstance(config, TensorRtConfig) else TensorRtConfig.model_validate(config.model_dump())
+        return DeviceIdentity.probe(_check_runner(runner), cfg).key()
+
     def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
         cfg = config if isinstance(config, TensorRtConfig) else TensorRtConfig.model_validate(config.model_dump())
         runner = _check_runner(ctx.runner)
@@ -123,15 +129,33 @@ def _gpu_label(profile) -> str:
 class DeviceIdentity:
     """TensorRT version and GPU of the device, as used in the engine cache key and the refusal check."""
 
-    def __init__(self, trtexec: str, trt_version: str, gpu: str, gpu_source: str, workdir: str):
+    def __init__(self, trtexec: str, trt_version: str, gpu: str, gpu_source: str, workdir: str, l4t: str = "", help_text: str = ""):
         self.trtexec = trtexec
         self.trt_version = trt_version
         self.gpu = gpu
         self.gpu_source = gpu_source
         self.workdir = workdir
+        self.l4t = l4t  # Jetson Linux (JetPack) release from /etc/nv_tegra_release; "" off Jetson
+        self.help_text = help_text
 
     def as_dict(self) -> Dict[str, str]:
-        return {"trtexec": self.trtexec, "trt_version": self.trt_version, "gpu": self.gpu, "gpu_source": self.gpu_source}
+        return {"trtexec": self.trtexec, "trt_version": self.trt_version, "gpu": self.gpu, "gpu_source": self.gpu_source, "l4t": self.l4t}
+
+    def key(self) -> Dict[str, str]:
+        """What makes an engine valid on a device: TensorRT version, GPU, Jetson Linux/JetPack release."""
+        return {"trt_version": self.trt_version, "gpu": self.gpu, "l4t": self.l4t}
+
+    def skip_inference_flag(self) -> Optional[str]:
+        """trtexec's build-only flag: --skipInference (TensorRT 8.2, 8.6+), --buildOnly (8.4/8.5; their logs say 'Build only')."""
+        if "--skipInference" in self.help_text:
+            return "--skipInference"
+        if "--buildOnly" in self.help_text:
+            return "--buildOnly"
+        try:
+            mm = tuple(int(x) for x in self.trt_version.split(".")[:2])
+        except ValueError:
+            return None
+        return "--buildOnly" if (8, 4) <= mm < (8, 6) else "--skipInference"
 
     @classmethod
     def probe(cls, runner, cfg: TensorRtConfig) -> "DeviceIdentity":
@@ -139,11 +163,12 @@ class DeviceIdentity:
 
         tried: List[str] = []
         trtexec = version = None
+        help_text = ""
         for cand in ([cfg.trtexec] if cfg.trtexec else list(TRTEXEC_CANDIDATES)):
             code, out, err = _exec(runner, [cand, "--help"], 60)
             m = re.search(r"\[TensorRT v(\d+)\]", out + err)
             if m:
-                trtexec, version = cand, version_from_tag(m.group(1))
+                trtexec, version, help_text = cand, version_from_tag(m.group(1)), out + err
                 break
             tried.append(f"{cand} (exit {code})")
         if trtexec is None:
@@ -160,8 +185,11 @@ class DeviceIdentity:
                 gpu, source = out.replace("\x00", "").strip(), "device-tree"
         if not gpu:
             raise StepError("tensorrt", "cannot identify the device's GPU (no nvidia-smi, no /proc/device-tree/model)", hint="engines are cached per GPU; check the device's NVIDIA driver installation")
+        code, out, _ = _exec(runner, ["cat", "/etc/nv_tegra_release"], 30)  # e.g. "# R36 (release), REVISION: 4.3, ..."
+        m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", out) if code == 0 else None
+        l4t = f"R{m.group(1)}.{m.group(2)}" if m else ""
         workdir = getattr(runner, "workdir", None) or ""
-        return cls(trtexec, version, gpu, source, workdir)
+        return cls(trtexec, version, gpu, source, workdir, l4t=l4t, help_text=help_text)
 
 
 def _exec(runner, argv: List[str], timeout: float) -> Tuple[int, str, str]:
@@ -202,7 +230,7 @@ def _shapes(artifact: Artifact, cfg: TensorRtConfig) -> Dict[str, List[int]]:
 
 
 def cache_key(onnx_sha256: str, device: DeviceIdentity, flags: List[str]) -> str:
-    blob = json.dumps({"onnx": onnx_sha256, "trt": device.trt_version, "gpu": device.gpu, "flags": sorted(flags)}, sort_keys=True)
+    blob = json.dumps({"onnx": onnx_sha256, "trt": device.trt_version, "gpu": device.gpu, "l4t": device.l4t, "flags": sorted(flags)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -226,6 +254,8 @@ def _mismatch(side: Dict[str, Any], device: DeviceIdentity) -> List[str]:
         problems.append(f"TensorRT {side.get('trt_version')} (this device has {device.trt_version})")
     if side.get("gpu") != device.gpu:
         problems.append(f"GPU '{side.get('gpu')}' (this device has '{device.gpu}')")
+    if side.get("l4t") and device.l4t and side.get("l4t") != device.l4t:
+        problems.append(f"Jetson Linux {side.get('l4t')} (this device has {device.l4t})")
     return problems
 
 
@@ -262,7 +292,8 @@ def _build(artifact: Artifact, cfg: TensorRtConfig, precision: str, device: Devi
     if side is None:
         _exec(runner, ["mkdir", "-p", cache_dir], 30)
         tmp_engine = engine + ".tmp"
-        argv = [device.trtexec, f"--onnx={remote_onnx}", f"--saveEngine={tmp_engine}", f"--timingCacheFile={timing_cache}", *flags]
+        skip = device.skip_inference_flag()  # build only: the harness times the engine, not the build
+        argv = [device.trtexec, f"--onnx={remote_onnx}", f"--saveEngine={tmp_engine}", f"--timingCacheFile={timing_cache}", *flags, *([skip] if skip else [])]
         ctx.note("tensorrt: building on the device: " + " ".join(shlex.quote(a) for a in argv))
         try:
             code, out, err = runner.exec(argv, cfg.timeout_s)
@@ -284,6 +315,7 @@ def _build(artifact: Artifact, cfg: TensorRtConfig, precision: str, device: Devi
             "onnx_sha256": artifact.sha256,
             "trt_version": device.trt_version,
             "gpu": device.gpu,
+            "l4t": device.l4t,
             "gpu_reported_by_trtexec": parsed.gpu,
             "compute_capability": parsed.compute_capability,
             "flags": flags,
@@ -302,7 +334,7 @@ def _build(artifact: Artifact, cfg: TensorRtConfig, precision: str, device: Devi
     if summary:
         ctx.report["trtexec"] = summary
     meta = {
-        "tensorrt": {"trt_version": device.trt_version, "gpu": device.gpu, "flags": flags, "cache_key": key},
+        "tensorrt": {"trt_version": device.trt_version, "gpu": device.gpu, "l4t": device.l4t, "flags": flags, "cache_key": key, "trtexec": device.trtexec},
         "device_engine_path": engine,
         "built_on_device": built,
         "source_onnx_sha256": artifact.sha256,
@@ -349,3 +381,46 @@ def _reuse_given_engine(artifact: Artifact, device: DeviceIdentity, cfg: TensorR
     remote = runner.push(artifact)
     ctx.note(f"tensorrt: engine {artifact.path.name} matches this device; pushed to {remote}")
     return artifact
+
+
+def native_timing(runner: Any, artifact: Artifact, device_path: str, shapes: Dict[str, List[int]], duration_s: int = 3, timeout_s: float = 300.0) -> Dict[str, Any]:
+    """trtexec's own timing of the engine on the device (`--loadEngine`), to report beside the harness latency.
+
+    GPU compute time is the kernels alone; trtexec's latency adds its H2D/D2H copies from pinned buffers.
+    Returns {"command", "gpu_compute_median_ms", ...}, or {"error": why} when trtexec could not time it."""
+    from edgekit.converters.trtexec_parse import parse_trtexec
+
+    if not callable(getattr(runner, "exec", None)):
+        return {"error": f"runner '{getattr(runner, 'name', '?')}' cannot run commands on the device"}
+    info = artifact.metadata.get("tensorrt") or {}
+    cands = [info["trtexec"]] if info.get("trtexec") else list(TRTEXEC_CANDIDATES)
+    argv: List[str] = []
+    for cand in cands:
+        argv = [cand, f"--loadEngine={device_path}", f"--duration={int(duration_s)}", "--warmUp=500"]
+        if shapes:
+            argv.append("--shapes=" + ",".join(f"{n}:{'x'.join(str(d) for d in s)}" for n, s in shapes.items()))
+        try:
+            code, out, err = runner.exec(argv, timeout_s)
+        except FileNotFoundError:
+            continue
+        except TimeoutError:
+            return {"error": f"trtexec --loadEngine did not finish within {timeout_s:.0f} s", "command": " ".join(argv)}
+        parsed = parse_trtexec((out or "") + "\n" + (err or ""))
+        if code == 127 and parsed.trt_version is None:
+            continue
+        if code != 0 or parsed.gpu_compute is None:
+            return {"error": f"trtexec --loadEngine exited {code}" + (f": {parsed.errors[0]}" if parsed.errors else ""), "command": " ".join(argv)}
+        out_d: Dict[str, Any] = {
+            "command": " ".join(shlex.quote(a) for a in argv),
+            "trt_version": parsed.trt_version,
+            "gpu_compute_median_ms": parsed.gpu_compute.median_ms,
+            "gpu_compute_mean_ms": parsed.gpu_compute.mean_ms,
+            "gpu_compute_p99_ms": parsed.gpu_compute.p(99),
+            "queries": parsed.queries,
+        }
+        if parsed.latency is not None:
+            out_d["latency_median_ms"] = parsed.latency.median_ms  # H2D + GPU compute + D2H (pinned buffers)
+        if parsed.gpu_compute_cv_percent is not None:
+            out_d["gpu_compute_cv_percent"] = parsed.gpu_compute_cv_percent
+        return out_d
+    return {"error": "trtexec was not found on the device", "command": " ".join(argv)}

@@ -128,6 +128,17 @@ class TfliteStep(Step):
         stem = model_copy.stem
         suffix = "_full_integer_quant.tflite" if cfg.precision == "int8" and cfg.full_integer_io else _SUFFIX[cfg.precision]
         produced = run_dir / "out" / f"{stem}{suffix}"
+        signame = onnx2tf_env.killed_by(proc.returncode)
+        if signame is not None:
+            kept = _keep_failed(run_dir, ctx)
+            sig = signame.split()[0]
+            why = onnx2tf_env.SIGNAL_HINTS.get(sig, "a crash, not a conversion error")
+            raise StepError(
+                "tflite",
+                f"onnx2tf was killed by {signame} while converting {artifact.path.name}: {why}; its log is kept at {kept / 'onnx2tf.log'}",
+                hint="it ran with " + " ".join(f"{k}={v}" for k, v in onnx2tf_env.ISA_INDEPENDENT_ENV.items()) + "; please report the log with `lscpu` output",
+                tool_message=log[-3000:] or None,
+            )
         if proc.returncode != 0 or not produced.exists():
             # onnx2tf rewrites (and may rename nodes in) its copy, so look node names up there first
             node, op, message = parse_onnx2tf_error(log, model_copy)
@@ -350,7 +361,7 @@ def map_layout(source: Artifact, tflite_path: Path, feed: Dict[str, Any]) -> Dic
             if d["dtype"] in (np.int8, np.uint8):
                 scale, zero = d["quantization"]
                 x = np.clip(np.round(x / scale + zero), np.iinfo(d["dtype"]).min, np.iinfo(d["dtype"]).max)
-            interp.set_tensor(d["index"], np.ascontiguousarray(x.astype(d["dtype"])))
+            interp.set_tensor(d["index"], np.asarray(x.astype(d["dtype"]), order="C"))
         interp.invoke()
         res = []
         for od in outs:

@@ -28,19 +28,20 @@ def bench(
     shapes: Optional[Dict[str, List[int]]] = None,
     bench: Optional[Dict[str, Any]] = None,
     history: Optional[str] = None,
+    inputs_file: Optional[str] = None,
 ) -> BenchmarkResult:
-    """Benchmark an existing artifact on a profile's device (locally or over SSH); the run is recorded in the
-    history (`history` path, else $EDGEKIT_HISTORY, else the user data dir; "off" records nothing)."""
-    from edgekit.core.shapes import resolve_inputs
+    """Benchmark an existing artifact on a profile's device (locally or over SSH); `inputs_file` = --inputs FILE.npz;
+    the run is recorded in the history (`history` path, else $EDGEKIT_HISTORY, else the user data dir; "off" records
+    nothing)."""
     from edgekit.report import history as hist
-    from edgekit.workflows.deploy import benchmark, make_runner
+    from edgekit.workflows.deploy import bench_inputs, benchmark, make_runner
 
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
-    inputs = resolve_inputs(art.inputs, overrides=shapes, model=str(art.path))
+    inputs, feed = bench_inputs(art, shapes, inputs_file)
     hist.check_writable(history)
     with make_runner(prof, host, ssh) as runner:
-        result = benchmark(art, prof, runner, inputs, bench=bench)
+        result = benchmark(art, prof, runner, inputs, bench=bench, feed=feed)
     hist.append_benchmark(history, result, kind="bench", command="edgekit.api.bench(...)", profile=prof.name, power_mode=prof.power_mode)
     return result
 

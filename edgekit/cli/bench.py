@@ -14,6 +14,7 @@ from edgekit.core.runtimes import names as runtime_names
 @profile_option()
 @ssh_options
 @shape_option
+@click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.npz", help="Real input values (one array per input name, np.savez, in the artifact's own names and layout) instead of random data.")
 @click.option("--runtime", type=click.Choice(runtime_names()), default=None, help="Runtime (default: from the file's format).")
 @click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True, help="Benchmark all artifacts interleaved (A B C A B C ...) this many times.")
 @click.option("--cooldown", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="S", help="Seconds to wait between rounds.")
@@ -22,7 +23,7 @@ from edgekit.core.runtimes import names as runtime_names
 @bench_options
 @json_option
 @click.option("--quiet", "-q", is_flag=True)
-def bench(artifacts, profile, host, ssh, shapes, runtime, rounds, cooldown, out, history_path, bench, as_json, quiet):
+def bench(artifacts, profile, host, ssh, shapes, inputs_file, runtime, rounds, cooldown, out, history_path, bench, as_json, quiet):
     """Benchmark ARTIFACTS (.onnx, .tflite, OpenVINO .xml, TensorRT engine) on a device profile.
 
     With several artifacts (or --rounds > 1) they run interleaved on the same device, round by round, and each
@@ -49,11 +50,13 @@ def bench(artifacts, profile, host, ssh, shapes, runtime, rounds, cooldown, out,
     parsed = parse_shape_options(shapes)
     hist.check_writable(history_path)
     progress = progress_printer(not quiet and not as_json)
-    fed = [_inputs_for(a, parsed, progress) for a in arts]
-    arts = [a for a, _ in fed]
-    inputs = {id(a): i for a, i in fed}
+    fed = [_inputs_for(a, parsed, inputs_file, progress) for a in arts]
+    arts = [a for a, _, _ in fed]
+    inputs = {id(a): i for a, i, _ in fed}
+    feeds = {id(a): f for a, _, f in fed}
     with make_runner(prof, host, ssh) as runner:
-        results = run_rounds(benchmark, arts, prof, runner, lambda a: inputs[id(a)], rounds, cooldown, runtimes=[runtime] * len(arts), bench=bench, progress=progress)
+        results = run_rounds(benchmark, arts, prof, runner, lambda a: inputs[id(a)], rounds, cooldown, runtimes=[runtime] * len(arts), bench=bench, progress=progress,
+                             feed_for=(lambda a: feeds[id(a)]) if inputs_file else None)
     names = _names(arts)
     command = command_line()
     session = uuid.uuid4().hex[:12] if len(arts) > 1 or rounds > 1 else None
@@ -90,9 +93,16 @@ def bench(artifacts, profile, host, ssh, shapes, runtime, rounds, cooldown, out,
         console(stderr=True).print(f"recorded in history as #{', #'.join(str(i) for i in ids)}" + (f"; wrote {out} and {html_path}" if out else ""), highlight=False)
 
 
-def _inputs_for(art, overrides, progress):
-    """(artifact, inputs): on deploy's own output, what deploy fed (shapes, ranges, a .tflite's layout map); else resolved."""
+def _inputs_for(art, overrides, inputs_file, progress):
+    """(artifact, inputs, feed): --inputs FILE.npz when given; on deploy's own output, what deploy fed (shapes, ranges,
+    a .tflite's layout map); else resolved from the artifact and --shape."""
     from pathlib import Path
+
+    from edgekit.workflows.deploy import bench_inputs
+
+    if inputs_file:
+        inputs, feed = bench_inputs(art, overrides, inputs_file)
+        return art, inputs, feed
 
     from edgekit.core.runner_interface import InputSpec
     from edgekit.core.shapes import resolve_inputs
@@ -104,8 +114,8 @@ def _inputs_for(art, overrides, progress):
         if Path(data["artifact"]["path"]).name == art.path.name:
             art = art.model_copy(update={"metadata": {**data["artifact"].get("metadata", {}), **art.metadata}})
         progress(f"inputs from {manifest}: " + ", ".join(f"{i.name}={'x'.join(map(str, i.shape))}" for i in inputs))
-        return art, inputs
-    return art, resolve_inputs(art.inputs, overrides=overrides, model=str(art.path))
+        return art, inputs, None
+    return art, resolve_inputs(art.inputs, overrides=overrides, model=str(art.path)), None
 
 
 def _names(arts):

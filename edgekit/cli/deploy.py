@@ -19,6 +19,7 @@ from edgekit.cli.history import history_option
 @click.option("--calib", type=click.Path(exists=True), default=None, help="Calibration data: image folder, .npy or .npz keyed by input name.")
 @click.option("--calib-preprocess", default=None, metavar="SPEC", help="For an image folder: size=640x640,layout=NCHW,color=RGB,mean=...,std=...,scale=1/255")
 @shape_option
+@click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.npz", help="Real input values (one array per input name, np.savez) for the fidelity checks and the benchmark instead of random data.")
 @click.option("--no-simplify", is_flag=True, help="Skip the onnxsim step.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Write artifacts, manifest.json, report.json, report.md and report.html here.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Artifact cache (default: the user cache dir, or $EDGEKIT_CACHE_DIR).")
@@ -30,7 +31,7 @@ from edgekit.cli.history import history_option
 @bench_options
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
-def deploy(model, profile, host, ssh, runtime, precision, max_drop, train_budget, calib, calib_preprocess, shapes, no_simplify, out, cache_dir, no_cache, no_bench, fidelity_samples, trust_pickle, history_path, bench, as_json, quiet):
+def deploy(model, profile, host, ssh, runtime, precision, max_drop, train_budget, calib, calib_preprocess, shapes, inputs_file, no_simplify, out, cache_dir, no_cache, no_bench, fidelity_samples, trust_pickle, history_path, bench, as_json, quiet):
     """Plan, convert, ship and benchmark MODEL (a file or zoo:NAME) on a device profile.
 
     \b
@@ -68,6 +69,7 @@ def deploy(model, profile, host, ssh, runtime, precision, max_drop, train_budget
         progress=progress_printer(not quiet and not as_json),
         command=command_line(),
         history=history_path,
+        inputs_file=inputs_file,
     )
     if as_json:
         print_json(report.model_dump(mode="json"))

@@ -69,6 +69,29 @@ def feature_mismatches(flags: Optional[List[str]], profile) -> List[str]:
     return out
 
 
+def profile_fit(flags: Optional[List[str]], arch: Optional[str]) -> Optional[Dict[str, Any]]:
+    """Which bundled x86-cpu profile (generic, or a variant that `extends:` it) describes this CPU: the one whose
+    features the host all has, with the most features; a variant wins a tie with the generic profile."""
+    from edgekit.core.profiles import CPU_FEATURES, FEATURE_ALIASES, load_bundled
+
+    if not flags or arch not in ("x86_64", "amd64"):
+        return None
+    known = set(CPU_FEATURES["x86_64"])
+    host = {FEATURE_ALIASES.get(f.lower(), f.lower()) for f in flags} & known
+    family = [p for p in load_bundled() if p.name == "x86-cpu" or p.extends == "x86-cpu"]
+    fits = [p for p in family if set(p.cpu.features) <= host]
+    if not fits:
+        base = next((p for p in family if p.name == "x86-cpu"), None)
+        lacks = sorted(set(base.cpu.features) - host) if base else []
+        return {"profile": None, "host_features": sorted(host), "reason": f"this CPU lacks {', '.join(lacks)}, which every x86-cpu profile assumes; write a profile of your own"}
+    best = max(fits, key=lambda p: (len(p.cpu.features), p.extends is not None))
+    extra = sorted(host - set(best.cpu.features))
+    reason = f"this CPU has {', '.join(best.cpu.features)}"
+    if extra:
+        reason += f"; also {', '.join(extra)}, which no bundled x86 profile claims"
+    return {"profile": best.name, "host_features": sorted(host), "reason": reason}
+
+
 def _mismatches(probe: Dict[str, Any], profile) -> List[str]:
     out = []
     arch = probe.get("arch")
@@ -121,6 +144,9 @@ def doctor(host, ssh, profile, as_json):
     if not remote:
         report["converters"] = _steps()
         report["python_packages"] = _local_python_packages()
+    fit = profile_fit(probe.get("cpu_flags"), probe.get("arch"))
+    if fit is not None:
+        report["profile_fit"] = fit
     if profile:
         report["profile"] = prof.name
         report["profile_mismatches"] = _mismatches(probe, prof)
@@ -185,5 +211,11 @@ def _render(report: Dict[str, Any]) -> None:
         for row in report["python_packages"]:
             pk.add_row(esc(row["package"]), esc(row["version"] or "no"), "" if row["ok"] else esc(row["install"]))
         c.print(pk)
+    fit = report.get("profile_fit")
+    if fit:
+        if fit["profile"]:
+            c.print(f"profile for this CPU: [bold]{fit['profile']}[/bold] ({fit['reason']}); use --profile {fit['profile']}")
+        else:
+            c.print(f"[yellow]profile for this CPU:[/yellow] none of the bundled x86 profiles ({fit['reason']})")
     for m in report.get("profile_mismatches", []):
         c.print(f"[yellow]warning:[/yellow] {esc(str(m))}")

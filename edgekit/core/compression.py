@@ -118,7 +118,7 @@ def torch_feeds_to_args(feed: Dict[str, np.ndarray], input_names: List[str]) -> 
             f"evaluation feed has inputs {sorted(feed)} but the module needs {input_names} (missing {missing})",
             hint="give eval data keyed by the artifact's input names",
         )
-    return tuple(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in input_names)
+    return tuple(torch.from_numpy(np.asarray(feed[n], order="C")) for n in input_names)
 
 
 def torch_outputs(module: Any, feeds: List[Dict[str, np.ndarray]], input_names: List[str]) -> List[List[np.ndarray]]:
@@ -195,7 +195,7 @@ def onnx_params(path: Path) -> int:
 
 def measure_module(module: Any, example_inputs: Sequence[Any], work_dir: Path, label: str, threads: int,
                    input_names: List[str], dynamic_axes: Optional[Dict[str, Dict[int, str]]] = None,
-                   state_file: Optional[Path] = None, latency: bool = True) -> Dict[str, Any]:
+                   state_file: Optional[Path] = None, latency: bool = True, timed: bool = True) -> Dict[str, Any]:
     """Size (state_dict on disk, zipped, ONNX export), params, MACs and latency (ORT on a temporary export; torch eager if that fails).
 
     With latency=False only params and the state_dict sizes are measured (no export, no MACs, no timing)."""
@@ -220,8 +220,9 @@ def measure_module(module: Any, example_inputs: Sequence[Any], work_dir: Path, l
         return m
     m["onnx_file"] = str(onnx_path)
     m["onnx_bytes"] = onnx_path.stat().st_size
-    feed = {n: t.detach().cpu().numpy() for n, t in zip(input_names, example_inputs)}
-    m["latency"] = time_onnx(onnx_path, feed, threads)
+    if timed:  # timed=False: the caller times before/after interleaved (compare_latency_onnx)
+        feed = {n: t.detach().cpu().numpy() for n, t in zip(input_names, example_inputs)}
+        m["latency"] = time_onnx(onnx_path, feed, threads)
     return m
 
 
@@ -258,11 +259,33 @@ def summarize(step: str, before: Dict[str, Any], after: Dict[str, Any], fid: Dic
     return rec
 
 
+def compare_latency_onnx(before_path: Path, after_path: Path, feed: Dict[str, np.ndarray], threads: int,
+                         before: Dict[str, Any], after: Dict[str, Any], rounds: int = 5) -> None:
+    """Time both ONNX files interleaved (the harness's loop, `rounds` rounds) into before/after["latency"]."""
+    from edgekit.quality.interleaved import time_interleaved
+
+    steps = {}
+    for name, path in (("before", before_path), ("after", after_path)):
+        sess = ort_session(path, threads)
+        names = {i.name for i in sess.get_inputs()}
+        f = {k: v for k, v in feed.items() if k in names}
+        steps[name] = (lambda s=sess, f=f: s.run(None, f))
+    res = time_interleaved(steps, rounds=rounds)
+    before["latency"] = {**res["before"], "backend": "onnxruntime", "threads": threads}
+    after["latency"] = {**res["after"], "backend": "onnxruntime", "threads": threads}
+
+
 def _speedup(before: Dict[str, Any], after: Dict[str, Any]) -> Optional[float]:
+    """before/after latency, but only from interleaved timing whose intervals separate (else None: no claim)."""
     lb, la = before.get("latency", {}), after.get("latency", {})
-    if lb.get("median_ms") and la.get("median_ms") and lb.get("backend") == la.get("backend"):
-        return round(lb["median_ms"] / la["median_ms"], 3)
-    return None
+    if not (lb.get("median_ms") and la.get("median_ms") and lb.get("backend") == la.get("backend")):
+        return None
+    if "interval_ms" in lb and "interval_ms" in la:
+        from edgekit.quality.interleaved import verdict
+
+        kind, ratio = verdict(lb, la)
+        return ratio if kind != "same" else None
+    return round(lb["median_ms"] / la["median_ms"], 3)
 
 
 def _mb(x: Optional[int]) -> str:
@@ -296,8 +319,13 @@ def render_markdown(rec: Dict[str, Any]) -> str:
               f"min {f.get('cosine_min')}, max abs error {f.get('max_abs_error')}"]
     if "task_score" in f:
         lines.append(f"task metric {f['task_metric']}: {f['task_score']}")
+    if "interval_ms" in lb and "interval_ms" in la:
+        lines.append(f"latency, {lb.get('rounds')} interleaved rounds (median [range of round medians]): before {lb['median_ms']} "
+                     f"[{lb['interval_ms'][0]}, {lb['interval_ms'][1]}] ms, after {la['median_ms']} [{la['interval_ms'][0]}, {la['interval_ms'][1]}] ms")
+        if not rec.get("latency_speedup"):
+            lines.append("no speed-up claimed: the intervals overlap (no measurable latency difference)")
     if rec.get("latency_speedup"):
-        lines.append(f"speed-up: {rec['latency_speedup']}x")
+        lines.append(f"speed-up: {rec['latency_speedup']}x" + (" (intervals separate)" if "interval_ms" in la else ""))
     for n in rec.get("notes", []):
         lines.append(f"- {n}")
     return "\n".join(lines) + "\n"
@@ -338,8 +366,15 @@ def finish_module_step(step: str, artifact: Any, new_module: Any, ctx: Any, extr
     cand = torch_outputs(new_module, feeds, names)
     fid = fidelity(ref, cand, ctx)
     state = save_state(new_module, work / "model.state.pt")
-    before = measure_module(artifact.module, ex, work, "before", threads, names, dyn, latency=measure)
-    after = measure_module(new_module, ex, work, "after", threads, names, dyn, state_file=state, latency=measure)
+    before = measure_module(artifact.module, ex, work, "before", threads, names, dyn, latency=measure, timed=False)
+    after = measure_module(new_module, ex, work, "after", threads, names, dyn, state_file=state, latency=measure, timed=False)
+    if measure:
+        if "onnx_file" in before and "onnx_file" in after:
+            feed = {n: t.detach().cpu().numpy() for n, t in zip(names, ex)}
+            compare_latency_onnx(Path(before["onnx_file"]), Path(after["onnx_file"]), feed, threads, before, after)
+        else:  # an export failed: both in torch eager (each already says why in its latency note if it has one)
+            for m, mod in ((before, artifact.module), (after, new_module)):
+                m.setdefault("latency", time_torch(mod, ex, threads))
     rec = summarize(step, before, after, fid, {"fidelity_data": source, **extra})
     ctx.report[step] = rec
     for n in rec.get("notes", []):
@@ -394,8 +429,10 @@ def finish_onnx_step(step: str, artifact: Any, model: Any, ctx: Any, extra: Dict
     ref = onnx_outputs(Path(artifact.path), feeds, threads)
     cand = onnx_outputs(path, feeds, threads)
     fid = fidelity(ref, cand, ctx)
-    before = measure_onnx(Path(artifact.path), feeds[0], threads, latency=measure)
-    after = measure_onnx(path, feeds[0], threads, latency=measure)
+    before = measure_onnx(Path(artifact.path), feeds[0], threads, latency=False)
+    after = measure_onnx(path, feeds[0], threads, latency=False)
+    if measure:
+        compare_latency_onnx(Path(artifact.path), path, feeds[0], threads, before, after)
     rec = summarize(step, before, after, fid, {"fidelity_data": source, **extra})
     ctx.report[step] = rec
     for n in rec.get("notes", []):

@@ -93,6 +93,10 @@ class FidelityError(EdgekitError):
     """A produced artifact's outputs differ from its source beyond the step's tolerance."""
 
 
+class ArtifactRunError(EdgekitError):
+    """The host's runtime refused to load or run an artifact (e.g. OpenVINO's CPU plug-in and a dynamic-rank If)."""
+
+
 class CalibrationError(EdgekitError):
     """Calibration or evaluation data is missing or does not match the model's inputs."""
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from edgekit import __version__
 from edgekit.core import runtimes
 from edgekit.core.artifact import Artifact
-from edgekit.core.errors import EdgekitError, FidelityError, OutputError, PlanError, StepSkipped
+from edgekit.core.errors import ArtifactRunError, EdgekitError, FidelityError, OutputError, PlanError, StepError, StepSkipped
 from edgekit.quality.fidelity import compare, describe, predict
 from edgekit.core.fsutil import atomic_write_text
 from edgekit.core.plan import Plan
@@ -25,7 +25,7 @@ from edgekit.core.registry import get_step
 from edgekit.core.results import FidelityResult, StepRecord
 from edgekit.core.runner_interface import InputSpec
 from edgekit.core.shapes import random_feeds
-from edgekit.core.steps import StepContext, task_judged
+from edgekit.core.steps import StepContext, drop_budget, task_judged
 
 # Steps whose output depends on calibration/evaluation data, so the data's identity is part of their cache key.
 DATA_STEPS = {"quantize-ort", "openvino", "tflite", "tensorrt", "prune", "lowrank", "weight-share", "qat"}
@@ -49,6 +49,7 @@ class DataSources:
     task_metric: Optional[Callable[[Any, Any], float]] = None
     task_metric_name: Optional[str] = None
     fingerprint: str = "none"  # identity of calib/eval data (e.g. "zoo:ppocr-det" or a file's sha256)
+    user_feed: Optional[Dict[str, Any]] = None  # --inputs FILE.npz: real values for fidelity (first sample) and the benchmark
 
 
 @dataclass
@@ -164,9 +165,20 @@ class Pipeline:
             "tools": step_cls.tool_versions(),
             "profile": self.profile.model_dump(mode="json", exclude={"source_file", "description", "name"}),
             "data": self.data.fingerprint if step_cls.name in DATA_STEPS else None,
+            "device": self._device_identity(step_cls, config_json),
             "fidelity_samples": self.fidelity_samples,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _device_identity(self, step_cls, config_json: Dict[str, Any]) -> Optional[Dict[str, str]]:
+        """For steps that build on the device (TensorRT): the device's identity, so no board reuses another's result."""
+        probe = getattr(step_cls, "device_identity", None)
+        if probe is None:
+            return None
+        cache = self.__dict__.setdefault("_device_ids", {})
+        if step_cls.name not in cache:
+            cache[step_cls.name] = probe(self.runner, step_cls.Config(**config_json))
+        return cache[step_cls.name]
 
     def _load_cached(self, entry: Path, step: str) -> Optional[tuple]:
         """A verified entry, or None; a damaged entry is discarded and the user told (a rebuild follows)."""
@@ -322,7 +334,11 @@ class Pipeline:
                key: str) -> Optional[FidelityResult]:
         """Fidelity of the step's output against its input; a failure moves the output to <cache>/rejected/ and raises."""
         budget = getattr(config, "fidelity", None)
-        if budget is not None and self.data.task_metric is not None and "fidelity" not in config.model_fields_set:
+        fp16_drop = getattr(config, "max_drop", None) if getattr(config, "precision", None) == "fp16" else None
+        if budget is not None and fp16_drop is not None and "fidelity" not in config.model_fields_set:
+            # FP16 is lossy: judged against the user's --max-drop, not the lossless 0.999 default
+            budget = drop_budget(fp16_drop, self.data.task_metric is not None)
+        elif budget is not None and self.data.task_metric is not None and "fidelity" not in config.model_fields_set:
             budget = task_judged(budget)  # the model's task metric judges; cosine guards gross breakage
         if not step_cls.checkable:
             ctx.note(f"{planned.step}: output is not checked on the host (it only runs on the device)")
@@ -330,7 +346,11 @@ class Pipeline:
         if budget is None or not budget.check:
             return None
         self.progress(f"      checking fidelity against the {current.format} source")
-        fid = self.check(current, produced, budget)
+        try:
+            fid = self.check(current, produced, budget)
+        except ArtifactRunError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StepError(planned.step, f"its {produced.format} artifact cannot be run for the fidelity check: {exc.message}", hint=exc.hint) from exc
         if not fid.passed:
             rejected = self.cache_dir / "rejected" / key
             shutil.rmtree(rejected, ignore_errors=True)

@@ -24,6 +24,8 @@ class PlanOptions(BaseModel):
     has_calib: bool = False
     host: Optional[str] = None
     shapes: Optional[Dict[str, List[int]]] = Field(default=None, description="--shape values: example inputs for export, test shapes for onnxsim")
+    device_runtimes: Optional[List[str]] = Field(default=None, description="runtimes the probed --host device has (None: not probed)")
+    exclude_runtimes: Dict[str, str] = Field(default_factory=dict, description="runtimes already tried in this deploy and why they failed (fallback)")
 
 
 class Plan(BaseModel):
@@ -111,6 +113,12 @@ def _choose_runtime(fmt: str, profile: DeviceProfile, options: PlanOptions, loca
                 f"profile '{profile.name}' does not list runtime '{options.runtime}'",
                 hint=f"it lists {', '.join(profile.runtimes)}; pick one of those or use a profile that has {options.runtime}",
             )
+        if options.device_runtimes is not None and options.runtime not in options.device_runtimes:
+            rt = runtimes.get(options.runtime)
+            raise PlanError(
+                f"the device {options.host or ''} has no {options.runtime} (probed before converting)".replace("  ", " "),
+                hint=f"install it on the device ({rt.install_hints.get(rt.probe_keys[0], 'install ' + rt.name)}), or choose --runtime among what it has: {', '.join(options.device_runtimes) or 'none'}",
+            )
         if not _reachable(fmt, options.runtime):
             raise PlanError(
                 f"a {fmt} model cannot be converted for {options.runtime}",
@@ -119,8 +127,14 @@ def _choose_runtime(fmt: str, profile: DeviceProfile, options: PlanOptions, loca
         notes.insert(0, f"runtime {options.runtime}: requested with --runtime")
         return options.runtime
     for cand in profile.runtimes:
+        if cand in options.exclude_runtimes:
+            notes.append(f"fallback: {cand} was tried first and failed ({options.exclude_runtimes[cand]}); trying the next runtime")
+            continue
         if not _reachable(fmt, cand):
             notes.append(f"{cand} skipped: a {fmt} model cannot be converted for it")
+            continue
+        if options.device_runtimes is not None and cand not in options.device_runtimes:
+            notes.append(f"{cand} is preferred by the profile but the device {options.host or ''} does not have it (probed before converting); trying the next runtime".replace("  ", " "))
             continue
         if local and not runtime_available(cand):
             notes.append(f"{cand} is preferred by the profile but is not installed here ({runtimes.get(cand).install}); trying the next runtime")
@@ -131,7 +145,8 @@ def _choose_runtime(fmt: str, profile: DeviceProfile, options: PlanOptions, loca
             if not ok:
                 notes.append(f"{cand} is preferred by the profile but its converter '{conv}' is unavailable here: {detail}")
                 continue
-        notes.insert(0, f"runtime {cand}: first usable runtime in the profile's preference order ({', '.join(profile.runtimes)})")
+        after = f", after {', '.join(options.exclude_runtimes)} failed (fallback)" if options.exclude_runtimes else ""
+        notes.insert(0, f"runtime {cand}: first usable runtime in the profile's preference order ({', '.join(profile.runtimes)}){after}")
         return cand
     raise PlanError(
         f"no runtime of profile '{profile.name}' can run this {fmt} model here",

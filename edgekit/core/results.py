@@ -131,6 +131,7 @@ class BenchmarkResult(_M):
     energy: Energy
     thermal: Thermal
     warnings: List[str] = Field(default_factory=list)
+    native: Dict[str, Any] = Field(default_factory=dict)  # the runtime's own tool on the same artifact, e.g. {"trtexec": {gpu_compute_median_ms...}}
 
 
 class FidelityResult(_M):

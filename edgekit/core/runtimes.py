@@ -85,7 +85,9 @@ def _ort_steps(precision: str, options: Any, profile: Any, notes: List[str]) -> 
     if precision == "int8":
         return [("quantize-ort", {"precision": "int8", **_budget(options)}, _int8_reason(profile, options.max_drop))]
     if precision == "fp16":
-        return [("fp16", {}, "convert weights and compute to float16 (inputs/outputs stay float32)")]
+        md = options.max_drop
+        return [("fp16", _budget(options), "convert weights and compute to float16 (inputs/outputs stay float32)"
+                 + (f"; judged against a {md:.2%} accuracy budget" if md is not None else ""))]
     return []
 
 
@@ -112,15 +114,16 @@ def _tflite_steps(precision: str, options: Any, profile: Any, notes: List[str]) 
         tp = "int8" if options.has_calib else "int8-dynamic"
         if not options.has_calib:
             notes.append("tflite int8: no --calib data given, so dynamic-range INT8 (weights only) was chosen instead of full-integer INT8")
-    config = {"precision": tp, **(_budget(options) if tp.startswith("int8") else {})}
+    config = {"precision": tp, **(_budget(options) if tp != "fp32" else {})}  # fp16 is lossy too: judged by --max-drop
     return [("tflite", config, f"convert ONNX to TFLite with onnx2tf ({tp}) in its isolated tool environment")]
 
 
 def _tensorrt_steps(precision: str, options: Any, profile: Any, notes: List[str]) -> List[StepRecipe]:
     out: List[StepRecipe] = []
     if precision == "int8":
-        out.append(("quantize-ort", {"precision": "int8", "mode": "static", **_budget(options)},
-                    "TensorRT builds INT8 from a QDQ ONNX (trtexec has no calibrator)"))
+        out.append(("quantize-ort", {"precision": "int8", "mode": "static", "target": "tensorrt", **_budget(options)},
+                    "TensorRT builds INT8 from a QDQ ONNX (trtexec has no calibrator): symmetric INT8 Q/DQ (zero point 0), "
+                    "per-channel weights, as TensorRT requires"))
     out.append(("tensorrt", {"precision": precision}, f"build a {precision} engine ON THE DEVICE with trtexec (engines are specific to GPU and TensorRT version); cached on the device"))
     return out
 
@@ -186,6 +189,12 @@ def runtime_options_for(runtime: str, precision: Optional[str]) -> Dict[str, Any
     """Harness/session options that make `runtime` compute at the artifact's precision."""
     r = RUNTIMES.get(runtime)
     return r.session_options(precision) if r is not None else {}
+
+
+def in_probe(probe: Mapping[str, Any]) -> List[str]:
+    """The runtimes a device has, from a harness probe (`edgekit doctor --host` shows the same record)."""
+    rts = probe.get("runtimes", {}) or {}
+    return [r.name for r in RUNTIMES.values() if r.usable_in_probe(rts)]
 
 
 def install_hints() -> Dict[str, str]:

@@ -40,6 +40,14 @@ def task_judged(budget: FidelityBudget) -> FidelityBudget:
     })
 
 
+def drop_budget(max_drop: float, has_task: bool) -> FidelityBudget:
+    """The user's accuracy budget (--max-drop) as a FidelityBudget: the task score (if the model has one) may drop
+    by max_drop, cosine guarding only gross breakage; without a task metric the output cosine may drop by max_drop."""
+    if has_task:
+        return FidelityBudget(min_cosine=min(TASK_COSINE_FLOOR, 1.0 - max_drop), min_task_score=1.0 - max_drop)
+    return FidelityBudget(min_cosine=1.0 - max_drop)
+
+
 def lossy_budget_default(data: Any, lossy: bool) -> Any:
     """For a lossy (INT8) step config given as a dict without `fidelity`: check the task score against 1 - max_drop and
     keep cosine only as a floor (min(0.9, 1 - max_drop)) against gross breakage. FP32's 0.999 raw-output cosine

@@ -252,7 +252,7 @@ def validate_feed(feed: Dict[str, Any], inputs: List[TensorSpec], index: int, wh
                     hint=f"convert the data to {want_dtype} (e.g. array.astype('{want_dtype}'))",
                 )
             arr = arr.astype(want_dtype)
-        out[inp.name] = np.ascontiguousarray(arr)
+        out[inp.name] = np.asarray(arr, order="C")
     return out
 
 

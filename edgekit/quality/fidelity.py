@@ -8,7 +8,7 @@ import numpy as np
 
 from edgekit.core import runtimes
 from edgekit.core.artifact import Artifact
-from edgekit.core.errors import EdgekitError, require
+from edgekit.core.errors import ArtifactRunError, EdgekitError, require
 from edgekit.core.results import FidelityResult
 from edgekit.core.steps import FidelityBudget
 from edgekit.quality.metrics import cosine
@@ -45,7 +45,7 @@ def _predict_torch(artifact: Artifact, feeds: Sequence[Feeds], threads: int) -> 
         out: List[Outputs] = []
         with torch.no_grad():
             for feed in feeds:
-                args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in names]
+                args = [torch.from_numpy(np.asarray(feed[n], order="C")) for n in names]  # keeps rank-0 inputs rank 0
                 res = _flatten_torch_outputs(module(*args))
                 out.append([r.detach().cpu().numpy() for r in res])
         return out
@@ -62,7 +62,7 @@ def _to_model_feed(artifact: Artifact, feed: Feeds) -> Feeds:
     for name, value in feed.items():
         mname = name_map.get(name, name)
         if mname in transpose:
-            value = np.ascontiguousarray(np.transpose(value, transpose[mname]))
+            value = np.asarray(np.transpose(value, transpose[mname]), order="C")
         out[mname] = value
     return out
 
@@ -89,11 +89,18 @@ def predict(artifact: Artifact, feeds: Sequence[Feeds], threads: int = 2) -> Lis
     from edgekit.core.registry import harness_module
 
     # the same adapter the device runs, opened in-process with the options the device will use
-    session = harness_module("adapters").open_session(rt.harness_adapter, str(artifact.path), threads, rt.session_options(artifact.precision))
-    results = []
-    for feed in feeds:
-        outs = session.run(_to_model_feed(artifact, feed))
-        results.append(_from_model_outputs(artifact, [np.asarray(o) for o in outs]))
+    try:
+        session = harness_module("adapters").open_session(rt.harness_adapter, str(artifact.path), threads, rt.session_options(artifact.precision))
+        results = []
+        for feed in feeds:
+            outs = session.run(_to_model_feed(artifact, feed))
+            results.append(_from_model_outputs(artifact, [np.asarray(o) for o in outs]))
+    except harness_module("errors").HarnessError as exc:
+        first = str(exc.message).strip().splitlines()
+        raise ArtifactRunError(
+            f"{artifact.path}: {rt.name} on this host cannot run it: " + " / ".join(first[-3:])[:600],
+            hint=exc.hint or "choose another runtime (--runtime), or report the model if the runtime should support it",
+        ) from exc
     return results
 
 

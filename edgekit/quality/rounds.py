@@ -26,6 +26,7 @@ def run_rounds(
     progress: Optional[Callable[[str], None]] = None,
     sleep: Callable[[float], None] = time.sleep,
     names: Optional[Sequence[str]] = None,
+    feed_for: Optional[Callable[[Any], Any]] = None,
 ) -> List[List[Any]]:
     """results[i][r] = BenchmarkResult of artifact i in round r, measured in the order round by round.
 
@@ -37,7 +38,8 @@ def run_rounds(
     for r in range(rounds):
         for i, art in enumerate(artifacts):
             progress(f"round {r + 1}/{rounds}: {names[i]}")
-            results[i].append(benchmark(art, profile, runner, inputs_for(art), runtime=runtimes[i], bench=bench))
+            extra = {"feed": feed_for(art)} if feed_for is not None else {}  # --inputs: real values instead of random
+            results[i].append(benchmark(art, profile, runner, inputs_for(art), runtime=runtimes[i], bench=bench, **extra))
         if cooldown_s > 0 and r + 1 < rounds:
             progress(f"cooldown {cooldown_s:g} s")
             sleep(cooldown_s)

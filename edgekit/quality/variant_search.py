@@ -15,7 +15,7 @@ from edgekit.core.pipeline import DataSources, Pipeline, PipelineResult
 from edgekit.core.plan import Plan, PlanOptions, make_plan
 from edgekit.core.profiles import DeviceProfile
 from edgekit.core.results import BenchmarkResult, FidelityResult
-from edgekit.core.steps import FidelityBudget
+from edgekit.core.steps import FidelityBudget, drop_budget
 
 DEFAULT_MAX_DROP = 0.01
 NEAR_TIE = 0.15  # quick medians closer than this to the fastest are re-measured interleaved before choosing
@@ -54,7 +54,7 @@ def candidates(profile: DeviceProfile, runtimes: Optional[List[str]] = None, pre
 def _budget(max_drop: float, has_task: bool) -> FidelityBudget:
     if has_task:
         return FidelityBudget(min_cosine=0.0, min_task_score=1.0 - max_drop)
-    return FidelityBudget(min_cosine=1.0 - max_drop)
+    return drop_budget(max_drop, has_task=False)
 
 
 def search_variants(
@@ -78,6 +78,7 @@ def search_variants(
     train_budget_s: Optional[float] = None,
     tie_rounds: int = TIE_ROUNDS,
     near_tie: float = NEAR_TIE,
+    device_runtimes: Optional[List[str]] = None,
 ) -> Tuple[List[Variant], Optional[Tuple[Plan, PipelineResult]]]:
     """Returns every variant tried and the (plan, pipeline result) of the winner (None if none qualifies).
 
@@ -152,7 +153,7 @@ def search_variants(
     def plan_for(runtime: str, precision: str) -> Plan:
         return make_plan(
             resolved.artifact, resolved.label, profile,
-            PlanOptions(runtime=runtime, precision=precision, max_drop=md if precision != "fp32" else None, simplify=simplify, has_calib=data.calib is not None, host=host, shapes=shapes),
+            PlanOptions(runtime=runtime, precision=precision, max_drop=md if precision != "fp32" else None, simplify=simplify, has_calib=data.calib is not None, host=host, shapes=shapes, device_runtimes=device_runtimes),
         )
 
     plans: Dict[Tuple[str, str], Plan] = {}

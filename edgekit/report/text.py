@@ -44,6 +44,13 @@ def bench_rows(b: BenchmarkResult) -> List[tuple]:
     rows.append(("thermal", (temps or "no readable sensors") + ("; THROTTLED" if th.throttled else "")))
     if th.before.governor:
         rows.append(("CPU governor", th.before.governor))
+    native = b.native.get("trtexec")
+    if native:
+        if native.get("gpu_compute_median_ms") is not None:
+            lat = f", latency {native['latency_median_ms']:.3f} ms incl. H2D/D2H" if native.get("latency_median_ms") is not None else ""
+            rows.append(("trtexec GPU compute", f"{native['gpu_compute_median_ms']:.3f} ms median{lat} (trtexec --loadEngine, TensorRT {native.get('trt_version') or '?'})"))
+        else:
+            rows.append(("trtexec GPU compute", f"not measured: {native.get('error', 'unknown')}"))
     for w in b.warnings:
         rows.append(("warning", w))
     return rows
@@ -106,6 +113,9 @@ def render_terminal(report: DeployReport, console=None) -> None:
         console.print(vt)
     if report.steps:
         console.print(t)
+    for n in report.plan_notes:
+        if n.startswith("fallback:"):
+            console.print(f"[yellow]{escape(n)}[/yellow]")
     for r in report.steps:
         for n in r.notes:
             console.print(f"[dim]{r.step}:[/dim] {escape(_unprefixed(r.step, n))}")

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 from edgekit import __version__
 from edgekit.core import runtimes
 from edgekit.core.artifact import Artifact, load_artifact
-from edgekit.core.errors import EdgekitError, PlanError, UsageError
+from edgekit.core.errors import EdgekitError, FidelityError, PlanError, StepError, UsageError
 from edgekit.core.outdir import OutDir
 from edgekit.core.pipeline import DataSources, Pipeline, PipelineResult
 from edgekit.core.plan import Plan, PlanOptions, make_plan
@@ -67,8 +67,32 @@ def build_data(
     calib: Optional[Any] = None,
     calib_preprocess: Optional[str] = None,
     calib_samples: int = 128,
+    inputs_file: Optional[Union[str, Path]] = None,
 ) -> DataSources:
-    """Calibration/evaluation data and concrete input shapes: user data first, else the zoo's, else none."""
+    """Calibration/evaluation data and concrete input shapes: user data first, else the zoo's, else none.
+
+    With `inputs_file` (--inputs FILE.npz) its values are the first evaluation sample (fidelity) and the
+    benchmark's feed, and its arrays fix the input shapes."""
+    if inputs_file is None:
+        return _build_data(model, shapes, calib, calib_preprocess, calib_samples)
+    from edgekit.core import feeds as feeds_mod
+
+    feed = feeds_mod.load_inputs_file(inputs_file, model.artifact.inputs, model=model.label, shapes=shapes)
+    data = _build_data(model, {**(shapes or {}), **{n: list(a.shape) for n, a in feed.items()}}, calib, calib_preprocess, calib_samples)
+    other = data.eval
+
+    def eval_with_user(n: int) -> List[Dict[str, Any]]:
+        rest = list(other(max(0, n - 1))) if other is not None else []
+        return [feed, *rest][: max(1, n)]
+
+    data.inputs = feeds_mod.specs_from_feed(feed)
+    data.eval = eval_with_user
+    data.user_feed = feed
+    data.fingerprint = f"{data.fingerprint}+inputs:{feeds_mod.fingerprint(feed)}"
+    return data
+
+
+def _build_data(model, shapes, calib, calib_preprocess, calib_samples) -> DataSources:
     zoo = model.zoo
     sample = None
     if zoo is not None and any(not t.dtype.startswith(("float", "bfloat")) for t in model.artifact.inputs):
@@ -178,8 +202,9 @@ def runtime_on_device(profile: DeviceProfile, host: str, ssh: Optional[Dict[str,
     return have[0], note
 
 
-def harness_spec(artifact: Artifact, device_path: str, profile: DeviceProfile, runtime: str, inputs: Sequence[InputSpec], bench: Dict[str, Any]) -> HarnessSpec:
+def harness_spec(artifact: Artifact, device_path: str, profile: DeviceProfile, runtime: str, inputs: Sequence[InputSpec], bench: Dict[str, Any], inputs_file: Optional[str] = None) -> HarnessSpec:
     return HarnessSpec(
+        inputs_file=inputs_file,
         model_path=device_path,
         model_format=artifact.format,
         runtime=runtimes.get(runtime).harness_adapter,
@@ -234,7 +259,9 @@ def benchmark(
     runtime: Optional[str] = None,
     bench: Optional[Dict[str, Any]] = None,
     progress: Optional[Progress] = None,
+    feed: Optional[Dict[str, Any]] = None,
 ) -> BenchmarkResult:
+    """Push and time `artifact`; `feed` (--inputs, source names/layout) replaces the harness's random inputs."""
     rt = runtime_for(artifact, runtime)
     from edgekit.core.resources import check_benchmark_memory
 
@@ -242,10 +269,52 @@ def benchmark(
     if progress:
         progress(f"pushing {artifact.path.name} to {runner.target}")
     device_path = runner.push(artifact)
-    spec = harness_spec(artifact, device_path, profile, rt, inputs, bench or {})
+    device_inputs = None
+    if feed is not None:
+        device_inputs = _push_feed(artifact, feed, runner)
+    spec = harness_spec(artifact, device_path, profile, rt, inputs, bench or {}, inputs_file=device_inputs)
     if progress:
         progress(f"benchmarking on {runner.target} with {rt} ({spec.threads} threads, ≥{spec.min_runs} runs and ≥{spec.min_seconds:g} s)")
-    return runner.run_harness(spec)
+    result = runner.run_harness(spec)
+    if rt == "tensorrt":
+        from edgekit.converters.tensorrt import native_timing
+
+        if progress:
+            progress("timing the engine with trtexec --loadEngine too (its GPU compute time, reported beside the harness latency)")
+        native = native_timing(runner, artifact, device_path, {s.name: list(s.shape) for s in spec.inputs})
+        result = result.model_copy(update={"native": {**result.native, "trtexec": native}})
+    return result
+
+
+def bench_inputs(artifact: Artifact, shapes: Optional[Dict[str, List[int]]] = None, inputs_file: Optional[Union[str, Path]] = None):
+    """(InputSpecs, feed or None) to benchmark an existing artifact: --shape values, and --inputs FILE.npz (in the
+    artifact's own names and layout) whose arrays fix the shapes."""
+    overrides = dict(shapes or {})
+    feed = None
+    if inputs_file:
+        from edgekit.core.feeds import load_inputs_file
+
+        feed = load_inputs_file(inputs_file, artifact.inputs, model=str(artifact.path), shapes=overrides)
+        overrides.update({n: list(a.shape) for n, a in feed.items()})
+    return resolve_inputs(artifact.inputs, overrides=overrides, model=str(artifact.path)), feed
+
+
+def _push_feed(artifact: Artifact, feed: Dict[str, Any], runner: Runner) -> str:
+    """Write the --inputs feed in the artifact's own names/layout and make it available on the device."""
+    import tempfile
+
+    from edgekit.core.feeds import write_device_feed
+    from edgekit.core.pipeline import default_cache_dir
+
+    try:
+        directory = default_cache_dir() / "inputs"
+        path = write_device_feed(artifact, feed, directory)
+    except OSError:
+        path = write_device_feed(artifact, feed, Path(tempfile.mkdtemp(prefix="edgekit-inputs-")))
+    push_files = getattr(runner, "push_files", None)
+    if push_files is not None:
+        return push_files([path], kind="inputs")[0]
+    return str(path.resolve())
 
 
 def _model_bytes(art: Artifact) -> int:
@@ -279,6 +348,7 @@ def deploy(
     progress: Optional[Progress] = None,
     command: Optional[str] = None,
     history: Optional[Union[str, Path]] = None,
+    inputs_file: Optional[Union[str, Path]] = None,
 ) -> DeployReport:
     """Plan, convert (cached), push and benchmark; writes artifacts and reports to `out` atomically."""
     progress = progress or (lambda m: None)
@@ -299,7 +369,7 @@ def deploy(
             model, prof, outdir, t_start, host=host, ssh=ssh, runtime=runtime, precision=precision, max_drop=max_drop,
             calib=calib, calib_preprocess=calib_preprocess, shapes=shapes, simplify=simplify, cache_dir=cache_dir,
             use_cache=use_cache, bench=bench, run_benchmark=run_benchmark, trust_pickle=trust_pickle,
-            fidelity_samples=fidelity_samples, progress=progress, command=command, history=history, train_budget=train_budget,
+            fidelity_samples=fidelity_samples, progress=progress, command=command, history=history, inputs_file=inputs_file, train_budget=train_budget,
         )
     finally:
         if outdir is not None:
@@ -307,12 +377,12 @@ def deploy(
 
 
 def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_drop, calib, calib_preprocess, shapes, simplify,
-            cache_dir, use_cache, bench, run_benchmark, trust_pickle, fidelity_samples, progress, command, history,
+            cache_dir, use_cache, bench, run_benchmark, trust_pickle, fidelity_samples, progress, command, history, inputs_file=None,
             train_budget: Optional[float] = None) -> DeployReport:
     timings: Dict[str, float] = {}
     resolved = _signature_from_shapes(resolve_model(model, trust_pickle=trust_pickle), shapes)
     timings["load_s"] = time.perf_counter() - t_start
-    data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess)
+    data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess, inputs_file=inputs_file)
     from edgekit.core.resources import check_benchmark_memory, check_fidelity_memory
 
     # before any feed exists or any conversion runs (the benchmark is checked again with the final artifact)
@@ -326,13 +396,27 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
         raise UsageError(f"--train-budget applies to --precision int8 or auto, not {want}", hint="add --precision int8 (or auto), or drop --train-budget")
     # a training budget always goes through the search (QAT and compounds are variants of it), with --runtime kept
     searching = want == "auto" or (want == "int8" and ((max_drop is not None and runtime is None) or train_budget is not None))
+    explicit_runtime = runtime is not None  # a runtime found on the device below may still fall back
     device_note = None
     if host and runtime is None and run_benchmark and not searching:
         runtime, device_note = runtime_on_device(prof, host, ssh, progress)
     options = PlanOptions(runtime=runtime, precision=None if want == "auto" else want, max_drop=max_drop, simplify=simplify, has_calib=calib is not None or resolved.zoo is not None, host=host, shapes=shapes or None)
-    plan = _first_plan(resolved, prof, options, searching, progress, device_note)
     runner: Optional[Runner] = None
-    if run_benchmark or searching or any(s.step == "tensorrt" for s in plan.steps):
+    try:
+        if host and device_note is None:
+            # probe the device BEFORE converting: plan only for the runtimes it actually has
+            runner = make_runner(prof, host, ssh, on_progress=None)
+            progress(f"connecting to {host} to see which runtimes it has")
+            runner.connect()
+            have = runtimes.in_probe(runner.probe())
+            progress(f"{host} has: {', '.join(have) or 'no runtime edgekit can use'}")
+            options = options.model_copy(update={"device_runtimes": have})
+        plan = _first_plan(resolved, prof, options, searching, progress, device_note)
+    except BaseException:
+        if runner is not None:
+            runner.close()
+        raise
+    if runner is None and (run_benchmark or searching or any(s.step == "tensorrt" for s in plan.steps)):
         runner = make_runner(prof, host, ssh, on_progress=None)
     pipeline: Optional[Pipeline] = None
     result: Optional[PipelineResult] = None
@@ -340,21 +424,27 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
     variants: List[Dict[str, Any]] = []
     try:
         if runner is not None:
-            progress(f"connecting to {host or (runner.target if runner.name == 'adb' else 'this machine')}")
-            runner.connect()
+            if not host:
+                progress(f"connecting to {runner.target if runner.name == 'adb' else 'this machine'}")
+            runner.connect()  # already connected when --host was probed before planning
         t0 = time.perf_counter()
         try:
             if searching:
                 precisions = None if want == "auto" else [want]
-                plan, result, variants = _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes or None, cache_dir, use_cache, fidelity_samples, progress, train_budget)
+                plan, result, variants = _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes or None, cache_dir, use_cache, fidelity_samples, progress, options.device_runtimes, train_budget)
             else:
-                pipeline = Pipeline(plan, prof, data, cache_dir=Path(cache_dir) if cache_dir else None, runner=runner, fidelity_samples=fidelity_samples, progress=progress, use_cache=use_cache)
-                result = pipeline.run(resolved.artifact)
+                attempt: List[Any] = []  # the last (plan, pipeline) tried: its finished steps are kept after a failure
+                try:
+                    plan, pipeline, result = _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, fidelity_samples, progress, use_cache, explicit_runtime=explicit_runtime, attempt=attempt)
+                except EdgekitError:
+                    if attempt:
+                        plan, pipeline = attempt[-1]
+                    raise
         finally:
             timings["pipeline_s"] = time.perf_counter() - t0
         if run_benchmark and runner is not None:
             t0 = time.perf_counter()
-            bench_result = benchmark(result.artifact, prof, runner, data.inputs, runtime=plan.runtime, bench=bench, progress=progress)
+            bench_result = benchmark(result.artifact, prof, runner, data.inputs, runtime=plan.runtime, bench=bench, progress=progress, feed=data.user_feed)
             timings["benchmark_s"] = time.perf_counter() - t0
     except EdgekitError as err:
         if outdir is not None and pipeline is not None and pipeline.records:
@@ -423,6 +513,50 @@ def _report(command, resolved, prof, plan, result, bench_result, runner, timings
     return report
 
 
+# Steps that belong to one runtime's conversion path: their failure says nothing about the other runtimes.
+RUNTIME_STEPS = {"openvino", "tflite", "litert-torch", "quantize-ort", "fp16", "tensorrt"}
+
+
+def _fallback_reason(exc: EdgekitError) -> Optional[str]:
+    """Why the plan's runtime failed, if the next runtime may succeed where it did not (else None: re-raise)."""
+    if isinstance(exc, FidelityError):
+        return "its artifact failed the fidelity check: " + exc.message.splitlines()[0].split(": ", 1)[-1]
+    if isinstance(exc, StepError) and exc.step in RUNTIME_STEPS:
+        return f"step '{exc.step}' could not convert the model: " + exc.message.splitlines()[0].split(": ", 2)[-1]
+    return None
+
+
+def _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, fidelity_samples, progress, use_cache, explicit_runtime, attempt=None):
+    """Run the plan; with no --runtime, when its runtime cannot convert or fails fidelity, re-plan with the next one.
+
+    Returns (plan, pipeline, result); the final plan's notes say which runtimes failed and why. An explicit
+    --runtime never falls back: its error is raised as it is."""
+    excluded: Dict[str, str] = {}
+    while True:
+        pipeline = Pipeline(plan, prof, data, cache_dir=Path(cache_dir) if cache_dir else None, runner=runner, fidelity_samples=fidelity_samples, progress=progress, use_cache=use_cache)
+        if attempt is not None:
+            attempt.append((plan, pipeline))
+        try:
+            return plan, pipeline, pipeline.run(resolved.artifact)
+        except (FidelityError, StepError) as exc:
+            why = None if explicit_runtime else _fallback_reason(exc)
+            if why is None:
+                raise
+            excluded[plan.runtime] = why
+            progress(f"{plan.runtime} failed: {why}")
+            try:
+                plan = make_plan(resolved.artifact, resolved.label, prof, options.model_copy(update={"exclude_runtimes": dict(excluded)}))
+            except PlanError as pe:
+                tried = "; ".join(f"{r}: {w}" for r, w in excluded.items())
+                raise PlanError(
+                    f"no runtime of profile '{prof.name}' could deploy {resolved.label}: {tried}",
+                    hint=f"pass --runtime {next(iter(excluded))} to see that runtime's full error; {pe.message}",
+                ) from exc
+            progress(f"falling back to {plan.runtime}")
+            for line in plan.describe():
+                progress(line)
+
+
 def _keep_partial(outdir, pipeline, plan, resolved, prof, command, err, progress) -> None:
     """Swap in the failed run's finished steps and a failed report.json; a failure here never masks `err`."""
     from edgekit.report import write_partial
@@ -435,7 +569,7 @@ def _keep_partial(outdir, pipeline, plan, resolved, prof, command, err, progress
         progress(f"could not write the partial report to {outdir.shown}: {second}")
 
 
-def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress, train_budget=None):
+def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, simplify, shapes, cache_dir, use_cache, fidelity_samples, progress, device_runtimes=None, train_budget=None):
     """Build and measure every feasible runtime x precision variant (or only `precisions`); keep the fastest within budget."""
     from edgekit.quality.variant_search import DEFAULT_MAX_DROP, search_variants
 
@@ -445,7 +579,7 @@ def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, sim
     variants, best = search_variants(
         resolved, prof, data, runner, max_drop=md, host=host, simplify=simplify, shapes=shapes,
         cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, fidelity_samples=fidelity_samples,
-        runtimes=[runtime] if runtime else None, precisions=precisions, progress=progress, benchmark=benchmark,
+        runtimes=[runtime] if runtime else None, precisions=precisions, progress=progress, benchmark=benchmark, device_runtimes=device_runtimes,
         train_budget_s=train_budget,
     )
     rows = [v.model_dump(mode="json") for v in variants]

@@ -116,6 +116,7 @@ def test_cli_compress_unstructured_reports_latency_and_zip(tmp_path, cli):
     assert res.returncode == 0, res.stderr
     rec = json.loads(res.stdout)
     assert rec["before"]["latency"]["backend"] == "onnxruntime" and rec["after"]["latency"]["median_ms"] > 0
+    assert rec["before"]["latency"]["timing"] == rec["after"]["latency"]["timing"] == "interleaved"  # issue 15
     assert rec["after"]["zipped_bytes"] < rec["before"]["zipped_bytes"]
     assert "exported_fidelity" in rec and (tmp_path / "o" / "model.onnx").exists()
     assert "dense runtimes gain nothing from zeros: latency" in (tmp_path / "o" / "report.md").read_text()

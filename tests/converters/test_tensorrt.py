@@ -245,3 +245,128 @@ def test_no_runner_and_missing_trtexec(tmp_path):
 
     with pytest.raises(StepError, match="trtexec was not found.*/usr/src/tensorrt/bin/trtexec"):
         TensorRtStep().run(art, TensorRtConfig(shapes={"x": [1, 3, 16, 16]}), _ctx(tmp_path, NoTrt(tmp_path / "d", BUILD_10)))
+
+
+# ---- issue 15: device identity in the host cache key, build-only flag, trtexec's own GPU compute time
+
+LOAD_10 = "trtexec_trt10.16.1_loadEngine_cudagraph_verbose_full.txt"
+BUILD_ONLY_84 = "trtexec_trt8.4.1_loadEngine_full.txt"
+
+
+class JetsonReplay(ReplayRunner):
+    """ReplayRunner that also answers /etc/nv_tegra_release (JetPack) and trtexec --loadEngine with real captures."""
+
+    def __init__(self, root, fixture, l4t_line=None, gpu=None, load_fixture=LOAD_10):
+        super().__init__(root, fixture)
+        self.l4t_line = l4t_line
+        self.gpu_override = gpu
+        self.load_fixture = load_fixture
+
+    def exec(self, argv, timeout):
+        if argv[:2] == ["cat", "/etc/nv_tegra_release"]:
+            self.calls.append(list(argv))
+            return (0, self.l4t_line + "\n", "") if self.l4t_line else (1, "", "cat: /etc/nv_tegra_release: No such file or directory")
+        if argv[0] == "nvidia-smi" and self.gpu_override:
+            return 0, self.gpu_override + "\n", ""
+        if argv[0].endswith("trtexec") and any(a.startswith("--loadEngine=") for a in argv):
+            self.calls.append(list(argv))
+            return 0, (FIX / self.load_fixture).read_text(), ""
+        return super().exec(argv, timeout)
+
+
+def test_build_skips_inference(tmp_path):
+    runner = ReplayRunner(tmp_path / "dev", BUILD_10)
+    TensorRtStep().run(load_artifact(_onnx(tmp_path)), TensorRtConfig(precision="fp16", shapes={"x": [1, 3, 16, 16]}), _ctx(tmp_path, runner))
+    assert "--skipInference" in runner.builds[0]
+
+
+def test_build_only_flag_follows_the_device_trtexec(tmp_path):
+    from edgekit.converters.tensorrt import DeviceIdentity
+
+    # TensorRT 8.4 logs "Build only" (its flag is --buildOnly); 8.2 and 10.x log "Skip inference"
+    assert DeviceIdentity("trtexec", "8.4.1", "g", "s", "").skip_inference_flag() == "--buildOnly"
+    assert DeviceIdentity("trtexec", "8.2.3", "g", "s", "").skip_inference_flag() == "--skipInference"
+    assert DeviceIdentity("trtexec", "8.4.1", "g", "s", "", help_text="  --skipInference  Exit after the engine").skip_inference_flag() == "--skipInference"
+    for fx, word in [(BUILD_ONLY_84, "Build only"), (LOAD_82, "Skip inference"), (BUILD_10, "Skip inference")]:
+        assert f"] {word}: " in (FIX / fx).read_text()
+
+
+def test_host_cache_key_includes_device_identity(tmp_path):
+    """The same ONNX and config on two boards (other JetPack, other GPU) never share a host cache entry."""
+    from edgekit.core.pipeline import DataSources, Pipeline
+    from edgekit.core.plan import Plan
+    from edgekit.core.steps import PlannedStep
+    from edgekit.core.registry import get_step
+
+    art = load_artifact(_onnx(tmp_path))
+    plan = Plan(model="m", source_format="onnx", profile="jetson-orin-nano", runtime="tensorrt", precision="fp16", target="t",
+                steps=[PlannedStep(step="tensorrt", config={"precision": "fp16", "shapes": {"x": [1, 3, 16, 16]}}, reason="test")])
+    step_cls = get_step("tensorrt")
+    cfg = step_cls.Config(precision="fp16", shapes={"x": [1, 3, 16, 16]}).model_dump(mode="json")
+
+    def key(runner):
+        p = Pipeline(plan, _profile(), DataSources(inputs=[]), cache_dir=tmp_path / "cache", runner=runner)
+        return p._key(art, step_cls, cfg)
+
+    jp6 = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025"
+    jp5 = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023"
+    a = key(JetsonReplay(tmp_path / "a", BUILD_10, l4t_line=jp6))
+    assert a == key(JetsonReplay(tmp_path / "a2", BUILD_10, l4t_line=jp6))  # same board identity: same key
+    assert a != key(JetsonReplay(tmp_path / "b", BUILD_10, l4t_line=jp5))  # other JetPack
+    assert a != key(JetsonReplay(tmp_path / "c", BUILD_10, l4t_line=jp6, gpu="Orin (nvgpu)"))  # other GPU
+    assert a != key(JetsonReplay(tmp_path / "d", LOAD_82, l4t_line=jp6))  # other TensorRT
+
+
+def test_engine_metadata_records_jetpack(tmp_path):
+    jp6 = "# R36 (release), REVISION: 4.3, GCID: 1, BOARD: generic, EABI: aarch64, DATE: x"
+    art = load_artifact(_onnx(tmp_path))
+    cfg = TensorRtConfig(precision="fp16", shapes={"x": [1, 3, 16, 16]})
+    runner = JetsonReplay(tmp_path / "dev", BUILD_10, l4t_line=jp6)
+    eng = TensorRtStep().run(art, cfg, _ctx(tmp_path, runner))
+    assert eng.metadata["tensorrt"]["l4t"] == "R36.4.3"
+
+
+def test_native_timing_reports_trtexec_gpu_compute(tmp_path):
+    from edgekit.converters.tensorrt import native_timing
+    from edgekit.converters.trtexec_parse import parse_trtexec
+
+    art = load_artifact(_onnx(tmp_path))
+    runner = JetsonReplay(tmp_path / "dev", BUILD_10)
+    out = native_timing(runner, art, "/dev/engine.plan", {"x": [1, 3, 16, 16]})
+    want = parse_trtexec((FIX / LOAD_10).read_text())
+    assert out["gpu_compute_median_ms"] == want.gpu_compute.median_ms
+    assert out["latency_median_ms"] == want.latency.median_ms
+    argv = runner.calls[-1]
+    assert "--loadEngine=/dev/engine.plan" in argv and "--shapes=x:1x3x16x16" in argv
+
+
+def test_native_timing_failure_is_reported_not_raised(tmp_path):
+    from edgekit.converters.tensorrt import native_timing
+
+    class NoTrt(ReplayRunner):
+        def exec(self, argv, timeout):
+            if argv[0].endswith("trtexec"):
+                raise FileNotFoundError(argv[0])
+            return super().exec(argv, timeout)
+
+    out = native_timing(NoTrt(tmp_path / "dev", BUILD_10), load_artifact(_onnx(tmp_path)), "/e", {})
+    assert "not found" in out["error"]
+
+
+def test_report_shows_trtexec_gpu_compute_beside_harness_latency(tmp_path):
+    """A real harness result (ONNX Runtime here: no GPU) with trtexec's timing attached renders both."""
+    from edgekit.converters.tensorrt import native_timing
+    from edgekit.core.shapes import resolve_inputs
+    from edgekit.report import bench_rows
+    from edgekit.workflows.deploy import benchmark, make_runner
+
+    art = load_artifact(_onnx(tmp_path))
+    prof = load_profile("x86-cpu")
+    inputs = resolve_inputs(art.inputs, overrides={"x": [1, 3, 16, 16]})
+    with make_runner(prof) as runner:
+        res = benchmark(art, prof, runner, inputs, bench={"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 3, "min_seconds": 0})
+    assert res.native == {}
+    native = native_timing(JetsonReplay(tmp_path / "dev", BUILD_10), art, "/e", {"x": [1, 3, 16, 16]})
+    rows = dict(bench_rows(res.model_copy(update={"native": {"trtexec": native}})))
+    assert "latency median" in rows
+    assert f"{native['gpu_compute_median_ms']:.3f} ms median" in rows["trtexec GPU compute"]

@@ -109,3 +109,14 @@ def test_deploy_without_any_profile_runtime_on_the_device_says_run_setup(ssh_env
             "--remote-workdir", str(tmp_path / "dev"), "--remote-python", str(bare / "bin" / "python"), "--no-cache")
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert "none of the runtimes of profile 'x86-cpu'" in p.stderr and "edgekit setup --host" in p.stderr
+
+
+def test_cli_setup_json_stdout_is_one_document(ssh_env, pinned_profile, tmp_path, cli):
+    """`edgekit setup --json` (the --json coverage test counts on this one): stdout is the setup result alone."""
+    prof = tmp_path / "x86-pinned.yaml"  # written by the pinned_profile fixture
+    r = cli("setup", "--host", ssh_env.spec, "--profile", str(prof), "--known-hosts", str(ssh_env.known_hosts),
+            "--identity-file", str(ssh_env.client_key), "--ssh-config", str(ssh_env.root / "ssh_config"),
+            "--remote-workdir", str(tmp_path / "dev"), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert doc["installed"] == {"numpy": np.__version__}
