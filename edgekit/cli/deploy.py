@@ -74,11 +74,11 @@ def deploy(model, profile, host, ssh, runtime, precision, max_drop, train_budget
     if as_json:
         print_json(report.model_dump(mode="json"))
         return
+    from rich.markup import escape
+
     render_terminal(report, console())
     if out:
         from pathlib import Path
-
-        from rich.markup import escape
 
         console().print(escape(f"wrote {Path(out) / 'report.json'}, report.html, report.md, manifest.json"))
     if report.benchmark is not None:

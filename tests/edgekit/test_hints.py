@@ -13,7 +13,8 @@ OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]+)")
 # options of other tools that edgekit's messages quote on purpose (pip, ssh-keygen, trtexec, benchmark_app ...)
 FOREIGN = {"--no-deps", "--upgrade", "--only-binary", "--platform", "--python-version", "--index-url", "--extra-index-url",
            "--no-cache-dir", "--force-reinstall", "--onnx", "--saveEngine", "--loadEngine", "--fp16", "--int8", "--shapes", "--help",
-           "--probe"}  # --probe: the device harness's own flag (python3 harness.pyz --probe)
+           "--probe",  # --probe: the device harness's own flag (python3 harness.pyz --probe)
+           "--head"}  # `ray start --head`, quoted by the sweep's "cannot reach the Ray cluster" hint
 
 
 def _all_cli_options():
