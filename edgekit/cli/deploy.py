@@ -25,7 +25,7 @@ from edgekit.cli.history import history_option
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Artifact cache (default: the user cache dir, or $EDGEKIT_CACHE_DIR).")
 @click.option("--no-cache", is_flag=True, help="Rebuild every step even if a cached result exists.")
 @click.option("--no-bench", is_flag=True, help="Convert only; do not benchmark.")
-@click.option("--fidelity-samples", type=int, default=8, show_default=True, help="Reference inputs used for each step's fidelity check.")
+@click.option("--fidelity-samples", type=int, default=None, help="Size of the one held-out evaluation set that every fidelity check, the variant search and the on-device check score on (default: the zoo model's, e.g. 32 for ppocr-det; 8 random feeds for models without data).")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading pickled PyTorch files that contain code (runs arbitrary code).")
 @history_option
 @bench_options

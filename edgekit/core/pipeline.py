@@ -50,6 +50,21 @@ class DataSources:
     task_metric_name: Optional[str] = None
     fingerprint: str = "none"  # identity of calib/eval data (e.g. "zoo:ppocr-det" or a file's sha256)
     user_feed: Optional[Dict[str, Any]] = None  # --inputs FILE.npz: real values for fidelity (first sample) and the benchmark
+    eval_count: int = 32  # size of THE held-out evaluation set (default: the zoo model's eval_count)
+    _heldout: Optional[List[Dict[str, Any]]] = field(default=None, repr=False)
+
+    def heldout(self) -> Optional[List[Dict[str, Any]]]:
+        """The one held-out evaluation set (never calibration data), made once: every step's own search, each
+        step's fidelity check, the end-to-end check, the variant search and the on-device check score on it."""
+        if self.eval is None:
+            return None
+        if self._heldout is None:
+            self._heldout = list(self.eval(self.eval_count))
+        return self._heldout
+
+    def heldout_data(self) -> Optional[Callable[[int], List[Dict[str, Any]]]]:
+        """StepContext.eval_data: the held-out set whatever count a step's config asks for (one set decides)."""
+        return None if self.eval is None else (lambda _n: self.heldout())
 
 
 @dataclass
@@ -119,12 +134,15 @@ class Pipeline:
     def reference_feeds(self) -> List[Dict[str, Any]]:
         if self._feeds is None:
             if self.data.eval is not None:
-                self._feeds = list(self.data.eval(self.fidelity_samples))
+                self._feeds = list(self.data.heldout())
                 self._feeds_kind = "eval"
             else:
                 self._feeds = random_feeds(self.data.inputs, self.fidelity_samples, seed=1234)
                 self._feeds_kind = "random"
         return self._feeds
+
+    def _n_ref(self) -> int:
+        return self.data.eval_count if self.data.eval is not None else self.fidelity_samples
 
     def _predict(self, art: Artifact):
         key = art.sha256 + art.format
@@ -141,7 +159,7 @@ class Pipeline:
         """Final artifact vs the original model; cached like a step so a cached re-run stays near-instant."""
         from edgekit.core.steps import FidelityBudget
 
-        key = hashlib.sha256(f"{source.sha256}|{final.sha256}|{self.data.fingerprint}|{self.fidelity_samples}".encode()).hexdigest()
+        key = hashlib.sha256(f"{source.sha256}|{final.sha256}|{self.data.fingerprint}|{self._n_ref()}".encode()).hexdigest()
         path = self.cache_dir / "fidelity" / f"{key}.json"
         if self.use_cache and path.exists():
             try:
@@ -166,7 +184,7 @@ class Pipeline:
             "profile": self.profile.model_dump(mode="json", exclude={"source_file", "description", "name"}),
             "data": self.data.fingerprint if step_cls.name in DATA_STEPS else None,
             "device": self._device_identity(step_cls, config_json),
-            "fidelity_samples": self.fidelity_samples,
+            "fidelity_samples": self._n_ref(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -257,7 +275,7 @@ class Pipeline:
             work_dir=work_dir,
             profile=self.profile,
             calib_data=self.data.calib,
-            eval_data=self.data.eval,
+            eval_data=self.data.heldout_data(),
             task_metric=self.data.task_metric,
             task_metric_name=self.data.task_metric_name,
             runner=self.runner,

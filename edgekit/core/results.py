@@ -131,6 +131,7 @@ class BenchmarkResult(_M):
     energy: Energy
     thermal: Thermal
     warnings: List[str] = Field(default_factory=list)
+    evaluation: Optional[Dict[str, Any]] = None  # evaluation mode: samples, outputs_file (device path), seconds
     native: Dict[str, Any] = Field(default_factory=dict)  # the runtime's own tool on the same artifact, e.g. {"trtexec": {gpu_compute_median_ms...}}
 
 
@@ -148,6 +149,9 @@ class FidelityResult(_M):
     passed: bool
     failures: List[str] = Field(default_factory=list)
     data: str = "random"  # "eval" when the zoo/user evaluation set was used
+    interval: Optional[Dict[str, float]] = None  # 95 % bootstrap interval of the score over samples: lo, hi, level
+    where: str = "host"  # "host": run in-process here; "device": outputs computed by the harness on the target
+    device: Optional[str] = None  # where="device": the machine that ran it, e.g. "aarch64 (emulated)"
 
 
 class StepRecord(_M):
@@ -179,6 +183,8 @@ class DeployReport(_M):
     steps: List[StepRecord]
     artifact: Dict[str, Any]
     fidelity_end_to_end: Optional[FidelityResult] = None
+    fidelity_device: Optional[FidelityResult] = None  # the final artifact's outputs computed on the device, scored here
+    fidelity_check: Optional[Dict[str, Any]] = None  # host and device rows side by side and which one decided
     variants: List[Dict[str, Any]] = Field(default_factory=list)  # --precision auto: every candidate tried
     search: Optional[Dict[str, Any]] = None  # the variant search's budget: {"max_drop", "budget", "score"}
     benchmark: Optional[BenchmarkResult] = None

@@ -56,6 +56,8 @@ class HarnessSpec(BaseModel):
     idle_seconds: float = _default("idle_seconds")
     thermal_zones: List[str] = Field(default_factory=list)
     runtime_options: Dict[str, Any] = Field(default_factory=dict)
+    eval_inputs_file: Optional[str] = _default("eval_inputs_file")  # evaluation mode: held-out feeds (.npz, device path)
+    eval_outputs_file: Optional[str] = _default("eval_outputs_file")  # where the harness writes their outputs
 
 
 class Runner(ABC):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -152,8 +153,11 @@ def compare(
             if rf.ndim in (2, 3) and rf.shape[-1] > 1:
                 agree.append(float(np.mean(np.argmax(rf, axis=-1) == np.argmax(nf, axis=-1))))
     task_score = None
+    interval = None
     if task_metric is not None and not failures:
         task_score = float(task_metric(list(ref), list(new)))
+    if not failures and len(ref):
+        interval = _interval(ref, new, task_metric)
     res = FidelityResult(
         samples=len(ref),
         cosine_min=min(cosines) if cosines else 0.0,
@@ -166,6 +170,7 @@ def compare(
         passed=False,
         failures=failures,
         data=data,
+        interval=interval,
     )
     if cosines and res.cosine_min < budget.min_cosine:
         failures.append(f"cosine {res.cosine_min:.6f} < {budget.min_cosine}")
@@ -182,6 +187,30 @@ def compare(
     return res.model_copy(update={"passed": not failures, "failures": failures})
 
 
+def _interval(ref: Sequence[Outputs], new: Sequence[Outputs], task_metric) -> Optional[Dict[str, float]]:
+    """95 % bootstrap interval of the score (task metric, else mean output cosine) over the samples."""
+    from edgekit.quality.stats import mean_interval
+
+    per: List[float] = []
+    for r, n in zip(ref, new):
+        if task_metric is not None:
+            per.append(float(task_metric([r], [n])))
+        else:
+            cs = [cosine(a, b) for a, b in zip(r, n) if np.issubdtype(np.asarray(a).dtype, np.number)]
+            if cs:
+                per.append(float(np.mean(cs)))
+    try:
+        iv = mean_interval(per)
+    except ValueError:
+        return None
+    return {"lo": iv["lo"], "hi": iv["hi"], "level": iv["level"]}
+
+
+def score_of(res: FidelityResult) -> float:
+    """The one number a budget judges: the task score, else the mean output cosine."""
+    return res.task_score if res.task_score is not None else res.cosine_mean
+
+
 def describe(res: FidelityResult) -> str:
     """One line for tables and messages."""
     parts = [f"cos {res.cosine_min:.5f}", f"max|Δ| {res.max_abs_error:.2e}"]
@@ -189,5 +218,98 @@ def describe(res: FidelityResult) -> str:
         parts.append(f"argmax {res.argmax_agreement:.3f}")
     if res.task_score is not None:
         parts.append(f"{res.task_metric} {res.task_score:.4f}")
+    if res.interval is not None:
+        parts.append(f"95% [{res.interval['lo']:.4f}, {res.interval['hi']:.4f}]")
     parts.append(f"n={res.samples} ({res.data})")
+    if res.where == "device":
+        parts.append(f"on the device{' ' + res.device if res.device else ''}")
     return ", ".join(parts)
+
+
+# ---- on-device fidelity: the held-out feeds go to the device, the runtime's outputs come back (harness evaluate.py)
+def write_eval_feeds(artifact: Artifact, feeds: Sequence[Feeds], directory: Path) -> Path:
+    """The feeds in the artifact's own names/layout as one compressed evaluation archive named by its content
+    (written once: a re-run finds it, and the runner skips the upload when the device has the same sha256)."""
+    import hashlib
+
+    from edgekit.core.fsutil import atomic_write_bytes
+
+    mapped = [_to_model_feed(artifact, f) for f in feeds]
+    names = list(mapped[0]) if mapped else [t.name for t in artifact.inputs]
+    arrays: Dict[str, np.ndarray] = {"__inputs__": np.array(names), "__samples__": np.array(len(mapped))}
+    h = hashlib.sha256(repr((names, len(mapped))).encode())
+    for i, feed in enumerate(mapped):
+        for k, name in enumerate(names):
+            a = np.asarray(feed[name])
+            arrays[f"i{k}_s{i}"] = a
+            h.update(f"{k}|{i}|{a.dtype.name}|{a.shape}".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    path = Path(directory) / f"eval-{h.hexdigest()[:16]}.npz"
+    if not path.exists():
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def outputs_path_for(device_inputs: str, artifact: Artifact, runtime: str) -> str:
+    """Where the harness writes the outputs: beside the pushed feeds, named by artifact and runtime (device path)."""
+
+    stem = device_inputs[: -len(".npz")] if device_inputs.endswith(".npz") else device_inputs
+    return f"{stem}.out-{artifact.sha256[:16]}-{runtime}.npz"
+
+
+def read_eval_outputs(path: Path, artifact: Artifact, samples: int) -> List[Outputs]:
+    """The device's outputs (fetched archive) in the source model's output order and layout."""
+    where = f"evaluation outputs {path}"
+    try:
+        data = np.load(path, allow_pickle=False)
+        n = int(data["__samples__"])
+        n_out = len(data["__outputs__"])
+        out = [_from_model_outputs(artifact, [np.asarray(data[f"o{j}_s{i}"]) for j in range(n_out)]) for i in range(n)]
+    except (OSError, ValueError, KeyError) as exc:
+        raise EdgekitError(f"{where} are unreadable: {exc}", hint="re-run; if it persists, the harness on the device is out of date") from exc
+    if n != samples:
+        raise EdgekitError(f"{where} hold {n} samples, {samples} were sent", hint="re-run; the device may have run an older evaluation")
+    return out
+
+
+def device_label(result: Any) -> str:
+    """'aarch64 (emulated) board-name, onnxruntime 1.x' for the device that computed the outputs."""
+    dev = result.device
+    label = dev.arch + (" (emulated)" if dev.emulated else "")
+    if dev.device_model:
+        label += f" {dev.device_model}"
+    return f"{label}, {result.runtime.name} {result.runtime.version}"
+
+
+def device_fidelity(ref: Sequence[Outputs], result: Any, runner: Any, artifact: Artifact, budget: FidelityBudget,
+                    task_metric: Optional[Callable[[Any, Any], float]] = None, task_metric_name: Optional[str] = None,
+                    data: str = "eval") -> FidelityResult:
+    """Score the outputs the harness computed on the device (result.evaluation) against the source model's `ref`
+    outputs on the same held-out feeds, with the same scorer as the host check. The runner fetches the archive."""
+    import tempfile
+
+    ev = result.evaluation
+    if not ev or not ev.get("outputs_file"):
+        raise EdgekitError("the device run returned no evaluation outputs", hint="the harness on the device is out of date; re-run")
+    with tempfile.TemporaryDirectory(prefix="edgekit-eval-") as td:
+        local = Path(td) / "outputs.npz"
+        runner.pull(ev["outputs_file"], local)
+        new = read_eval_outputs(local, artifact, len(ref))
+    res = compare(ref, new, budget, task_metric, task_metric_name, data=data)
+    return res.model_copy(update={"where": "device", "device": device_label(result)})
+
+
+def check_row(where: str, res: Optional[FidelityResult], budget_score: float, metric: str, why: Optional[str] = None) -> Dict[str, Any]:
+    """One side of the host/device comparison in a report: metric, score, drop, budget, n, interval, or why not."""
+    if res is None:
+        return {"where": where, "metric": metric, "measured": False, "status": f"not measured: {why or 'unknown reason'}",
+                "budget": round(budget_score, 6)}
+    s = score_of(res)
+    return {"where": where, "metric": res.task_metric or "output cosine", "measured": True, "score": round(s, 6),
+            "drop": round(1.0 - s, 6), "budget": round(budget_score, 6), "samples": res.samples,
+            "interval": res.interval, "meets_budget": s >= budget_score - 1e-12, "device": res.device,
+            "status": "measured" + (f" on {res.device}" if res.device else " on this host")}

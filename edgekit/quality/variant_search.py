@@ -29,7 +29,7 @@ class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid")
     runtime: str
     precision: str
-    status: str  # chosen | meets budget | violates budget | infeasible | failed | skipped
+    status: str  # chosen | meets budget | violates budget | not measured | infeasible | failed | skipped
     reason: str = ""
     method: Optional[str] = None  # ptq | qat | lowrank | lowrank+ptq | lowrank+qat | reference (None: plain fp32/fp16)
     steps: List[str] = Field(default_factory=list)
@@ -43,6 +43,39 @@ class Variant(BaseModel):
     # failed its budget: the best score its own held-out search measured)
     train_s: Optional[float] = None  # training time of QAT / fine-tuning steps
     pareto: bool = False  # not dominated in (latency, score, size) among the variants measured
+    device_fidelity: Optional[FidelityResult] = None  # outputs computed on the target (mandatory for TensorRT)
+
+
+def random_feeds_for(data: DataSources, n: int):
+    from edgekit.core.shapes import random_feeds
+
+    return random_feeds(data.inputs, n, seed=1234)
+
+
+def ref_outputs(ref: Dict[str, Any], resolved: Any, feeds, profile: DeviceProfile):
+    """The source model's outputs on the scoring feeds (computed once per search)."""
+    if "outputs" not in ref:
+        from edgekit.quality.fidelity import predict
+
+        ref["outputs"] = predict(resolved.artifact, feeds, threads=profile.threads)
+    return ref["outputs"]
+
+
+def judge_on_device(v: Variant, quick: BenchmarkResult, runner: Any, art: Any, ref: Any, budget: FidelityBudget, data: DataSources) -> Variant:
+    """A variant only the device can run: its device score decides, and without one it stays "not measured"
+    (never "meets budget", never chosen). Updates and returns `v`."""
+    if not quick.evaluation:
+        v.status = "not measured"
+        v.reason = f"not measured: the {quick.runner} run on {quick.device.arch} returned no evaluation outputs"
+        return v
+    from edgekit.quality.fidelity import device_fidelity, score_of
+
+    fid = device_fidelity(ref, quick, runner, art, budget, data.task_metric, data.task_metric_name,
+                          data="eval" if data.eval is not None else "random")
+    v.device_fidelity = fid
+    v.score = score_of(fid)
+    v.status, v.reason = ("meets budget", "scored on the device") if fid.passed else ("violates budget", "on the device: " + "; ".join(fid.failures))
+    return v
 
 
 def candidates(profile: DeviceProfile, runtimes: Optional[List[str]] = None, precisions: Optional[List[str]] = None) -> List[Tuple[str, str]]:
@@ -88,7 +121,8 @@ def search_variants(
     md = DEFAULT_MAX_DROP if max_drop is None else max_drop
     has_task = data.task_metric is not None
     budget = _budget(md, has_task)
-    eval_feeds = data.eval(eval_samples) if data.eval is not None else None
+    # THE held-out set (issue 15 §3): the steps' own searches, each step's check and this scoring all use it
+    eval_feeds = data.heldout()
     variants: List[Variant] = []
     built: Dict[int, Tuple[Plan, PipelineResult]] = {}
     ref: Dict[str, Any] = {}
@@ -128,7 +162,9 @@ def search_variants(
             feeds = eval_feeds if eval_feeds is not None else random_feeds(data.inputs, fidelity_samples, seed=1234)
             if "outputs" not in ref:
                 ref["outputs"] = predict(resolved.artifact, feeds, threads=profile.threads)
-            if host_checkable(art.format):
+            if not host_checkable(art.format):
+                v.status, v.reason = "not measured", f"not measured: a {art.format} artifact runs only on the device; its device score decides"
+            elif host_checkable(art.format):
                 fid = compare(ref["outputs"], predict(art, feeds, threads=profile.threads), budget, data.task_metric, data.task_metric_name, data="eval" if eval_feeds is not None else "random")
                 v.fidelity = fid
                 v.score = fid.task_score if fid.task_score is not None else fid.cosine_mean
@@ -137,14 +173,18 @@ def search_variants(
                     v.reason = "; ".join(fid.failures)
         else:
             v.score = 1.0
-        if v.status == "meets budget" or (extended and v.score is not None):
+        on_device = v.status == "not measured"  # only the target can score it: the quick benchmark runs the held-out set
+        if v.status == "meets budget" or on_device or (extended and v.score is not None):
             progress(f"variant {label}: quick benchmark on {runner.target}")
             try:
-                quick = benchmark(art, profile, runner, data.inputs, runtime=plan.runtime, bench=QUICK_BENCH)
+                dev_feeds = (eval_feeds if eval_feeds is not None else random_feeds_for(data, fidelity_samples)) if on_device else None
+                quick = benchmark(art, profile, runner, data.inputs, runtime=plan.runtime, bench=QUICK_BENCH, **({"eval_feeds": dev_feeds} if on_device else {}))
                 v.median_ms = quick.timing.stats.median_ms
+                if on_device:
+                    judge_on_device(v, quick, runner, art, ref_outputs(ref, resolved, dev_feeds, profile), budget, data)
             except EdgekitError as exc:
-                v.status = "failed"
-                v.reason = exc.message.splitlines()[0]
+                v.status = "failed" if not on_device else "not measured"
+                v.reason = ("" if not on_device else "not measured: ") + exc.message.splitlines()[0]
         progress(f"variant {label}: {v.status}" + (f", {v.median_ms:.2f} ms" if v.median_ms else "") + (f", {describe(v.fidelity)}" if v.fidelity else ""))
         built[len(variants)] = (plan, result)
         variants.append(v)

@@ -143,6 +143,13 @@ def render(report: Union[DeployReport, BenchmarkResult], title: Optional[str] = 
             parts.append(f'<p class="note">note: {escape(n)}</p>')
         if report.fidelity_end_to_end:
             parts.append(f"<p>end-to-end fidelity vs the original: {escape(describe(report.fidelity_end_to_end))}</p>")
+        if report.fidelity_check:
+            from edgekit.report.text import FIDELITY_HEADER, fidelity_check_lines, fidelity_check_rows
+
+            parts.append("<h2>Fidelity on the held-out set: host and device</h2>")
+            parts.append(_table(fidelity_check_rows(report), header=FIDELITY_HEADER))
+            for line in fidelity_check_lines(report):
+                parts.append(f'<p class="{"warn" if line.startswith("warning") else "note"}">{escape(line)}</p>')
         a = report.artifact
         parts.append("<h2>Artifact</h2>" + _table([("path", a.get("path")), ("format", a.get("format")), ("precision", a.get("precision")),
                                                    ("size", f"{a.get('size_bytes', 0) / 1e6:.2f} MB"), ("sha256", a.get("sha256"))]))

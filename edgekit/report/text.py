@@ -72,10 +72,7 @@ def _unprefixed(step: str, note: str) -> str:
 def variant_rows(report: DeployReport, reason_width: Optional[int] = None) -> List[tuple]:
     rows = []
     for v in report.variants:
-        fid = v.get("fidelity")
-        fid_txt = ""
-        if fid:
-            fid_txt = f"{fid['task_metric']} {fid['task_score']:.4f}" if fid.get("task_score") is not None else f"cos {fid['cosine_min']:.5f}"
+        fid_txt = variant_score(v)
         rows.append((
             f"{v['runtime']}/{v['precision']}" + (f" {v['method']}" if v.get("method") else "") + (" *" if v.get("pareto") else ""),
             v["status"],
@@ -85,6 +82,56 @@ def variant_rows(report: DeployReport, reason_width: Optional[int] = None) -> Li
             _clip(v.get("reason") or "", reason_width),
         ))
     return rows
+
+
+def _score_text(fid: dict) -> str:
+    txt = f"{fid['task_metric']} {fid['task_score']:.4f}" if fid.get("task_score") is not None else f"cos {fid['cosine_min']:.5f}"
+    iv = fid.get("interval")
+    return txt + (f" [{iv['lo']:.4f}, {iv['hi']:.4f}]" if iv else "") + f" n={fid['samples']}"
+
+
+def variant_score(v: dict) -> str:
+    """A variant's measured score (host, and device where it ran there), or "not measured: why"."""
+    parts = []
+    if v.get("fidelity"):
+        parts.append(_score_text(v["fidelity"]))
+    if v.get("device_fidelity"):
+        parts.append("device " + _score_text(v["device_fidelity"]))
+    if parts:
+        return "; ".join(parts)
+    if v.get("score") is not None:
+        return f"{v['score']:.4f}" + (" (its step's own search)" if v.get("status") == "failed" else "")
+    if str(v.get("reason", "")).startswith("not measured"):
+        return str(v["reason"]).split(";")[0]
+    return f"not measured: {v.get('status')} (see reason)"
+
+
+def fidelity_check_rows(report: DeployReport) -> List[tuple]:
+    """Host and device scores of the final artifact side by side: where, metric, score, drop, budget, n, interval."""
+    check = report.fidelity_check or {}
+    rows = []
+    for r in check.get("rows", []):
+        where = r["where"] + (f" {r['device']}" if r.get("device") else "") + (" (decided)" if r["where"] == check.get("decided_by") else "")
+        if not r.get("measured"):
+            rows.append((where, r["metric"], "—", "—", f"≥ {r['budget']:.4f}", "—", "—", r["status"]))
+            continue
+        iv = r.get("interval")
+        rows.append((where, r["metric"], f"{r['score']:.4f}", f"{r['drop']:.4f}", f"≥ {r['budget']:.4f}", str(r["samples"]),
+                     f"[{iv['lo']:.4f}, {iv['hi']:.4f}]" if iv else "—",
+                     "meets budget" if r.get("meets_budget") else "below budget"))
+    return rows
+
+
+FIDELITY_HEADER = ("measured on", "metric", "score", "drop", "budget", "n", "95% interval", "verdict")
+
+
+def fidelity_check_lines(report: DeployReport) -> List[str]:
+    """The note and warning lines under the host/device table."""
+    check = report.fidelity_check or {}
+    out = [f"decided by the {check['decided_by']} score: {check.get('note', '')}"] if check.get("decided_by") else []
+    if check.get("warning"):
+        out.append("warning: " + check["warning"])
+    return out
 
 
 def _clip(text: str, width: Optional[int]) -> str:
@@ -121,6 +168,15 @@ def render_terminal(report: DeployReport, console=None) -> None:
             console.print(f"[dim]{r.step}:[/dim] {escape(_unprefixed(r.step, n))}")
     if report.fidelity_end_to_end:
         console.print(escape(f"end-to-end fidelity vs original: {describe(report.fidelity_end_to_end)}"))
+    if report.fidelity_check:
+        ft = Table(title=escape(f"fidelity vs the source model on the held-out set: host and device"), title_justify="left")
+        for col in FIDELITY_HEADER:
+            ft.add_column(col)
+        for row in fidelity_check_rows(report):
+            ft.add_row(*[escape(str(c)) for c in row])
+        console.print(ft)
+        for line in fidelity_check_lines(report):
+            console.print(escape(line), style="yellow" if line.startswith("warning") else None)
     if report.benchmark:
         note = f" — {report.benchmark.timing.note}" if report.benchmark.timing.note else ""
         b = Table(title=escape(f"benchmark on {report.target}{note}"), title_justify="left", show_header=False)
@@ -171,6 +227,10 @@ def to_markdown(report: DeployReport) -> str:
             lines.append(f"- {r.step}: {_unprefixed(r.step, n)}")
     if report.fidelity_end_to_end:
         lines += ["", f"End-to-end fidelity vs the original model: {describe(report.fidelity_end_to_end)}"]
+    if report.fidelity_check:
+        lines += ["", "## Fidelity on the held-out set: host and device", "", _md_row(FIDELITY_HEADER), "|" + "---|" * len(FIDELITY_HEADER)]
+        lines += [_md_row(row) for row in fidelity_check_rows(report)]
+        lines += [""] + [f"- {md_cell(line)}" for line in fidelity_check_lines(report)]
     if report.benchmark:
         note = f" — {report.benchmark.timing.note}" if report.benchmark.timing.note else ""
         lines += ["", f"## Benchmark ({report.target}){note}", "", "| metric | value |", "|---|---|"]

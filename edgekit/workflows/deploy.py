@@ -19,7 +19,7 @@ from edgekit.core.profiles import DeviceProfile, load_profile
 from edgekit.core.registry import get_runner
 from edgekit.core.results import BenchmarkResult, DeployReport
 from edgekit.core.runner_interface import HarnessSpec, InputSpec, Runner
-from edgekit.core.shapes import resolve_inputs
+from edgekit.core.shapes import random_feeds, resolve_inputs
 
 Progress = Callable[[str], None]
 
@@ -68,13 +68,14 @@ def build_data(
     calib_preprocess: Optional[str] = None,
     calib_samples: int = 128,
     inputs_file: Optional[Union[str, Path]] = None,
+    eval_count: Optional[int] = None,
 ) -> DataSources:
     """Calibration/evaluation data and concrete input shapes: user data first, else the zoo's, else none.
 
     With `inputs_file` (--inputs FILE.npz) its values are the first evaluation sample (fidelity) and the
     benchmark's feed, and its arrays fix the input shapes."""
     if inputs_file is None:
-        return _build_data(model, shapes, calib, calib_preprocess, calib_samples)
+        return _with_count(_build_data(model, shapes, calib, calib_preprocess, calib_samples), model, eval_count)
     from edgekit.core import feeds as feeds_mod
 
     feed = feeds_mod.load_inputs_file(inputs_file, model.artifact.inputs, model=model.label, shapes=shapes)
@@ -89,6 +90,16 @@ def build_data(
     data.eval = eval_with_user
     data.user_feed = feed
     data.fingerprint = f"{data.fingerprint}+inputs:{feeds_mod.fingerprint(feed)}"
+    return _with_count(data, model, eval_count)
+
+
+def _with_count(data: DataSources, model: ResolvedModel, eval_count: Optional[int]) -> DataSources:
+    """Size the held-out evaluation set: --fidelity-samples, else the zoo model's default (what a stable estimate
+    costs for it), else 8 random feeds' worth for models without evaluation data."""
+    if eval_count is not None:
+        data.eval_count = int(eval_count)
+    else:
+        data.eval_count = int(getattr(model.zoo, "eval_count", 0) or (32 if data.eval is not None else 8))
     return data
 
 
@@ -260,8 +271,11 @@ def benchmark(
     bench: Optional[Dict[str, Any]] = None,
     progress: Optional[Progress] = None,
     feed: Optional[Dict[str, Any]] = None,
+    eval_feeds: Optional[Sequence[Dict[str, Any]]] = None,
 ) -> BenchmarkResult:
-    """Push and time `artifact`; `feed` (--inputs, source names/layout) replaces the harness's random inputs."""
+    """Push and time `artifact`; `feed` (--inputs, source names/layout) replaces the harness's random inputs.
+    With `eval_feeds` (source names/layout) the harness also runs them after timing (evaluation mode) and leaves
+    their outputs on the device (result.evaluation.outputs_file) for edgekit.quality.fidelity.device_fidelity."""
     rt = runtime_for(artifact, runtime)
     from edgekit.core.resources import check_benchmark_memory
 
@@ -273,6 +287,13 @@ def benchmark(
     if feed is not None:
         device_inputs = _push_feed(artifact, feed, runner)
     spec = harness_spec(artifact, device_path, profile, rt, inputs, bench or {}, inputs_file=device_inputs)
+    if eval_feeds:
+        from edgekit.quality.fidelity import outputs_path_for, write_eval_feeds
+
+        if progress:
+            progress(f"pushing {len(eval_feeds)} held-out evaluation samples to {runner.target} (run after timing, outside it)")
+        device_eval = _push_local_file(write_eval_feeds(artifact, eval_feeds, _work_dir("eval")), runner, "eval")
+        spec = spec.model_copy(update={"eval_inputs_file": device_eval, "eval_outputs_file": outputs_path_for(device_eval, artifact, rt)})
     if progress:
         progress(f"benchmarking on {runner.target} with {rt} ({spec.threads} threads, ≥{spec.min_runs} runs and ≥{spec.min_seconds:g} s)")
     result = runner.run_harness(spec)
@@ -297,6 +318,28 @@ def bench_inputs(artifact: Artifact, shapes: Optional[Dict[str, List[int]]] = No
         feed = load_inputs_file(inputs_file, artifact.inputs, model=str(artifact.path), shapes=overrides)
         overrides.update({n: list(a.shape) for n, a in feed.items()})
     return resolve_inputs(artifact.inputs, overrides=overrides, model=str(artifact.path)), feed
+
+
+def _work_dir(kind: str) -> Path:
+    """A directory under the cache for files made to be pushed (content-named), or a temp dir if that is not writable."""
+    import tempfile
+
+    from edgekit.core.pipeline import default_cache_dir
+
+    directory = default_cache_dir() / kind
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix=f"edgekit-{kind}-"))
+
+
+def _push_local_file(path: Path, runner: Runner, kind: str) -> str:
+    """Make a local file available on the device (runners without push_files run here: the local path)."""
+    push_files = getattr(runner, "push_files", None)
+    if push_files is not None:
+        return push_files([path], kind=kind)[0]
+    return str(path.resolve())
 
 
 def _push_feed(artifact: Artifact, feed: Dict[str, Any], runner: Runner) -> str:
@@ -344,7 +387,7 @@ def deploy(
     bench: Optional[Dict[str, Any]] = None,
     run_benchmark: bool = True,
     trust_pickle: bool = False,
-    fidelity_samples: int = 8,
+    fidelity_samples: Optional[int] = None,
     progress: Optional[Progress] = None,
     command: Optional[str] = None,
     history: Optional[Union[str, Path]] = None,
@@ -353,8 +396,9 @@ def deploy(
     """Plan, convert (cached), push and benchmark; writes artifacts and reports to `out` atomically."""
     progress = progress or (lambda m: None)
     t_start = time.perf_counter()
-    if fidelity_samples < 1:
-        raise UsageError(f"--fidelity-samples must be at least 1, got {fidelity_samples}", hint="each step's output is compared with its source on that many inputs (default 8)")
+    if fidelity_samples is not None and fidelity_samples < 1:
+        raise UsageError(f"--fidelity-samples must be at least 1, got {fidelity_samples}",
+                         hint="the held-out evaluation set has that many samples (default: the zoo model's eval_count, 32 for ppocr-det; 8 random feeds without data)")
     if cache_dir is not None:
         cache_dir = Path(cache_dir).expanduser().resolve()  # resolved once, here: steps run in other directories
     from edgekit.report import history as hist
@@ -382,7 +426,8 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
     timings: Dict[str, float] = {}
     resolved = _signature_from_shapes(resolve_model(model, trust_pickle=trust_pickle), shapes)
     timings["load_s"] = time.perf_counter() - t_start
-    data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess, inputs_file=inputs_file)
+    data = build_data(resolved, shapes=shapes, calib=calib, calib_preprocess=calib_preprocess, inputs_file=inputs_file, eval_count=fidelity_samples)
+    fidelity_samples = data.eval_count  # one held-out set (or this many random feeds) judges every step and variant
     from edgekit.core.resources import check_benchmark_memory, check_fidelity_memory
 
     # before any feed exists or any conversion runs (the benchmark is checked again with the final artifact)
@@ -442,10 +487,15 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
                     raise
         finally:
             timings["pipeline_s"] = time.perf_counter() - t0
+        eval_feeds = pipeline.reference_feeds() if pipeline is not None else (data.heldout() or random_feeds(data.inputs, data.eval_count, seed=1234))
         if run_benchmark and runner is not None:
             t0 = time.perf_counter()
-            bench_result = benchmark(result.artifact, prof, runner, data.inputs, runtime=plan.runtime, bench=bench, progress=progress, feed=data.user_feed)
+            bench_result = benchmark(result.artifact, prof, runner, data.inputs, runtime=plan.runtime, bench=bench, progress=progress, feed=data.user_feed,
+                                     eval_feeds=eval_feeds)
             timings["benchmark_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        check = fidelity_check(resolved, result, bench_result, runner, data, eval_feeds, max_drop, plan.runtime, progress, pipeline)
+        timings["fidelity_check_s"] = time.perf_counter() - t0
     except EdgekitError as err:
         if outdir is not None and pipeline is not None and pipeline.records:
             _keep_partial(outdir, pipeline, plan, resolved, prof, command or "", err, progress)
@@ -460,7 +510,61 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
 
         md = DEFAULT_MAX_DROP if max_drop is None else max_drop
         search = {"max_drop": md, "budget": 1.0 - md, "score": data.task_metric_name or "output cosine"}
-    return _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, outdir, data.inputs, search, history)
+    return _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, outdir, data.inputs, search, history, check)
+
+
+def fidelity_check(resolved, result, bench_result, runner, data, feeds, max_drop, runtime, progress, pipeline=None) -> Dict[str, Any]:
+    """Host and device scores of the final artifact against the source, on the same held-out feeds and with the
+    same scorer, and which one decided. For formats only the device can run (TensorRT engines) the device score is
+    the only check and is mandatory: a missing or failing one raises FidelityError (the artifact is refused)."""
+    from edgekit.quality.fidelity import check_row, compare, device_fidelity, predict
+    from edgekit.quality.variant_search import DEFAULT_MAX_DROP, _budget
+
+    md = DEFAULT_MAX_DROP if max_drop is None else max_drop
+    budget = _budget(md, data.task_metric is not None)
+    metric = data.task_metric_name or "output cosine"
+    kind = "eval" if data.eval is not None else "random"
+    src, final = resolved.artifact, result.artifact
+    host_ok = runtimes.host_checkable(final.format) or final.format in ("pytorch", "torchscript", "exported_program")
+    ref = pipeline._predict(src) if pipeline is not None else predict(src, feeds)
+    host_res, host_why = None, None
+    if host_ok:
+        if final.sha256 == src.sha256 and final.format == src.format:
+            new = ref  # deployed as is: the host runs the source itself
+        else:
+            new = pipeline._predict(final) if pipeline is not None else predict(final, feeds)
+        host_res = compare(ref, new, budget, data.task_metric, data.task_metric_name, data=kind)
+    else:
+        host_why = f"a {final.format} artifact runs only on the device (built there for its GPU)"
+    dev_res, dev_why = None, None
+    if bench_result is None:
+        dev_why = "no benchmark was run on the device (--no-bench)"
+    elif not bench_result.evaluation:
+        dev_why = f"the {bench_result.runner} run returned no evaluation outputs" + (
+            " (the Android demo app has no evaluation mode)" if bench_result.runner == "adb" else "")
+    else:
+        progress(f"scoring the device's outputs on {len(feeds)} held-out samples against the source model ({metric})")
+        dev_res = device_fidelity(ref, bench_result, runner, final, budget, data.task_metric, data.task_metric_name, data=kind)
+    budget_score = 1.0 - md
+    decided = "host" if host_ok else "device"
+    rows = [check_row("host", host_res, budget_score, metric, host_why), check_row("device", dev_res, budget_score, metric, dev_why)]
+    out: Dict[str, Any] = {"metric": metric, "max_drop": md, "budget": budget_score, "data": kind, "samples": len(feeds),
+                           "decided_by": decided, "rows": rows, "device_result": dev_res}
+    if decided == "host":
+        out["note"] = ("the host check on the held-out set decided (each step was refused on it); the device score is "
+                       "measured on the target's own runtime build beside it")
+        if dev_res is not None and not rows[1]["meets_budget"]:
+            out["warning"] = (f"the device scores {rows[1]['score']:.4f} < budget {budget_score:.4f} although the host "
+                              f"scores {rows[0]['score']:.4f}: the target's kernels differ from this host's")
+    else:
+        out["note"] = "only the device can run this artifact: its score is the only check, and it is mandatory"
+        if bench_result is None:
+            out["warning"] = f"not checked: {dev_why}; this {final.format} artifact has no measured score"
+        elif dev_res is None or not rows[1]["meets_budget"]:
+            why = rows[1]["status"] if dev_res is None else f"{metric} {rows[1]['score']:.4f} < budget {budget_score:.4f}"
+            raise FidelityError(f"the {final.format} artifact on {runtime} does not meet the budget on the device: {why}",
+                                hint="an engine without a measured device score is never accepted; run with the benchmark, or raise --max-drop if the score is acceptable")
+    return out
 
 
 def _first_plan(resolved, prof: DeviceProfile, options: PlanOptions, searching: bool, progress: Progress, device_note: Optional[str] = None) -> Optional[Plan]:
@@ -482,7 +586,7 @@ def _first_plan(resolved, prof: DeviceProfile, options: PlanOptions, searching: 
     return plan
 
 
-def _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, outdir, inputs, search, history) -> DeployReport:
+def _report(command, resolved, prof, plan, result, bench_result, runner, timings, variants, outdir, inputs, search, history, check=None) -> DeployReport:
     """The DeployReport of a finished run, written to the staged --out (report.json last) and swapped in, and
     recorded in the history when it was benchmarked."""
     from edgekit.report import build_report, write_outputs
@@ -500,6 +604,8 @@ def _report(command, resolved, prof, plan, result, bench_result, runner, timings
     )
     if variants:
         report = report.model_copy(update={"variants": variants, "search": search})
+    if check is not None:
+        report = report.model_copy(update={"fidelity_device": check.pop("device_result", None), "fidelity_check": check})
     if outdir is not None:
         report = write_outputs(outdir.stage, report, result, outdir.shown_path, inputs=inputs, power_mode=prof.power_mode)
     if bench_result is not None:

@@ -11,6 +11,7 @@ from .common import emit_progress, model_size_bytes, numpy
 from .device import EMULATED_NOTE, device_info, peak_rss, rss_mb, thermal_snapshot, throttled_during
 from .energy import EnergyCollector, EnergyUnavailable, open_energy_source, summarize_energy
 from .errors import HarnessError, InferenceFailed, ModelLoadFailed, RuntimeMissing
+from .evaluate import run_evaluation
 from .schema import HARNESS_VERSION, SCHEMA_VERSION
 from .spec import make_inputs
 
@@ -165,6 +166,7 @@ def run_benchmark(spec):
     thermal_after = thermal_snapshot(spec["thermal_zones"])
     peak, mem_source = peak_rss()
     throttled, notes = _thermal_notes(thermal_before, thermal_after, warnings)
+    evaluation = run_evaluation(session, spec) if spec["eval_inputs_file"] else None  # after timing: never inside it
     runtime_options = dict(session.options)
     runtime_options["import_ms"] = round(import_ms, 3)
     runtime_options["harness_version"] = HARNESS_VERSION
@@ -193,4 +195,5 @@ def run_benchmark(spec):
         "energy": energy if energy is not None else {"available": False, "reason": "energy not measured"},
         "thermal": {"before": thermal_before, "after": thermal_after, "throttled": throttled, "notes": notes},
         "warnings": warnings,
+        "evaluation": evaluation,
     }

@@ -31,6 +31,8 @@ SPEC_FIELDS = {
     "energy_rails": (list, []), "energy_interval_ms": (int, 100), "idle_seconds": ((int, float), 2.0),
     "thermal_zones": (list, []), "runtime_options": (dict, {}),
     "energy_options": (dict, {}),  # sensor overrides (sysfs root, sensor command), e.g. for captured layouts
+    # evaluation mode (evaluate.py): held-out feeds in, the runtime's outputs out, both .npz on the device
+    "eval_inputs_file": ((str, type(None)), None), "eval_outputs_file": ((str, type(None)), None),
 }
 REQUIRED_FIELDS = ("model_path", "model_format", "runtime")
 INPUT_FIELDS = ("name", "shape", "dtype", "low", "high")

@@ -48,6 +48,8 @@ def validate_spec(doc):
         raise SpecError("spec field 'max_seconds' must be > 0")
     if spec["min_runs"] < 1 and spec["min_seconds"] <= 0:
         raise SpecError("min_runs and min_seconds are both 0: nothing would be timed")
+    if bool(spec["eval_inputs_file"]) != bool(spec["eval_outputs_file"]):
+        raise SpecError("spec fields 'eval_inputs_file' and 'eval_outputs_file' go together (one is missing)")
     inputs = []
     for i, item in enumerate(spec["inputs"]):
         if not isinstance(item, dict):
