@@ -115,7 +115,7 @@ def test_setup_then_deploy_ppocr_det_on_raspberry_pi_5(board, cli, tmp_path):
     with board.sensors("pi5"):
         d = cli("deploy", "zoo:ppocr-det", "--profile", "raspberry-pi-5", *board.ssh_args(wd), "--runtime", "onnxruntime",
                 "--shape", "x=1x3x320x320", "--out", str(out), "--warmup-runs", "1", "--warmup-seconds", "0",
-                "--min-runs", "3", "--min-seconds", "6", timeout=2400)
+                "--min-runs", "3", "--min-seconds", "6", "--fidelity-samples", "2", timeout=2400)
     assert d.returncode == 0, d.stderr
     assert EMULATED in d.stdout  # the terminal marks the timings
     rep = json.loads((out / "report.json").read_text())
@@ -130,3 +130,13 @@ def test_setup_then_deploy_ppocr_det_on_raspberry_pi_5(board, cli, tmp_path):
     assert b["thermal"]["throttled"] is False and b["thermal"]["before"]["throttled_raw"] == "throttled=0x0"
     md = (out / "report.md").read_text()
     assert f"— {EMULATED}" in md and md.count(f"({EMULATED})") >= 6
+    # fidelity measured ON the board (its aarch64 onnxruntime ran the 2 held-out pages) next to the host's score
+    assert b["evaluation"]["samples"] == 2
+    dev = rep["fidelity_device"]
+    assert dev["where"] == "device" and dev["device"].startswith("aarch64 (emulated)") and "onnxruntime 1.23.2" in dev["device"]
+    assert dev["samples"] == 2 and dev["task_metric"] == "text-mask IoU" and 0.0 <= dev["task_score"] <= 1.0
+    host, device = rep["fidelity_check"]["rows"]
+    assert host["where"] == "host" and host["measured"] and host["samples"] == 2 and host["device"] is None
+    assert device["measured"] and device["score"] == pytest.approx(dev["task_score"], abs=1e-6)
+    assert rep["fidelity_check"]["decided_by"] == "host" and device["interval"]["lo"] <= device["score"] <= device["interval"]["hi"]
+    assert "Fidelity on the held-out set: host and device" in md and "device aarch64 (emulated)" in md

@@ -93,3 +93,17 @@ def test_pareto_front():
 def test_empty_samples_rejected():
     with pytest.raises(ValueError, match="no finite"):
         stats.median([float("nan")])
+
+
+def test_mean_interval_of_scores_brackets_the_mean_narrows_with_n_and_is_reproducible():
+    from edgekit.quality.stats import mean_interval
+
+    rng = np.random.default_rng(3)
+    small = rng.uniform(0.9, 1.0, size=8)
+    big = rng.uniform(0.9, 1.0, size=200)
+    a, b = mean_interval(small), mean_interval(big)
+    assert a["lo"] <= a["mean"] <= a["hi"] and b["lo"] <= b["mean"] <= b["hi"]
+    assert b["hi"] - b["lo"] < a["hi"] - a["lo"]
+    assert mean_interval(small) == a and a["n"] == 8 and a["level"] == 0.95
+    assert mean_interval([0.97]) == {"mean": 0.97, "lo": 0.97, "hi": 0.97, "level": 0.95, "n": 1}
+    assert mean_interval([1.0] * 10)["lo"] == 1.0

@@ -171,3 +171,34 @@ def test_a_relative_cache_dir_still_gives_a_runnable_harness(tmp_path, monkeypat
     assert path.is_absolute() and path.is_relative_to(tmp_path / "relative-cache")
     with LocalRunner(load_profile("x86-cpu")) as runner:
         assert runner.probe()["harness_version"] >= 1
+
+
+@needs36
+def test_evaluation_mode_under_python36(tmp_path):
+    """The held-out feeds in, the runtime's outputs out, under JetPack 4's Python 3.6 and numpy 1.19."""
+    has = subprocess.run([PY36, "-c", "import numpy, onnxruntime"], capture_output=True, timeout=60).returncode == 0
+    if not has:
+        pytest.skip(f"{PY36} has no numpy+onnxruntime (e.g. a venv with numpy==1.19.5 onnxruntime==1.10.0; set EDGEKIT_PY36)")
+    import numpy as np
+
+    from edgekit.core.artifact import Artifact
+    from edgekit.quality.fidelity import predict, read_eval_outputs, write_eval_feeds
+    from edgekit.zoo import models as zoo
+
+    rec = zoo.resolve("zoo:ppocr-rec")
+    art = rec.artifact()
+    feeds = rec.eval_feeds(3)
+    inputs = write_eval_feeds(art, feeds, tmp_path)
+    outputs = tmp_path / "out" / "o.npz"
+    spec = {"model_path": str(art.path), "model_format": "onnx", "runtime": "onnxruntime", "threads": 1, "warmup_runs": 0,
+            "warmup_seconds": 0.0, "min_runs": 1, "min_seconds": 0.0, "idle_seconds": 0.0,
+            "inputs": [{"name": "x", "shape": [1, 3, 48, 320], "dtype": "float32"}],
+            "eval_inputs_file": str(inputs), "eval_outputs_file": str(outputs)}
+    p = subprocess.run([PY36, str(HARNESS), "-"], input=json.dumps(spec), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["evaluation"]["samples"] == 3 and doc["evaluation"]["outputs_file"] == str(outputs)
+    got = read_eval_outputs(outputs, art, 3)
+    ref = predict(art, feeds)
+    assert all(np.allclose(g[0], r[0], atol=1e-4) for g, r in zip(got, ref))
+    assert rec.task_metric(ref, got) == 1.0
