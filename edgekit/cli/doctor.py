@@ -98,9 +98,14 @@ def _mismatches(probe: Dict[str, Any], profile) -> List[str]:
     if arch and arch != profile.cpu.isa and not (arch == "arm64" and profile.cpu.isa == "aarch64"):
         out.append(f"host arch is {arch} but profile '{profile.name}' describes {profile.cpu.isa}")
     cores = probe.get("cores")
-    if cores and cores != profile.cpu.cores:
-        out.append(f"host has {cores} cores, profile says {profile.cpu.cores}")
-    out += feature_mismatches(probe.get("cpu_flags"), profile)
+    if probe.get("emulated"):
+        # under qemu-user /proc/cpuinfo and the core count are the emulator host's: comparing them says nothing
+        out.append(f"emulated ({probe.get('emulation') or 'qemu'}): CPU model, cores and ISA features seen here are the "
+                   f"emulator host's ({probe.get('cpu_model') or 'unknown CPU'}), not the board's; not checked against the profile")
+    else:
+        if cores and cores != profile.cpu.cores:
+            out.append(f"host has {cores} cores, profile says {profile.cpu.cores}")
+        out += feature_mismatches(probe.get("cpu_flags"), profile)
     from edgekit.core import runtimes
 
     rts = probe.get("runtimes", {})
@@ -162,7 +167,8 @@ def _render(report: Dict[str, Any]) -> None:
 
     c = console()
     p = report["device"]
-    c.print(f"[bold]{esc(str(report['target']))}[/bold]: " + esc(f"{p.get('hostname')} — {p.get('arch')}, {p.get('os')}, Python {p.get('python')}, {p.get('cores')} cores, {p.get('cpu_model') or ''}"))
+    c.print(f"[bold]{esc(str(report['target']))}[/bold]: " + esc(f"{p.get('hostname')} — {p.get('arch')}, {p.get('os')}, Python {p.get('python')}, {p.get('cores')} cores, {p.get('cpu_model') or ''}"
+                                                                   + (" (emulated: the emulator host's CPU)" if p.get("emulated") else "")))
     if p.get("emulated"):
         c.print(f"[yellow]emulated:[/yellow] {esc(p.get('emulation') or '')} — timings from here are not representative")
     setup = (p.get("ssh") or {}).get("setup")
