@@ -50,15 +50,18 @@ class DataSources:
     task_metric_name: Optional[str] = None
     fingerprint: str = "none"  # identity of calib/eval data (e.g. "zoo:ppocr-det" or a file's sha256)
     user_feed: Optional[Dict[str, Any]] = None  # --inputs FILE.npz: real values for fidelity (first sample) and the benchmark
-    eval_count: int = 32  # size of THE held-out evaluation set (default: the zoo model's eval_count)
+    eval_count: Optional[int] = None  # size of THE held-out evaluation set (deploy: --fidelity-samples or the zoo model's)
     _heldout: Optional[List[Dict[str, Any]]] = field(default=None, repr=False)
 
-    def heldout(self) -> Optional[List[Dict[str, Any]]]:
+    def heldout(self, default_count: int = 32) -> Optional[List[Dict[str, Any]]]:
         """The one held-out evaluation set (never calibration data), made once: every step's own search, each
-        step's fidelity check, the end-to-end check, the variant search and the on-device check score on it."""
+        step's fidelity check, the end-to-end check, the variant search and the on-device check score on it.
+        Without an eval_count the first caller's default fixes it (a Pipeline's fidelity_samples)."""
         if self.eval is None:
             return None
         if self._heldout is None:
+            if self.eval_count is None:
+                self.eval_count = int(default_count)
             self._heldout = list(self.eval(self.eval_count))
         return self._heldout
 
@@ -120,6 +123,8 @@ class Pipeline:
         self.cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir()
         self.runner = runner
         self.fidelity_samples = fidelity_samples
+        if data.eval is not None and data.eval_count is None:
+            data.eval_count = fidelity_samples  # fixed before any step draws the held-out set
         self.progress = progress or (lambda msg: None)
         self.use_cache = use_cache
         self.records: List[StepRecord] = []
@@ -134,7 +139,7 @@ class Pipeline:
     def reference_feeds(self) -> List[Dict[str, Any]]:
         if self._feeds is None:
             if self.data.eval is not None:
-                self._feeds = list(self.data.heldout())
+                self._feeds = list(self.data.heldout(self.fidelity_samples))
                 self._feeds_kind = "eval"
             else:
                 self._feeds = random_feeds(self.data.inputs, self.fidelity_samples, seed=1234)
@@ -142,7 +147,7 @@ class Pipeline:
         return self._feeds
 
     def _n_ref(self) -> int:
-        return self.data.eval_count if self.data.eval is not None else self.fidelity_samples
+        return (self.data.eval_count or self.fidelity_samples) if self.data.eval is not None else self.fidelity_samples
 
     def _predict(self, art: Artifact):
         key = art.sha256 + art.format

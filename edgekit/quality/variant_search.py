@@ -122,7 +122,7 @@ def search_variants(
     has_task = data.task_metric is not None
     budget = _budget(md, has_task)
     # THE held-out set (issue 15 §3): the steps' own searches, each step's check and this scoring all use it
-    eval_feeds = data.heldout()
+    eval_feeds = data.heldout(fidelity_samples)
     variants: List[Variant] = []
     built: Dict[int, Tuple[Plan, PipelineResult]] = {}
     ref: Dict[str, Any] = {}

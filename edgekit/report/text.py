@@ -27,7 +27,8 @@ def bench_rows(b: BenchmarkResult) -> List[tuple]:
         ("peak RSS", "—" if b.memory.peak_rss_mb is None else f"{b.memory.peak_rss_mb:.1f} MB"),
         ("model size", _mb(b.model.size_bytes)),
         ("runtime", f"{b.runtime.name} {b.runtime.version}, {b.runtime.threads} threads"),
-        ("device", f"{b.device.hostname} ({b.device.arch}, {b.device.cpu_model or '?'})" + (" — EMULATED" if b.device.emulated else "")),
+        ("device", f"{b.device.hostname} ({b.device.arch}, {b.device.cpu_model or '?'}" + (" — the emulator host's CPU)" if b.device.emulated else ")")
+         + (" — EMULATED" if b.device.emulated else "")),
     ]
     if b.timing.note:  # e.g. qemu-user: mark every timing, not just the headline
         timed = {"latency median", "latency mean ± std", "latency p90 / p99", "latency min / max", "throughput", "load / first inference"}

@@ -126,13 +126,16 @@ def _build_data(model, shapes, calib, calib_preprocess, calib_samples) -> DataSo
             fingerprint=fingerprint,
         )
     if zoo is not None:
+        # --shape also shapes the zoo's calibration/held-out samples (a 320x320 deploy is checked on 320x320 pages);
+        # the zoo makes one sample per feed, so a batched --shape keeps the zoo's own shapes
+        zshapes = {k: list(v) for k, v in (shapes or {}).items() if k in zoo.default_shapes and list(v)[:1] == [1]} or None
         return DataSources(
             inputs=inputs,
-            calib=lambda n: zoo.calib_feeds(n),
-            eval=lambda n: zoo.eval_feeds(n),
+            calib=lambda n: zoo.calib_feeds(n, shapes=zshapes),
+            eval=lambda n: zoo.eval_feeds(n, shapes=zshapes),
             task_metric=zoo.task_metric,
             task_metric_name=zoo.task_metric_name,
-            fingerprint=f"zoo:{zoo.name}",
+            fingerprint=f"zoo:{zoo.name}" + (f"@{sorted(zshapes.items())}" if zshapes else ""),
         )
     return DataSources(inputs=inputs)
 
@@ -487,7 +490,7 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
                     raise
         finally:
             timings["pipeline_s"] = time.perf_counter() - t0
-        eval_feeds = pipeline.reference_feeds() if pipeline is not None else (data.heldout() or random_feeds(data.inputs, data.eval_count, seed=1234))
+        eval_feeds = pipeline.reference_feeds() if pipeline is not None else (data.heldout(fidelity_samples) or random_feeds(data.inputs, fidelity_samples, seed=1234))
         if run_benchmark and runner is not None:
             t0 = time.perf_counter()
             bench_result = benchmark(result.artifact, prof, runner, data.inputs, runtime=plan.runtime, bench=bench, progress=progress, feed=data.user_feed,

@@ -61,3 +61,14 @@ def test_eval_count_defaults_to_the_zoo_models_and_fidelity_samples_overrides():
     assert build_data(det).eval_count == 32 == det.zoo.eval_count
     assert build_data(resolve_model("zoo:ppocr-rec")).eval_count == 128
     assert build_data(det, eval_count=3).eval_count == 3
+
+
+def test_shape_shapes_the_zoo_heldout_and_calibration_samples():
+    """A 320x320 deploy is judged on 320x320 pages (and calibrated on them); a batched --shape keeps the zoo's."""
+    det = resolve_model("zoo:ppocr-det")
+    small = build_data(det, shapes={"x": [1, 3, 320, 320]}, eval_count=2)
+    assert [f["x"].shape for f in small.heldout()] == [(1, 3, 320, 320)] * 2 and small.calib(1)[0]["x"].shape == (1, 3, 320, 320)
+    plain = build_data(det, eval_count=2)
+    assert plain.heldout()[0]["x"].shape == (1, 3, 640, 640) and small.fingerprint != plain.fingerprint  # cache keys differ
+    batched = build_data(det, shapes={"x": [4, 3, 320, 320]}, eval_count=1)
+    assert batched.heldout()[0]["x"].shape == (1, 3, 640, 640) and batched.inputs[0].shape == [4, 3, 320, 320]

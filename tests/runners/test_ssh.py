@@ -532,6 +532,10 @@ def test_cli_deploy_ppocr_det_to_ssh_host_then_cached_rerun(ssh_env, tmp_path, c
     bench = report["benchmark"]
     assert bench["runner"] == "ssh" and bench["host"] == ssh_env.spec
     assert bench["timing"]["runs"] >= 3
+    # the 2 held-out pages ran on the "device" too, and their outputs were fetched and scored beside the host's
+    host, device = report["fidelity_check"]["rows"]
+    assert host["measured"] and device["measured"] and device["samples"] == 2 == bench["evaluation"]["samples"]
+    assert report["fidelity_device"]["where"] == "device" and bench["evaluation"]["outputs_file"].startswith(str(wd) + "/eval/")
     models = sorted(p for p in (wd / "models").rglob("*") if p.is_file())
     assert models, "nothing was deployed into the remote work dir"
     # every file of the final artifact is on the device, byte-identical
