@@ -297,10 +297,31 @@ def device_fidelity(ref: Sequence[Outputs], result: Any, runner: Any, artifact: 
         raise EdgekitError("the device run returned no evaluation outputs", hint="the harness on the device is out of date; re-run")
     with tempfile.TemporaryDirectory(prefix="edgekit-eval-") as td:
         local = Path(td) / "outputs.npz"
-        runner.pull(ev["outputs_file"], local)
+        try:
+            runner.pull(ev["outputs_file"], local)
+        finally:
+            _remove_on_device(runner, ev["outputs_file"])  # outputs are big (PP-OCR rec: ~1 MB a line); fetched once
         new = read_eval_outputs(local, artifact, len(ref))
     res = compare(ref, new, budget, task_metric, task_metric_name, data=data)
     return res.model_copy(update={"where": "device", "device": device_label(result)})
+
+
+def _remove_on_device(runner: Any, path: str) -> None:
+    """Delete the fetched outputs archive where the harness wrote it (the feeds stay: they are reused)."""
+    import os
+
+    if getattr(runner, "name", None) == "local":
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return
+    exec_ = getattr(runner, "exec", None)
+    if callable(exec_):
+        try:
+            exec_(["rm", "-f", path], 60.0)
+        except (EdgekitError, OSError, TimeoutError):
+            pass  # a leftover file in the work dir is not worth failing a finished run for
 
 
 def check_row(where: str, res: Optional[FidelityResult], budget_score: float, metric: str, why: Optional[str] = None) -> Dict[str, Any]:

@@ -10,7 +10,9 @@ import pytest
 
 from edgekit.core.errors import RunnerError
 from edgekit.core.runner_interface import HarnessSpec
-from edgekit.quality.fidelity import compare, device_fidelity, predict, write_eval_feeds
+from pathlib import Path
+
+from edgekit.quality.fidelity import compare, device_fidelity, predict, read_eval_outputs, write_eval_feeds
 from edgekit.quality.variant_search import _budget
 from edgekit.runners.local import LocalRunner
 from edgekit.runners.ssh import SSHRunner
@@ -26,7 +28,7 @@ def rec():
     return resolved, data
 
 
-def test_eval_mode_over_ssh_returns_the_runtimes_outputs_per_sample(ssh_env, x86_profile, rec):
+def test_eval_mode_over_ssh_returns_the_runtimes_outputs_per_sample(ssh_env, x86_profile, rec, tmp_path):
     resolved, data = rec
     feeds = data.heldout()
     assert len(feeds) == 5
@@ -36,10 +38,12 @@ def test_eval_mode_over_ssh_returns_the_runtimes_outputs_per_sample(ssh_env, x86
         ev = result.evaluation
         assert ev["samples"] == 5 and ev["outputs_file"].startswith(str(wd) + "/eval/")
         ref = predict(resolved.artifact, feeds)
+        r.pull(ev["outputs_file"], tmp_path / "copy.npz")
+        new = read_eval_outputs(tmp_path / "copy.npz", resolved.artifact, 5)
         fid = device_fidelity(ref, result, r, resolved.artifact, _budget(0.01, True), data.task_metric, data.task_metric_name)
-        # the same samples in the same order: a shifted reference scores lower, so outputs are matched per sample
-        shifted = device_fidelity(ref[1:] + ref[:1], result, r, resolved.artifact, _budget(0.01, True), data.task_metric,
-                                  data.task_metric_name)
+    assert not Path(ev["outputs_file"]).exists() and Path(ev["inputs_file"]).exists()  # fetched once, then removed there
+    # the same samples in the same order: a shifted reference scores lower, so outputs are matched per sample
+    shifted = compare(ref[1:] + ref[:1], new, _budget(0.01, True), data.task_metric, data.task_metric_name)
     assert fid.where == "device" and fid.device.startswith("x86_64") and "onnxruntime" in fid.device
     assert fid.samples == 5 and fid.task_metric == "text agreement" and fid.task_score == 1.0 and fid.passed
     assert fid.max_abs_error < 1e-4 and fid.interval["lo"] <= fid.task_score <= fid.interval["hi"]
