@@ -115,6 +115,8 @@ def _tflite_steps(precision: str, options: Any, profile: Any, notes: List[str]) 
         if not options.has_calib:
             notes.append("tflite int8: no --calib data given, so dynamic-range INT8 (weights only) was chosen instead of full-integer INT8")
     config = {"precision": tp, **(_budget(options) if tp != "fp32" else {})}  # fp16 is lossy too: judged by --max-drop
+    if options.shapes:
+        config["input_shapes"] = options.shapes  # --shape fixes dynamic dims for onnx2tf (-ois), with or without data
     return [("tflite", config, f"convert ONNX to TFLite with onnx2tf ({tp}) in its isolated tool environment")]
 
 

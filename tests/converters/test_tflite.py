@@ -277,3 +277,22 @@ def test_failed_conversion_log_is_kept_where_the_message_says(tmp_path):
     kept = Path(re.search(r"kept in (\S+)", str(ei.value)).group(1))
     assert (kept / "onnx2tf.log").is_file(), f"{kept} does not hold the log"
     assert kept.parent == (tmp_path / "c" / "failed").resolve()
+
+
+def test_shape_reaches_onnx2tf_ois_for_dynamic_dims(ppocr_det_path):
+    """`--shape` goes into the tflite step's config, so onnx2tf gets `-ois` for the model's dynamic dims even
+    without calibration data (before: only data shapes did, and a model without data asked for --shape again)."""
+    from edgekit.converters.tflite import _concrete_shapes
+    from edgekit.core.plan import PlanOptions, make_plan
+    from edgekit.core.profiles import load_profile
+
+    art = load_artifact(ppocr_det_path)
+    assert any(not isinstance(d, int) or d <= 0 for d in art.inputs[0].shape)  # PP-OCR det: dynamic H, W
+    plan = make_plan(art, "det", load_profile("x86-cpu"), PlanOptions(runtime="tflite", precision="fp32", shapes={"x": [1, 3, 320, 320]}))
+    step = next(s for s in plan.steps if s.step == "tflite")
+    cfg = TfliteConfig(**step.config)
+    assert cfg.input_shapes == {"x": [1, 3, 320, 320]}
+    assert _concrete_shapes(art, cfg, []) == {"x": [1, 3, 320, 320]}
+    plain = next(s for s in make_plan(art, "det", load_profile("x86-cpu"), PlanOptions(runtime="tflite", precision="fp32")).steps if s.step == "tflite")
+    with pytest.raises(CalibrationError, match="pass --shape x="):
+        _concrete_shapes(art, TfliteConfig(**plain.config), [])

@@ -72,3 +72,28 @@ def test_shape_shapes_the_zoo_heldout_and_calibration_samples():
     assert plain.heldout()[0]["x"].shape == (1, 3, 640, 640) and small.fingerprint != plain.fingerprint  # cache keys differ
     batched = build_data(det, shapes={"x": [4, 3, 320, 320]}, eval_count=1)
     assert batched.heldout()[0]["x"].shape == (1, 3, 640, 640) and batched.inputs[0].shape == [4, 3, 320, 320]
+
+
+def test_the_variant_search_scores_on_the_same_heldout_set_as_the_steps(tmp_path):
+    """--precision auto: the search's score of a variant is the one its step's search and check found on the same set."""
+    from edgekit.core.registry import get_runner
+    from edgekit.quality.variant_search import search_variants
+    from edgekit.workflows.deploy import benchmark
+
+    prof = load_profile("x86-cpu")
+    resolved = resolve_model("zoo:ppocr-rec")
+    data = build_data(resolved, shapes={"x": [1, 3, 48, 160]}, eval_count=6)
+    asked = []
+    make = data.eval
+    data.eval = lambda n: asked.append(n) or make(n)
+
+    def short(art, profile, runner, inputs, runtime=None, bench=None, **kw):
+        return benchmark(art, profile, runner, inputs, runtime=runtime, bench={"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 2, "min_seconds": 0}, **kw)
+
+    with get_runner("local")(prof) as runner:
+        variants, best = search_variants(resolved, prof, data, runner, max_drop=0.05, host=None, simplify=False, cache_dir=tmp_path,
+                                         runtimes=["onnxruntime"], precisions=["fp16"], benchmark=short, fidelity_samples=8)
+    v = variants[0]
+    assert asked == [6] and v.fidelity.samples == 6 and v.fidelity.data == "eval"
+    step = next(r for r in best[1].records if r.step == "fp16")
+    assert v.score == pytest.approx(step.fidelity.task_score, abs=1e-12) == pytest.approx(step.details["variants"][0]["score"], abs=1e-12)
