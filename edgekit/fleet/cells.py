@@ -66,7 +66,7 @@ def convert_job(job: Dict[str, Any]) -> Dict[str, Any]:
     try:
         prof = load_profile(job["profile"])
         resolved = resolve_model(job["model"])
-        data = build_data(resolved, shapes=job.get("shapes"))
+        data = build_data(resolved, shapes=job.get("shapes"), eval_count=EVAL_SAMPLES)  # one held-out set: steps and score
         md = job["max_drop"]
         try:
             plan = make_plan(resolved.artifact, resolved.label, prof, PlanOptions(
@@ -113,7 +113,7 @@ def _scored(source, art, data, budget, threads, cache_dir):
             return FidelityResult.model_validate_json(path.read_text())
         except ValueError:
             pass  # unreadable entry: score again
-    feeds = data.eval(EVAL_SAMPLES) if data.eval is not None else random_feeds(data.inputs, 8, seed=1234)
+    feeds = data.heldout(EVAL_SAMPLES) if data.eval is not None else random_feeds(data.inputs, 8, seed=1234)
     fid = compare(predict(source, feeds, threads=threads), predict(art, feeds, threads=threads),
                   budget, data.task_metric, data.task_metric_name, data="eval" if data.eval is not None else "random")
     atomic_write_text(path, fid.model_dump_json())
