@@ -79,12 +79,17 @@ def search_variants(
     tie_rounds: int = TIE_ROUNDS,
     near_tie: float = NEAR_TIE,
     device_runtimes: Optional[List[str]] = None,
+    prune: bool = True,
 ) -> Tuple[List[Variant], Optional[Tuple[Plan, PipelineResult]]]:
     """Returns every variant tried and the (plan, pipeline result) of the winner (None if none qualifies).
 
     With `train_budget_s`, QAT and compound (low-rank -> INT8) variants follow the runtime x precision ones where
     they can still win (edgekit.quality.compound), every variant with a score is timed (the Pareto front needs it),
-    and the non-dominated variants (latency, score, size) are flagged `pareto`."""
+    and the non-dominated variants (latency, score, size) are flagged `pareto`.
+
+    With `prune` (the default) the search measures speed before it spends time on accuracy (_speed_first): plain
+    FP32/FP16 variants first, then each INT8 variant as ONE full-INT8 build; its INT8 accuracy search (nodes kept in
+    float) runs only if that build misses the budget and is still faster than the best variant meeting it."""
     md = DEFAULT_MAX_DROP if max_drop is None else max_drop
     has_task = data.task_metric is not None
     budget = _budget(md, has_task)
@@ -94,7 +99,7 @@ def search_variants(
     ref: Dict[str, Any] = {}
     extended = train_budget_s is not None
 
-    def evaluate(runtime: str, precision: str, plan: Plan, method: Optional[str] = None) -> Variant:
+    def evaluate(runtime: str, precision: str, plan: Plan, method: Optional[str] = None, always_time: bool = False) -> Variant:
         label = f"{runtime}/{precision}" + (f" {method}" if method else "")
         progress(f"variant {label}: building ({', '.join(s.step for s in plan.steps) or 'as is'})")
         t0 = time.perf_counter()
@@ -137,7 +142,7 @@ def search_variants(
                     v.reason = "; ".join(fid.failures)
         else:
             v.score = 1.0
-        if v.status == "meets budget" or (extended and v.score is not None):
+        if v.status == "meets budget" or ((extended or always_time) and v.score is not None):
             progress(f"variant {label}: quick benchmark on {runner.target}")
             try:
                 quick = benchmark(art, profile, runner, data.inputs, runtime=plan.runtime, bench=QUICK_BENCH)
@@ -157,14 +162,18 @@ def search_variants(
         )
 
     plans: Dict[Tuple[str, str], Plan] = {}
+    order: List[Tuple[str, str]] = []
     for runtime, precision in candidates(profile, runtimes, precisions):
         try:
-            plan = plan_for(runtime, precision)
+            plans[(runtime, precision)] = plan_for(runtime, precision)
+            order.append((runtime, precision))
         except PlanError as exc:
             variants.append(Variant(runtime=runtime, precision=precision, status="infeasible", reason=exc.message))
-            continue
-        plans[(runtime, precision)] = plan
-        evaluate(runtime, precision, plan, "ptq" if precision == "int8" else None)
+    if not prune:
+        for runtime, precision in order:
+            evaluate(runtime, precision, plans[(runtime, precision)], "ptq" if precision == "int8" else None)
+    else:
+        _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_math=_fp16_math(profile), near_tie=near_tie)
     if extended:
         _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, float(train_budget_s), progress, plan_for)
         _mark_pareto(variants)
@@ -179,6 +188,83 @@ def search_variants(
         best_i, reason = _settle(near, variants, built, profile, runner, data, benchmark, tie_rounds, progress, reason, near_tie)
     variants[best_i] = variants[best_i].model_copy(update={"status": "chosen", "reason": reason})
     return variants, built[best_i]
+
+
+def _probe_plan(plan: Plan) -> Plan:
+    """The same plan with the INT8 step's budget opened (max_drop 1.0): the INT8 search stops at its first build, the
+    full-INT8 model (nothing kept in float), which the real budget's search would also build first."""
+    steps = [s.model_copy(update={"config": {**s.config, "max_drop": 1.0}}) if "max_drop" in s.config and str(s.config.get("precision", "")).startswith("int8") else s
+             for s in plan.steps]
+    return plan.model_copy(update={"steps": steps})
+
+
+def _fp16_math(profile: DeviceProfile) -> bool:
+    """Whether the profile's CPU computes in FP16 (ARM fp16/asimdhp, AVX512-FP16, AMX); without it an FP16 variant
+    stores FP16 weights and computes in FP32 (or slower, emulated), so it runs no faster than its FP32 sibling."""
+    return any(profile.has_feature(f) for f in ("fp16", "asimdhp", "avx512_fp16", "amx", "amx_fp16")) or profile.cpu.isa != "x86_64"
+
+
+def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_math: bool = True, near_tie: float = NEAR_TIE) -> None:
+    """Measure speed cheaply before spending time on accuracy.
+
+    1. plain variants (FP32, then FP16: no accuracy search) in profile order; they set the first bar. Where the CPU
+       has no FP16 arithmetic, an FP16 variant's speed is its FP32 sibling's: when that is clearly slower (by more
+       than `near_tie`) than the best variant meeting the budget, the FP16 build is skipped ("cannot win");
+    2. INT8 variants, the runtime with the fastest FP32 first, each built ONCE fully quantized (its quick benchmark is
+       the INT8 variant's best case: every node kept in float by an accuracy search only slows it) and scored against
+       the real budget on the same eval data:
+       - it meets the budget: that is the variant (the search would stop at this same first build);
+       - it misses and is not faster than the best variant already meeting the budget: it cannot win; skipped with its
+         measured full-INT8 latency and score in the row, its accuracy search never runs;
+       - otherwise the full plan runs (the accuracy search), replacing the probe row."""
+    for runtime, precision in [c for c in order if c[1] == "fp32"]:
+        evaluate(runtime, precision, plans[(runtime, precision)], None)
+    fp16 = [c for c in order if c[1] not in ("fp32", "int8")]
+
+    def plain_fp16() -> None:
+        for runtime, precision in fp16:
+            best = _best(variants)
+            sib = next((v for v in variants if v.runtime == runtime and v.precision == "fp32" and v.median_ms is not None), None)
+            if precision == "fp16" and not fp16_math and best is not None and sib is not None and sib.median_ms > best.median_ms * (1.0 + near_tie):
+                why = (f"cannot win: this CPU has no FP16 arithmetic, so {runtime}/fp16 computes like {runtime}/fp32, which ran "
+                       f"{sib.median_ms:.2f} ms (quick benchmark), more than {near_tie:.0%} slower than {best.runtime}/{best.precision} "
+                       f"meeting the budget at {best.median_ms:.2f} ms; not built")
+                variants.append(Variant(runtime=runtime, precision=precision, status="skipped", reason=why, steps=[st.step for st in plans[(runtime, precision)].steps]))
+                progress(f"variant {runtime}/{precision}: skipped: {why}")
+                continue
+            evaluate(runtime, precision, plans[(runtime, precision)], None)
+
+    def fp32_ms(rt: str) -> float:
+        v = next((v for v in variants if v.runtime == rt and v.precision == "fp32" and v.median_ms is not None), None)
+        return v.median_ms if v is not None else float("inf")
+
+    int8 = sorted((c for c in order if c[1] == "int8"), key=lambda c: (fp32_ms(c[0]), order.index(c)))
+    for runtime, precision in int8:
+        plan = plans[(runtime, precision)]
+        if not any("max_drop" in s.config for s in plan.steps):  # no accuracy search in this plan: nothing to prune
+            evaluate(runtime, precision, plan, "ptq")
+            continue
+        progress(f"variant {runtime}/int8: full-INT8 build first (speed before accuracy search)")
+        i = len(variants)
+        v = evaluate(runtime, precision, _probe_plan(plan), "ptq", always_time=True)
+        if v.status == "meets budget":
+            variants[i] = v.model_copy(update={"reason": "full INT8 (nothing kept in float) meets the budget: no accuracy search needed"})
+            built[i] = (plan, built[i][1])
+            continue
+        best = _best(variants[:i])
+        if v.median_ms is not None and best is not None and v.median_ms >= best.median_ms:
+            score = f" at score {v.score:.4f}" if v.score is not None else ""
+            why = (f"cannot win: full INT8 runs {v.median_ms:.2f} ms{score} (quick benchmark), not faster than "
+                   f"{best.runtime}/{best.precision}, which meets the budget at {best.median_ms:.2f} ms; keeping nodes in "
+                   f"float only slows it, so its accuracy search was skipped")
+            variants[i] = v.model_copy(update={"status": "skipped", "reason": why})
+            built.pop(i, None)
+            progress(f"variant {runtime}/int8: skipped: {why}")
+            continue
+        variants.pop(i)  # misses the budget but could still win: run the accuracy search
+        built.pop(i, None)
+        evaluate(runtime, precision, plan, "ptq")
+    plain_fp16()  # after INT8: the bar is as low as it gets before FP16 is judged
 
 
 def _best(variants: List[Variant]) -> Optional[Variant]:
