@@ -249,7 +249,7 @@ def _step(name: str, src: Path, config: Dict[str, Any], z, work: Path):
 def _deploy(z, work: Path, max_drop: float) -> Dict[str, Any]:
     from edgekit.workflows.deploy import deploy
 
-    rep = deploy(z.spec, "x86-cpu", out=work, run_benchmark=False, shapes=dict(z.default_shapes), precision="auto",
+    rep = deploy(z.spec, "x86-cpu", out=work / "out", cache_dir=work / "cache", run_benchmark=False,  # a fresh cache: build_s is real shapes=dict(z.default_shapes), precision="auto",
                  max_drop=max_drop, progress=lambda m: print(f"    {time.strftime('%H:%M:%S')} {m}", flush=True))
     a = rep.artifact
     rt = rep.runtime

@@ -20,6 +20,7 @@ from edgekit.core.steps import FidelityBudget, drop_budget
 DEFAULT_MAX_DROP = 0.01
 NEAR_TIE = 0.15  # quick medians closer than this to the fastest are re-measured interleaved before choosing
 TIE_ROUNDS = 3
+PROBE_MAX_DROP = 0.99  # the full-INT8 build before any accuracy search: a budget every step accepts (tflite: < 1) that any working build meets
 QUICK_BENCH = {"warmup_runs": 5, "warmup_seconds": 0.5, "min_runs": 20, "min_seconds": 2.0, "max_seconds": 30.0}
 
 
@@ -191,7 +192,7 @@ def search_variants(
 
 
 def _probe_plan(plan: Plan) -> Plan:
-    """The same plan with the INT8 step's budget opened (max_drop 1.0): the INT8 search stops at its first build, the
+    """The same plan with the INT8 step's budget opened (max_drop PROBE_MAX_DROP): the INT8 search stops at its first build, the
     full-INT8 model (nothing kept in float), which the real budget's search would also build first."""
     steps = [s.model_copy(update={"config": {**s.config, "max_drop": 1.0}}) if "max_drop" in s.config and str(s.config.get("precision", "")).startswith("int8") else s
              for s in plan.steps]
