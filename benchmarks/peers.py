@@ -246,10 +246,22 @@ def _step(name: str, src: Path, config: Dict[str, Any], z, work: Path):
             "metadata": art.metadata, "note": f"edgekit step '{name}' {config}"}
 
 
+def _from_report(path: Path, wall_s: float) -> Dict[str, Any]:
+    """edgekit's row from the report.json of an `edgekit deploy --precision auto` run made from the CLI (its measured
+    wall time given), instead of running the same search a second time."""
+    rep = json.loads(path.read_text())
+    a = rep["artifact"]
+    return {"path": a["path"], "format": a["format"], "precision": rep["precision"], "runtime": rep["runtime"],
+            "metadata": a.get("metadata") or {}, "options": "edgekit", "note": f"picked {rep['runtime']} {rep['precision']}; "
+            f"`{rep.get('command') or 'edgekit deploy'}` (fresh cache), {wall_s:.0f} s wall", "search": rep.get("variants") or [],
+            "wall_s": wall_s}
+
+
 def _deploy(z, work: Path, max_drop: float) -> Dict[str, Any]:
     from edgekit.workflows.deploy import deploy
 
-    rep = deploy(z.spec, "x86-cpu", out=work / "out", cache_dir=work / "cache", run_benchmark=False,  # a fresh cache: build_s is real shapes=dict(z.default_shapes), precision="auto",
+    # a fresh cache, so build_s is the search's real wall time
+    rep = deploy(z.spec, "x86-cpu", out=work / "out", cache_dir=work / "cache", run_benchmark=False, shapes=dict(z.default_shapes), precision="auto",
                  max_drop=max_drop, progress=lambda m: print(f"    {time.strftime('%H:%M:%S')} {m}", flush=True))
     a = rep.artifact
     rt = rep.runtime
@@ -316,7 +328,8 @@ def _bootstrap(metric, ref, new, n=500, seed=0):
 
 # ---------------------------------------------------------------- build
 
-def build(models: List[str], work_root: Path, with_tflite: bool, with_edgekit: bool, only: Optional[str]) -> None:
+def build(models: List[str], work_root: Path, with_tflite: bool, with_edgekit: bool, only: Optional[str],
+          from_report: Optional[Dict[str, tuple]] = None) -> None:
     import logging
 
     import nncf
@@ -358,7 +371,9 @@ def build(models: List[str], work_root: Path, with_tflite: bool, with_edgekit: b
                 ("tfl8", "onnx2tf -> LiteRT dynamic-range INT8", lambda w: _step("tflite", src, {"precision": "int8-dynamic", "calib_samples": 4}, z, w)),
             ]
         if with_edgekit:
-            plan.append(("edgekit", f"edgekit deploy --precision auto --max-drop {md:g}", lambda w: _deploy(z, w, md)))
+            fr = (from_report or {}).get(name)
+            plan.append(("edgekit", f"edgekit deploy --precision auto --max-drop {md:g}",
+                         (lambda w: _from_report(Path(fr[0]), float(fr[1]))) if fr else (lambda w: _deploy(z, w, md))))
         for key, label, make in plan:
             if (name, key) in done or (only and key not in only.split(",")):
                 continue
@@ -370,7 +385,7 @@ def build(models: List[str], work_root: Path, with_tflite: bool, with_edgekit: b
                 w.mkdir(parents=True, exist_ok=True)
                 t0 = time.perf_counter()
                 row.update(make(w))
-                row["build_s"] = round(time.perf_counter() - t0, 1)
+                row["build_s"] = row.pop("wall_s", None) or round(time.perf_counter() - t0, 1)
                 row["model"] = name
                 if key == "edgekit":
                     row["variant"] = f"{label} → {row['runtime']} {row['precision']}"
@@ -459,7 +474,7 @@ def verdict(rows: List[Dict[str, Any]], per: Dict[str, List[float]]) -> str:
     return out.strip()
 
 
-def report(models: List[str], work_root: Path, out: Path) -> None:
+def report(models: List[str], work_root: Path, out: Path, extra: Optional[Path] = None) -> None:
     manifest = json.loads((work_root / "manifest.json").read_text())
     timing = json.loads((work_root / "timing.json").read_text())
     machine = next((t["machine"] for t in timing.values() if "machine" in t), "?")
@@ -519,6 +534,8 @@ def report(models: List[str], work_root: Path, out: Path) -> None:
                 reason = (v.get("reason") or "").replace("|", "\\|")[:160]
                 lines.append(f"| {v['runtime']} | {v['precision']}{' ' + v['method'] if v.get('method') else ''} | {v['status']} | {sc} | {med} | {reason} |")
         lines.append("")
+    if extra is not None and extra.exists():
+        lines += [extra.read_text()]
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 
@@ -531,20 +548,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--only", default=None, help="build only these variant keys (comma-separated)")
     ap.add_argument("--no-tflite", action="store_true", help="skip onnx2tf (minutes per model on 2 cores)")
     ap.add_argument("--no-edgekit", action="store_true", help="build the peers only")
+    ap.add_argument("--from-report", action="append", default=[], metavar="MODEL=REPORT.json:WALL_S",
+                    help="build: edgekit's row from a CLI `deploy --precision auto` run (its report.json and measured wall time)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-runs", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--out", default=str(Path(__file__).with_name("PEERS.md")))
+    ap.add_argument("--extra", default=None, help="report: append this Markdown file (measurements taken outside this script)")
     a = ap.parse_args(argv)
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     if a.phase == "build":
-        build(models, work, not a.no_tflite, not a.no_edgekit, a.only)
+        fr = {x.split('=', 1)[0]: tuple(x.split('=', 1)[1].rsplit(':', 1)) for x in a.from_report}
+        build(models, work, not a.no_tflite, not a.no_edgekit, a.only, fr)
     elif a.phase == "time":
         time_rows(models, work, max(5, a.rounds), a.min_runs, a.seconds)
     else:
-        report(models, work, Path(a.out))
+        report(models, work, Path(a.out), Path(a.extra) if a.extra else None)
     return 0
 
 

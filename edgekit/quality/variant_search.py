@@ -194,7 +194,7 @@ def search_variants(
 def _probe_plan(plan: Plan) -> Plan:
     """The same plan with the INT8 step's budget opened (max_drop PROBE_MAX_DROP): the INT8 search stops at its first build, the
     full-INT8 model (nothing kept in float), which the real budget's search would also build first."""
-    steps = [s.model_copy(update={"config": {**s.config, "max_drop": 1.0}}) if "max_drop" in s.config and str(s.config.get("precision", "")).startswith("int8") else s
+    steps = [s.model_copy(update={"config": {**s.config, "max_drop": PROBE_MAX_DROP}}) if "max_drop" in s.config and str(s.config.get("precision", "")).startswith("int8") else s
              for s in plan.steps]
     return plan.model_copy(update={"steps": steps})
 
