@@ -26,6 +26,10 @@ NO_QAT = {"onnxruntime": "ONNX Runtime runs edgekit's QDQ model unfused (PP-OCRv
                          "QAT targets OpenVINO/TensorRT here"}
 INT8_STEPS = ("openvino", "quantize-ort", "qat")
 LOWRANK_ENERGY = 0.9
+# Training time a search spends by default (no --train-budget given) once post-training INT8 missed the budget:
+# QAT and compounds are tried only then. --train-budget sets it (and then compounds are explored in any case);
+# --train-budget off disables training.
+DEFAULT_TRAIN_BUDGET_S = 600.0
 
 
 # Steps inside QAT/compound variants are only guarded against gross breakage: the search judges the whole variant

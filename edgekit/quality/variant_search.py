@@ -79,12 +79,14 @@ def search_variants(
     tie_rounds: int = TIE_ROUNDS,
     near_tie: float = NEAR_TIE,
     device_runtimes: Optional[List[str]] = None,
+    train_default: bool = False,
 ) -> Tuple[List[Variant], Optional[Tuple[Plan, PipelineResult]]]:
     """Returns every variant tried and the (plan, pipeline result) of the winner (None if none qualifies).
 
     With `train_budget_s`, QAT and compound (low-rank -> INT8) variants follow the runtime x precision ones where
     they can still win (edgekit.quality.compound), every variant with a score is timed (the Pareto front needs it),
-    and the non-dominated variants (latency, score, size) are flagged `pareto`."""
+    and the non-dominated variants (latency, score, size) are flagged `pareto`. With `train_default` (the budget is
+    the default, not the user's), training variants are explored only when no INT8 variant met the budget."""
     md = DEFAULT_MAX_DROP if max_drop is None else max_drop
     has_task = data.task_metric is not None
     budget = _budget(md, has_task)
@@ -92,7 +94,7 @@ def search_variants(
     variants: List[Variant] = []
     built: Dict[int, Tuple[Plan, PipelineResult]] = {}
     ref: Dict[str, Any] = {}
-    extended = train_budget_s is not None
+    extended = train_budget_s is not None and train_budget_s > 0
 
     def evaluate(runtime: str, precision: str, plan: Plan, method: Optional[str] = None) -> Variant:
         label = f"{runtime}/{precision}" + (f" {method}" if method else "")
@@ -165,6 +167,8 @@ def search_variants(
             continue
         plans[(runtime, precision)] = plan
         evaluate(runtime, precision, plan, "ptq" if precision == "int8" else None)
+    if extended and train_default and any(v.precision == "int8" and v.status == "meets budget" for v in variants):
+        extended = False  # the default training budget is only spent when post-training INT8 missed
     if extended:
         _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, float(train_budget_s), progress, plan_for)
         _mark_pareto(variants)
@@ -201,6 +205,9 @@ def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, tr
     int8_rt = next((rt for (rt, p) in plans if p == "int8" and rt in compound.QAT_RUNTIMES), None)
     lowrank_trains = 1 if (int8_rt and teacher) else 0
     share = train_budget_s / max(1, len(qat_rts) + lowrank_trains)
+    if qat_rts:
+        progress(f"post-training INT8 missed the budget on {', '.join(qat_rts)}; training QAT for up to {train_budget_s / 60:.0f} min in all "
+                 f"({share / 60:.1f} min per training; --train-budget sets it, --train-budget off skips training)")
     for (rt, p) in plans:
         if p == "int8" and rt in compound.NO_QAT and any(v.runtime == rt and v.method == "ptq" and v.status in ("violates budget", "failed") for v in variants):
             skip(rt, "int8", "qat", compound.NO_QAT[rt])
