@@ -108,8 +108,10 @@ class _ActQuant:
 
     def init_ranges(self) -> None:
         torch = self.torch
-        lo = float(np.mean(self.mins)) if self.mins else 0.0
-        hi = float(np.mean(self.maxs)) if self.maxs else 1.0
+        # the range over all init samples, not the mean of per-sample ranges: on PP-OCRv4 rec clipping outliers costs
+        # lines (validation 0.766 -> 0.797 of 64 lines with global min/max; 0.656 with 99.99th percentiles)
+        lo = float(np.min(self.mins)) if self.mins else 0.0
+        hi = float(np.max(self.maxs)) if self.maxs else 1.0
         lo, hi = min(lo, 0.0), max(hi, 0.0)
         if self.symmetric:
             scale = max(abs(lo), abs(hi)) / 127.0
