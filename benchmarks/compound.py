@@ -10,7 +10,8 @@ Two subcommands, so that scoring and building stay outside the benchcore queue a
                           medians, and the ratio to the first artifact per round (median and range)
 
 PATH: .onnx (run by ONNX Runtime, or by OpenVINO with --ov) or .xml (OpenVINO IR). A label ending in "fp32" is
-compiled with the f32 hint (edgekit's fp32 contract; this CPU would otherwise run bf16), others with the defaults
+compiled with the f32 hint (edgekit's fp32 contract; this CPU would otherwise run bf16), as is one ending in
+"@f32" (an INT8 model whose float parts then run f32), others with the defaults
 edgekit uses for their precision. Run `time` under /work/bin/benchcore:
 
   python benchmarks/compound.py score fp32=/path/rec.onnx qat=out/rec.qat.xml --n 200
@@ -34,12 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.machine import describe  # noqa: E402
 
 
+F32_ALL = False  # --f32: every OpenVINO model with the f32 hint (the float parts of an INT8 model then run f32, not bf16)
+
+
 def _session(label: str, path: str, threads: int = 1):
     from edgekit.core.registry import harness_module
 
     p = Path(path)
     runtime = "openvino" if p.suffix == ".xml" else "onnxruntime"
-    opts = {"inference_precision_hint": "f32"} if (runtime == "openvino" and label.endswith("fp32")) else {}
+    opts = {"inference_precision_hint": "f32"} if (runtime == "openvino" and (label.endswith("fp32") or label.endswith("@f32") or F32_ALL)) else {}
     return harness_module("adapters").open_session(runtime, str(p), threads, opts), runtime
 
 
@@ -101,6 +105,7 @@ def timing(args) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--f32", action="store_true", help="compile every OpenVINO model with the f32 hint (float parts of INT8 models in f32)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("score")
     s.add_argument("artifacts", nargs="+")
@@ -110,6 +115,8 @@ def main(argv=None) -> int:
     t.add_argument("--rounds", type=int, default=7)
     t.add_argument("--runs", type=int, default=30)
     args = ap.parse_args(argv)
+    global F32_ALL
+    F32_ALL = args.f32
     if args.cmd == "score":
         score(args)
     else:
