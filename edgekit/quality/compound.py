@@ -2,7 +2,9 @@
 and low-rank -> INT8 (PTQ, or QAT distilled from the source model). Plans are derived from the search's own INT8
 plans, so every variant is built, checked and measured exactly like the others.
 
-Exploration rule (what is tried, and what is skipped with a reason):
+Exploration rule (what is tried, and what is skipped with a reason). Order: low-rank FP32 and low-rank -> PTQ INT8
+first (no training), then QAT, then low-rank -> QAT; the training budget is split between the trainings still
+possible after the cheap checks (a low-rank compound that cannot win reserves no time).
 - QAT on runtime R only when R's post-training INT8 missed the budget and no INT8 variant met it yet (QAT runs the
   same INT8 kernels as PTQ, so it cannot beat an INT8 variant that already meets the budget).
 - low-rank compounds on the first runtime with an INT8 path: the low-rank FP32 variant is built first; if it is not
