@@ -187,6 +187,7 @@ def run_benchmark(spec):
         "timing": {"load_ms": load_ms, "first_inference_ms": first_ms, "warmup_runs": w_runs, "warmup_s": warmup_s,
                    "runs": runs, "duration_s": duration, "samples_ms": samples_ms, "stats": latency_stats(samples_ms),
                    "throughput_ips": runs / duration if duration > 0 else 0.0,
+                   "timed_region": session.options.get("timed_region"),
                    "note": EMULATED_NOTE if dev.get("emulated") else None},
         "memory": {"peak_rss_mb": peak, "rss_before_load_mb": rss_before, "rss_after_load_mb": rss_after,
                    "source": mem_source},
