@@ -140,6 +140,7 @@ def run_benchmark(spec):
     warnings.extend(session.warnings)
     feeds, input_records = make_inputs(spec, session.input_details)
     step, first_ms = _first_inference(session, feeds, spec)
+    emit_progress("warmup", state="start")
     w_runs, warmup_s, w_capped = warm_up(step, spec["warmup_runs"], spec["warmup_seconds"], spec["max_seconds"])
     if w_capped:
         warnings.append("warm-up stopped at max_seconds=%s after %d runs" % (spec["max_seconds"], w_runs))
