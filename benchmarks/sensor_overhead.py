@@ -107,6 +107,14 @@ def main() -> int:
                      f"{statistics.median(rates):.1f} |" if rates else
                      f"| {n} | {statistics.median(meds):.3f} | {min(meds):.3f}–{max(meds):.3f} | | | — |")
     lines += ["", "The mean includes the runs a sampler interrupted; the median mostly does not.", ""]
+    b = [x["median_ms"] for x in got[names[0]]]
+    for n in names[1:]:
+        m = [x["median_ms"] for x in got[n]]
+        overlap = not (max(m) < min(b) or max(b) < min(m))
+        lines.append(f"- {n}: " + (f"ranges overlap with no energy source: the overhead is not resolvable here (below the "
+                                   f"round-to-round spread of {(max(b) - min(b)) / base:.0%})" if overlap else
+                                   f"ranges separate: overhead {statistics.median(m) / base - 1.0:+.1%}"))
+    lines.append("")
     a.out.write_text("\n".join(lines))
     print(f"wrote {a.out}")
     return 0
