@@ -50,6 +50,7 @@ while True:
         time.sleep(delay)
 """
 END = "EDGEKIT-PMIC-END"
+START_TIMEOUT_S = 30
 
 
 class VcgencmdPmicSource(Source):
@@ -102,10 +103,17 @@ class VcgencmdPmicSource(Source):
                                          universal_newlines=True, bufsize=1, preexec_fn=die_with_parent)
         except OSError as exc:
             raise EnergyUnavailable("cannot start the vcgencmd sampler (%s): %s" % (sys.executable, exc))
+        self._first = threading.Event()
         thread = threading.Thread(target=self._reader, args=(sink,))
         thread.daemon = True
         thread.start()
         self._thread = thread
+        # sampling before start() returns, as a pull source: the idle window must not begin while the sampler's
+        # Python is still starting (seconds under an emulator)
+        if not self._first.wait(START_TIMEOUT_S):
+            self.stop()
+            raise EnergyUnavailable("the vcgencmd sampler (%s) delivered no reading within %d s"
+                                    % (sys.executable, START_TIMEOUT_S))
 
     def _reader(self, sink):
         block = []
@@ -114,6 +122,7 @@ class VcgencmdPmicSource(Source):
                 block.append(line)
                 continue
             t = time.perf_counter()
+            self._first.set()
             text, block = "".join(block), []
             if line.split()[1:2] != ["0"]:
                 sink.fail("`%s pmic_read_adc` failed: %s" % (self.command, text.strip()[-200:] or line.strip()))
@@ -124,6 +133,7 @@ class VcgencmdPmicSource(Source):
                 continue
             sink.add(t, got[0], got[1])
         rc = self.proc.wait()
+        self._first.set()  # (ended: start() must not wait for a reading that cannot come; the failure is recorded)
         if rc not in (0, None) and not self._stopping:
             err = self.proc.stderr.read().strip()[-300:] if self.proc.stderr else ""
             sink.fail("the vcgencmd sampler exited with code %s: %s" % (rc, err or "(no stderr)"))
