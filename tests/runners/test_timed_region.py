@@ -67,15 +67,6 @@ def test_onnxruntime_run_with_iobinding_is_what_runs(monkeypatch):
     assert calls["run"] == 0  # the timed call never goes through sess.run (allocation + numpy conversion)
 
 
-@pytest.fixture(scope="module")
-def rec_ir(tmp_path_factory):
-    import openvino as ov
-
-    d = tmp_path_factory.mktemp("ov")
-    ov.save_model(ov.convert_model(str(REC)), str(d / "rec.xml"))
-    return d / "rec.xml"
-
-
 def test_openvino_timed_call_leaves_outputs_in_request(rec_ir):
     sess = adapters.open_session("openvino", str(rec_ir), 1, {"input_shapes": {"x": [1, 3, 48, 320]}})
     ref = sess.run({"x": _x(0)})

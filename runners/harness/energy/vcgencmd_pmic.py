@@ -7,7 +7,7 @@ import threading
 import time
 
 from ..common import run_cmd, which
-from . import EnergyUnavailable, Source, die_with_parent
+from . import EnergyUnavailable, Source, die_with_parent, stop_child
 
 
 def parse_vcgencmd_pmic(text):
@@ -140,13 +140,7 @@ class VcgencmdPmicSource(Source):
 
     def stop(self):
         self._stopping = True
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc)
 
 
 def open_source(interval_ms, rails, options):
