@@ -137,9 +137,9 @@ def run_benchmark(spec):
     thermal_before = thermal_snapshot(spec["thermal_zones"])
     dev = device_info()
     session, import_ms, load_ms, rss_before, rss_after = _load(spec)
-    warnings.extend(session.warnings)
     feeds, input_records = make_inputs(spec, session.input_details)
     step, first_ms = _first_inference(session, feeds, spec)
+    warnings.extend(session.warnings)  # after bind(): it may say what the timed call could not do
     emit_progress("warmup", state="start")
     w_runs, warmup_s, w_capped = warm_up(step, spec["warmup_runs"], spec["warmup_seconds"], spec["max_seconds"])
     if w_capped:

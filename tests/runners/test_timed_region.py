@@ -106,3 +106,23 @@ def test_report_states_the_timed_region(tmp_path):
     assert res.timing.timed_region == ort_adapter.TIMED_IOBINDING
     rows = dict(bench_rows(res))
     assert rows["timed region"] == ort_adapter.TIMED_IOBINDING
+
+
+def test_onnxruntime_sequence_output_falls_back_to_plain_run_and_says_so(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("SequenceConstruct", ["x"], ["seq"])], "seq",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_sequence_value_info("seq", TensorProto.FLOAT, [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path = tmp_path / "seq.onnx"
+    onnx.save(m, str(path))
+    sess = adapters.open_session("onnxruntime", str(path), 1)
+    step = sess.bind({"x": np.array([1.0, 2.0], dtype=np.float32)})
+    out = step()
+    assert isinstance(out[0], list) and np.array_equal(out[0][0], [1.0, 2.0])  # plain sess.run ran
+    assert sess.options["timed_region"] == ort_adapter.TIMED_PLAIN
+    assert any("not a numeric tensor" in w for w in sess.warnings)
+    assert ort_adapter.bound_outputs(sess) is None

@@ -100,29 +100,29 @@ def bind_timed(session, feeds):
         OrtValue = ort.OrtValue
         OrtValue.ortvalue_from_numpy  # noqa: B018  (ORT >= 1.8; older: AttributeError -> plain run)
     except AttributeError as exc:
-        session.options["timed_region"] = TIMED_PLAIN
-        session.warnings.append("onnxruntime %s has no io_binding API (%s): timing plain sess.run, which includes "
-                                "output allocation and conversion" % (session.version, exc))
-        run = sess.run
-        return lambda: run(None, held)
-    for name in session.input_names:
-        binding.bind_cpu_input(name, held[name])
+        return _plain(session, held, "onnxruntime %s has no io_binding API (%s)" % (session.version, exc))
     # one plain run gives the output shapes and dtypes; a second tells whether they are stable
     first = sess.run(None, held)
     second = sess.run(None, held)
+    if not all(isinstance(a, np.ndarray) and a.dtype.kind not in "OUS" for a in first):
+        return _plain(session, held, "an output is not a numeric tensor (sequence, map or string)")
     stable = all(a.shape == b.shape for a, b in zip(first, second))
     keep = [held]
-    if stable:
-        for name, arr in zip(session.output_names, first):
-            buf = np.empty(arr.shape, dtype=arr.dtype)
-            value = OrtValue.ortvalue_from_numpy(buf)
-            keep.append((buf, value))
-            binding.bind_ortvalue_output(name, value)
-        session.options["timed_region"] = TIMED_IOBINDING
-    else:
-        for name in session.output_names:
-            binding.bind_output(name, "cpu")
-        session.options["timed_region"] = TIMED_IOBINDING_ORT_OUT
+    try:
+        for name in session.input_names:
+            binding.bind_cpu_input(name, held[name])
+        if stable:
+            for name, arr in zip(session.output_names, first):
+                buf = np.empty(arr.shape, dtype=arr.dtype)
+                value = OrtValue.ortvalue_from_numpy(buf)
+                keep.append((buf, value))
+                binding.bind_ortvalue_output(name, value)
+        else:
+            for name in session.output_names:
+                binding.bind_output(name, "cpu")
+    except (RuntimeError, ValueError, TypeError) as exc:  # e.g. an input type io_binding cannot take
+        return _plain(session, held, "io_binding refused this model's tensors (%s)" % str(exc).strip()[:300])
+    session.options["timed_region"] = TIMED_IOBINDING if stable else TIMED_IOBINDING_ORT_OUT
     session.options["io_binding"] = {"inputs": list(session.input_names),
                                      "outputs_preallocated": bool(stable)}
     session._timed_binding = (binding, keep)  # the bound buffers live as long as the session
@@ -130,6 +130,15 @@ def bind_timed(session, feeds):
     def step():
         run_bound(binding)
     return step
+
+
+def _plain(session, held, why):
+    """The timed call without io_binding: plain sess.run, said in options.timed_region and in a warning."""
+    session.options["timed_region"] = TIMED_PLAIN
+    session.warnings.append("onnxruntime: %s; timing plain sess.run, which includes output allocation and conversion"
+                            % why)
+    run = session.sess.run
+    return lambda: run(None, held)
 
 
 def bound_outputs(session):
