@@ -45,6 +45,8 @@ class _Elapsed:
     def __rich__(self):
         from rich.text import Text
 
+        if self.live.phase == "timed":  # the harness's own counts and seconds are in the text already
+            return Text(self.live.text, style="dim")
         return Text(f"{self.live.text} · {time.monotonic() - self.live.since:.0f} s", style="dim")
 
 

@@ -86,3 +86,15 @@ def test_deploy_hands_the_harness_events_to_the_progress_sink(tmp_path):
     assert "benchmark: loading the model with onnxruntime" in shown  # from the harness process, through the runner
     assert f"benchmark: {rep.benchmark.timing.runs} timed runs in" in shown
     assert "› [" in live.buf.getvalue()  # the pipeline's step lines are still printed
+
+
+def test_status_text_carries_elapsed_time_except_for_timed_runs():
+    from edgekit.cli.live import _Elapsed
+
+    live = Recording(terminal=False)
+    live("converting with onnx2tf")
+    assert str(_Elapsed(live).__rich__()) == "converting with onnx2tf · 0 s"
+    live.since -= 65  # a step that has run for 65 s
+    assert str(_Elapsed(live).__rich__()) == "converting with onnx2tf · 65 s"
+    live.harness({"phase": "timed", "runs": 37, "elapsed_s": 1.02})
+    assert str(_Elapsed(live).__rich__()) == "benchmark: timed runs 37 · 1.0 s"  # no second clock
