@@ -46,31 +46,32 @@ def deploy(model, profile, host, ssh, runtime, precision, max_drop, train_budget
     from edgekit.report import render_terminal
     from edgekit.core.shapes import parse_shape_options
 
-    report = run_deploy(
-        model,
-        profile,
-        host=host,
-        ssh=ssh,
-        runtime=runtime,
-        precision=precision,
-        max_drop=parse_max_drop(max_drop),
-        train_budget=0.0 if (train_budget or "").strip().lower() in ("off", "0", "none") else parse_duration(train_budget),
-        calib=calib,
-        calib_preprocess=calib_preprocess,
-        shapes=parse_shape_options(shapes),
-        simplify=not no_simplify,
-        out=out,
-        cache_dir=cache_dir,
-        use_cache=not no_cache,
-        bench=bench,
-        run_benchmark=not no_bench,
-        trust_pickle=trust_pickle,
-        fidelity_samples=fidelity_samples,
-        progress=progress_printer(not quiet and not as_json),
-        command=command_line(),
-        history=history_path,
-        inputs_file=inputs_file,
-    )
+    with progress_printer(not quiet and not as_json) as progress:  # the live status line ends before the tables
+        report = run_deploy(
+            model,
+            profile,
+            host=host,
+            ssh=ssh,
+            runtime=runtime,
+            precision=precision,
+            max_drop=parse_max_drop(max_drop),
+            train_budget=0.0 if (train_budget or "").strip().lower() in ("off", "0", "none") else parse_duration(train_budget),
+            calib=calib,
+            calib_preprocess=calib_preprocess,
+            shapes=parse_shape_options(shapes),
+            simplify=not no_simplify,
+            out=out,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            bench=bench,
+            run_benchmark=not no_bench,
+            trust_pickle=trust_pickle,
+            fidelity_samples=fidelity_samples,
+            progress=progress,
+            command=command_line(),
+            history=history_path,
+            inputs_file=inputs_file,
+        )
     if as_json:
         print_json(report.model_dump(mode="json"))
         return

@@ -405,7 +405,7 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
     try:
         if host and device_note is None:
             # probe the device BEFORE converting: plan only for the runtimes it actually has
-            runner = make_runner(prof, host, ssh, on_progress=None)
+            runner = make_runner(prof, host, ssh, on_progress=getattr(progress, "on_progress", None))
             progress(f"connecting to {host} to see which runtimes it has")
             runner.connect()
             have = runtimes.in_probe(runner.probe())
@@ -417,7 +417,7 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
             runner.close()
         raise
     if runner is None and (run_benchmark or searching or any(s.step == "tensorrt" for s in plan.steps)):
-        runner = make_runner(prof, host, ssh, on_progress=None)
+        runner = make_runner(prof, host, ssh, on_progress=getattr(progress, "on_progress", None))
     pipeline: Optional[Pipeline] = None
     result: Optional[PipelineResult] = None
     bench_result: Optional[BenchmarkResult] = None
