@@ -31,14 +31,16 @@ def bench(
     inputs_file: Optional[str] = None,
 ) -> BenchmarkResult:
     """Benchmark an existing artifact on a profile's device (locally or over SSH); `inputs_file` = --inputs FILE.npz;
+    on deploy's own output it feeds what deploy fed (manifest.json beside it), like `edgekit bench`;
     the run is recorded in the history (`history` path, else $EDGEKIT_HISTORY, else the user data dir; "off" records
     nothing)."""
     from edgekit.report import history as hist
-    from edgekit.workflows.deploy import bench_inputs, benchmark, make_runner
+    from edgekit.workflows.bench import inputs_for
+    from edgekit.workflows.deploy import benchmark, make_runner
 
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
-    inputs, feed = bench_inputs(art, shapes, inputs_file)
+    art, inputs, feed = inputs_for(art, shapes, inputs_file)
     hist.check_writable(history)
     with make_runner(prof, host, ssh) as runner:
         result = benchmark(art, prof, runner, inputs, bench=bench, feed=feed)

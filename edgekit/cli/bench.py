@@ -50,11 +50,13 @@ def bench(artifacts, profile, host, ssh, shapes, inputs_file, runtime, rounds, c
     parsed = parse_shape_options(shapes)
     hist.check_writable(history_path)
     progress = progress_printer(not quiet and not as_json)
-    fed = [_inputs_for(a, parsed, inputs_file, progress) for a in arts]
+    from edgekit.workflows.bench import inputs_for
+
+    fed = [inputs_for(a, parsed, inputs_file, progress) for a in arts]
     arts = [a for a, _, _ in fed]
     inputs = {id(a): i for a, i, _ in fed}
     feeds = {id(a): f for a, _, f in fed}
-    with make_runner(prof, host, ssh) as runner:
+    with progress, make_runner(prof, host, ssh, on_progress=progress.on_progress) as runner:
         results = run_rounds(benchmark, arts, prof, runner, lambda a: inputs[id(a)], rounds, cooldown, runtimes=[runtime] * len(arts), bench=bench, progress=progress,
                              feed_for=(lambda a: feeds[id(a)]) if inputs_file else None)
     names = _names(arts)
@@ -91,31 +93,6 @@ def bench(artifacts, profile, host, ssh, shapes, inputs_file, runtime, rounds, c
         _print_rounds(summary)
     if ids and ids[0] is not None:
         console(stderr=True).print(f"recorded in history as #{', #'.join(str(i) for i in ids)}" + (f"; wrote {out} and {html_path}" if out else ""), highlight=False)
-
-
-def _inputs_for(art, overrides, inputs_file, progress):
-    """(artifact, inputs, feed): --inputs FILE.npz when given; on deploy's own output, what deploy fed (shapes, ranges,
-    a .tflite's layout map); else resolved from the artifact and --shape."""
-    from pathlib import Path
-
-    from edgekit.workflows.deploy import bench_inputs
-
-    if inputs_file:
-        inputs, feed = bench_inputs(art, overrides, inputs_file)
-        return art, inputs, feed
-
-    from edgekit.core.runner_interface import InputSpec
-    from edgekit.core.shapes import resolve_inputs
-    from edgekit.report import manifest_beside
-
-    manifest, data = manifest_beside(art.path)
-    if manifest is not None and not overrides and data.get("inputs_used"):
-        inputs = [InputSpec.model_validate(i) for i in data["inputs_used"]]
-        if Path(data["artifact"]["path"]).name == art.path.name:
-            art = art.model_copy(update={"metadata": {**data["artifact"].get("metadata", {}), **art.metadata}})
-        progress(f"inputs from {manifest}: " + ", ".join(f"{i.name}={'x'.join(map(str, i.shape))}" for i in inputs))
-        return art, inputs, None
-    return art, resolve_inputs(art.inputs, overrides=overrides, model=str(art.path)), None
 
 
 def _names(arts):

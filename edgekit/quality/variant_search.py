@@ -81,12 +81,14 @@ def search_variants(
     near_tie: float = NEAR_TIE,
     device_runtimes: Optional[List[str]] = None,
     prune: bool = True,
+    train_default: bool = False,
 ) -> Tuple[List[Variant], Optional[Tuple[Plan, PipelineResult]]]:
     """Returns every variant tried and the (plan, pipeline result) of the winner (None if none qualifies).
 
     With `train_budget_s`, QAT and compound (low-rank -> INT8) variants follow the runtime x precision ones where
     they can still win (edgekit.quality.compound), every variant with a score is timed (the Pareto front needs it),
-    and the non-dominated variants (latency, score, size) are flagged `pareto`.
+    and the non-dominated variants (latency, score, size) are flagged `pareto`. With `train_default` (the budget is
+    the default, not the user's), training variants are explored only when no INT8 variant met the budget.
 
     With `prune` (the default) the search measures speed before it spends time on accuracy (_speed_first): plain
     FP32/FP16 variants first, then each INT8 variant as ONE full-INT8 build; its INT8 accuracy search (nodes kept in
@@ -98,7 +100,7 @@ def search_variants(
     variants: List[Variant] = []
     built: Dict[int, Tuple[Plan, PipelineResult]] = {}
     ref: Dict[str, Any] = {}
-    extended = train_budget_s is not None
+    extended = train_budget_s is not None and train_budget_s > 0
 
     def evaluate(runtime: str, precision: str, plan: Plan, method: Optional[str] = None, always_time: bool = False) -> Variant:
         label = f"{runtime}/{precision}" + (f" {method}" if method else "")
@@ -175,6 +177,8 @@ def search_variants(
             evaluate(runtime, precision, plans[(runtime, precision)], "ptq" if precision == "int8" else None)
     else:
         _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_math=_fp16_math(profile), near_tie=near_tie)
+    if extended and train_default and any(v.precision == "int8" and v.status == "meets budget" for v in variants):
+        extended = False  # the default training budget is only spent when post-training INT8 missed
     if extended:
         _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, float(train_budget_s), progress, plan_for)
         _mark_pareto(variants)
@@ -274,7 +278,9 @@ def _best(variants: List[Variant]) -> Optional[Variant]:
 
 
 def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, train_budget_s, progress, plan_for) -> None:
-    """QAT where PTQ INT8 missed, then low-rank compounds, each only where it can still beat the best so far."""
+    """Low-rank FP32 (and low-rank -> PTQ INT8) first, since they need no training; then QAT where PTQ INT8 missed and
+    low-rank -> QAT, each only where it can still beat the best so far. The training budget is split between the
+    trainings that remain after those checks (a low-rank compound that cannot win reserves no training time)."""
     from edgekit.quality import compound
 
     def skip(runtime: str, precision: str, method: str, why: str) -> None:
@@ -282,29 +288,51 @@ def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, tr
         progress(f"variant {runtime}/{precision} {method}: skipped: {why}")
 
     teacher = str(resolved.artifact.path) if resolved.artifact.format == "onnx" else None
-    # QAT candidates: runtimes whose post-training INT8 was built and missed the budget
-    qat_rts = [rt for (rt, p) in plans if p == "int8" and rt in compound.QAT_RUNTIMES
-               and any(v.runtime == rt and v.method == "ptq" and v.status in ("violates budget", "failed") for v in variants)]
-    int8_rt = next((rt for (rt, p) in plans if p == "int8" and rt in compound.QAT_RUNTIMES), None)
-    lowrank_trains = 1 if (int8_rt and teacher) else 0
-    share = train_budget_s / max(1, len(qat_rts) + lowrank_trains)
+    ptq_missed = lambda rt: any(v.runtime == rt and v.method == "ptq" and v.status in ("violates budget", "failed") for v in variants)  # noqa: E731
+    qat_rts = [rt for (rt, p) in plans if p == "int8" and rt in compound.QAT_RUNTIMES and ptq_missed(rt)]
     for (rt, p) in plans:
-        if p == "int8" and rt in compound.NO_QAT and any(v.runtime == rt and v.method == "ptq" and v.status in ("violates budget", "failed") for v in variants):
+        if p == "int8" and rt in compound.NO_QAT and ptq_missed(rt):
             skip(rt, "int8", "qat", compound.NO_QAT[rt])
+    int8_rt = next((rt for (rt, p) in plans if p == "int8" and rt in compound.QAT_RUNTIMES), None)
+    lowrank_qat = _lowrank_first(resolved, plans, variants, evaluate, md, has_task, int8_rt, skip, plan_for) if int8_rt else None
+    if int8_rt is not None and lowrank_qat is not None:
+        best = _best(variants)
+        if best is not None and best.precision == "int8" and best.method in ("ptq", "lowrank+ptq"):
+            skip(int8_rt, "int8", "lowrank+qat", f"{best.runtime}/int8 {best.method} already meets the budget at {best.median_ms:.2f} ms")
+            lowrank_qat = None
+    trainings = len(qat_rts) + (1 if (lowrank_qat is not None and teacher) else 0)
+    share = train_budget_s / max(1, trainings)
+    if qat_rts:
+        progress(f"post-training INT8 missed the budget on {', '.join(qat_rts)}; training QAT for up to {train_budget_s / 60:.0f} min in all "
+                 f"({share / 60:.1f} min per training; --train-budget sets it, --train-budget off skips training)")
     for rt in qat_rts:
         best = _best(variants)
         if best is not None and best.precision == "int8":
-            skip(rt, "int8", "qat", f"{best.runtime}/int8 already meets the budget at {best.median_ms:.2f} ms; QAT runs the same INT8 kernels")
+            skip(rt, "int8", "qat", f"{best.runtime}/int8 {best.method or ''} already meets the budget at {best.median_ms:.2f} ms; QAT runs the same INT8 kernels")
             continue
         plan = compound.qat_plan(plans[(rt, "int8")], share, md, has_task)
         if plan is None:
             skip(rt, "int8", "qat", "no INT8 step to train for in this plan")
             continue
         evaluate(rt, "int8", plan, "qat")
-    if int8_rt is None or resolved.artifact.format != "onnx":
-        if int8_rt is not None:
-            skip(int8_rt, "int8", "lowrank+int8", "low-rank compounds are built from an ONNX source here")
-        return
+    if lowrank_qat is not None and teacher:
+        best = _best(variants)
+        if best is not None and best.precision == "int8":
+            skip(int8_rt, "int8", "lowrank+qat", f"{best.runtime}/int8 {best.method or ''} already meets the budget at {best.median_ms:.2f} ms")
+            return
+        plan = compound.qat_plan(lowrank_qat, share, md, has_task, teacher=teacher)
+        if plan is not None:
+            evaluate(int8_rt, "int8", plan, "lowrank+qat")
+
+
+def _lowrank_first(resolved, plans, variants, evaluate, md, has_task, int8_rt, skip, plan_for) -> Optional[Plan]:
+    """Build low-rank FP32 on `int8_rt` (and low-rank -> PTQ INT8 when low-rank alone meets the budget); returns the
+    low-rank INT8 plan to train QAT on, or None when low-rank cannot win (not faster than FP32, or not built)."""
+    from edgekit.quality import compound
+
+    if resolved.artifact.format != "onnx":
+        skip(int8_rt, "int8", "lowrank+int8", "low-rank compounds are built from an ONNX source here")
+        return None
     if (int8_rt, "fp32") not in plans:
         # the low-rank rule compares against this runtime's FP32: build it as a reference (int8-only searches)
         try:
@@ -312,30 +340,24 @@ def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, tr
             evaluate(int8_rt, "fp32", plans[(int8_rt, "fp32")], "reference")
         except PlanError as exc:
             skip(int8_rt, "int8", "lowrank+int8", f"no {int8_rt}/fp32 plan to compare low-rank against: {exc.message}")
-            return
+            return None
     fp32 = next((v for v in variants if v.runtime == int8_rt and v.precision == "fp32" and v.method in (None, "reference") and v.median_ms), None)
     fp32_plan = plans.get((int8_rt, "fp32"))
     if fp32_plan is None or fp32 is None:
         skip(int8_rt, "int8", "lowrank+int8", f"no measured {int8_rt}/fp32 variant to compare low-rank against")
-        return
+        return None
     lr = evaluate(int8_rt, "fp32", compound.lowrank_plan(fp32_plan, md, has_task), "lowrank")
     if lr.median_ms is None or lr.median_ms >= fp32.median_ms:
         why = (f"low-rank FP32 ran {lr.median_ms:.2f} ms vs {fp32.median_ms:.2f} ms unfactorised: factorising does not speed up {int8_rt}"
                if lr.median_ms else f"low-rank FP32 was not measured ({lr.status}: {lr.reason})")
         skip(int8_rt, "int8", "lowrank+int8", why)
-        return
+        return None
     base = plans[(int8_rt, "int8")]
     if lr.status == "meets budget":
         evaluate(int8_rt, "int8", compound.lowrank_plan(base, md, has_task), "lowrank+ptq")
     else:
         skip(int8_rt, "int8", "lowrank+ptq", "low-rank alone already misses the budget; post-training INT8 only adds error")
-    best = _best(variants)
-    if best is not None and best.precision == "int8" and best.method in ("ptq", "lowrank+ptq"):
-        skip(int8_rt, "int8", "lowrank+qat", f"{best.runtime}/int8 {best.method} already meets the budget at {best.median_ms:.2f} ms")
-        return
-    plan = compound.qat_plan(compound.lowrank_plan(base, md, has_task), share, md, has_task, teacher=teacher)
-    if plan is not None:
-        evaluate(int8_rt, "int8", plan, "lowrank+qat")
+    return compound.lowrank_plan(base, md, has_task)
 
 
 def _mark_pareto(variants: List[Variant]) -> None:

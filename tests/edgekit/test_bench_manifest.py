@@ -47,3 +47,20 @@ def test_a_file_that_differs_from_the_manifest_is_not_matched(tmp_path, cli):
     onnx.save(g, str(other))  # same name, other bytes: the manifest's shapes do not apply
     r = cli("bench", str(other), "-p", "x86-cpu", *QUICK)
     assert r.returncode != 0 and "symbolic dims" in r.stderr
+
+
+def test_api_bench_on_deploy_output_feeds_what_deploy_fed(tmp_path, cli):
+    """The Python API follows the same rule as the CLI (one helper, edgekit.workflows.bench.inputs_for)."""
+    from edgekit import api
+    from edgekit.core.errors import EdgekitError
+
+    m = _relu(tmp_path / "relu.onnx")
+    out = tmp_path / "out"
+    assert cli("deploy", m, "-p", "x86-cpu", "--runtime", "onnxruntime", "--no-bench", "--shape", "x=1x3x24x40", "--cache-dir", str(tmp_path / "c"), "--out", str(out)).returncode == 0
+    quick = {"min_seconds": 0.05, "min_runs": 2, "warmup_runs": 0, "warmup_seconds": 0}
+    with pytest.raises(EdgekitError, match="symbolic dims"):
+        api.bench(m, "x86-cpu", bench=quick, history="off")
+    res = api.bench(str(out / "relu.onnx"), "x86-cpu", bench=quick, history="off")
+    assert [i["shape"] for i in res.inputs] == [[1, 3, 24, 40]]
+    res = api.bench(str(out / "relu.onnx"), "x86-cpu", bench=quick, history="off", shapes={"x": [1, 3, 8, 8]})
+    assert [i["shape"] for i in res.inputs] == [[1, 3, 8, 8]]

@@ -10,12 +10,10 @@ import android.widget.Button;
 import android.widget.TextView;
 
 import java.io.BufferedReader;
-import java.io.ByteArrayOutputStream;
 import java.io.File;
 import java.io.FileOutputStream;
 import java.io.FileReader;
 import java.io.IOException;
-import java.io.InputStream;
 import java.util.Date;
 import java.util.HashMap;
 import java.util.Locale;
@@ -155,18 +153,7 @@ public class MainActivity extends Activity {
     }
 
     private String readAsset(String name) throws IOException {
-        InputStream in = getAssets().open(name);
-        try {
-            ByteArrayOutputStream b = new ByteArrayOutputStream();
-            byte[] buf = new byte[8192];
-            int n;
-            while ((n = in.read(buf)) > 0) {
-                b.write(buf, 0, n);
-            }
-            return b.toString("UTF-8");
-        } finally {
-            in.close();
-        }
+        return ResultJson.readAll(getAssets().open(name));
     }
 
     private Map<String, Object> device() {

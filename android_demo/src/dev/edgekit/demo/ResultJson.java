@@ -34,7 +34,11 @@ public final class ResultJson {
     }
 
     private static String read(String path) throws java.io.IOException {
-        java.io.InputStream in = new java.io.FileInputStream(path);  // no java.nio.file below API 26
+        return readAll(new java.io.FileInputStream(path));  // no java.nio.file below API 26
+    }
+
+    /** The whole stream as UTF-8 text; closes it (the app reads its assets with this too). */
+    public static String readAll(java.io.InputStream in) throws java.io.IOException {
         try {
             java.io.ByteArrayOutputStream b = new java.io.ByteArrayOutputStream();
             byte[] buf = new byte[8192];
