@@ -44,17 +44,46 @@ def distill_loss(torch, student: Sequence[Any], teacher: Sequence[Any], logits: 
 
 def train(torch, step_name: str, label: str, student: Callable[[List[Any]], Sequence[Any]], teacher: Callable[[List[Any]], Sequence[Any]],
           param_groups: List[Dict[str, Any]], feed_batches: Iterator[List[np.ndarray]], logits: Sequence[bool], *,
-          budget_s: float, max_steps: Optional[int] = None, say: Callable[[str], None] = lambda m: None, what: str = "fine-tune") -> Dict[str, Any]:
-    """Adam on `param_groups` until `budget_s` seconds (at least one step); returns steps, time and loss first/last."""
+          budget_s: float, max_steps: Optional[int] = None, say: Callable[[str], None] = lambda m: None, what: str = "fine-tune",
+          validate: Optional[Callable[[], float]] = None, validate_every_s: float = 90.0, state: Any = None) -> Dict[str, Any]:
+    """Adam on `param_groups` until `budget_s` seconds (at least one step); returns steps, time and loss first/last.
+
+    With `validate` (a held-out score, higher is better) and `state` (save()/load()), the model is scored before training
+    and every `validate_every_s` seconds of training and at the end; the best checkpoint is restored (early stopping:
+    training that overfits its samples cannot make the result worse than the best validated state). Validation time
+    is not counted against `budget_s`."""
     opt = torch.optim.Adam(param_groups)
     losses: List[float] = []
     t0 = time.perf_counter()
     last_say = t0
     step = 0
+    history: List[Dict[str, Any]] = []
+    best: Dict[str, Any] = {}
+    paused = 0.0
+
+    def checkpoint() -> None:
+        nonlocal paused
+        v0 = time.perf_counter()
+        val = float(validate())
+        history.append({"step": step, "score": round(val, 6)})
+        if not best or val > best["score"]:
+            best.update(score=val, step=step, snap=state.save())
+        paused += time.perf_counter() - v0
+        say(f"{step_name}: {what} validation at step {step}: {val:.4f} (best {best['score']:.4f} at step {best['step']})")
+
+    if validate is not None:
+        checkpoint()
+    last_val = time.perf_counter() - paused
     while True:
-        elapsed = time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0 - paused
         if step and (elapsed >= budget_s or (max_steps is not None and step >= max_steps)):
             break
+        if validate is not None and time.perf_counter() - paused - last_val >= validate_every_s:
+            checkpoint()
+            last_val = time.perf_counter() - paused
+            if best["score"] >= 1.0:
+                say(f"{step_name}: {what} validation score is 1.0: stopping early")
+                break
         batch = [torch.from_numpy(np.ascontiguousarray(b)) for b in next(feed_batches)]
         with torch.no_grad():
             target = teacher(batch)
@@ -72,9 +101,17 @@ def train(torch, step_name: str, label: str, student: Callable[[List[Any]], Sequ
             last_say = now
             say(f"{step_name}: {what} step {step}, distillation loss {np.mean(losses[-20:]):.5f} (first {losses[0]:.5f}), "
                 f"{now - t0:.0f}/{budget_s:.0f} s")
+    if validate is not None:
+        checkpoint()
+        if best["step"] != step:
+            state.load(best["snap"])
+            say(f"{step_name}: {what} kept the checkpoint of step {best['step']} (validation {best['score']:.4f})")
     k = max(1, min(20, len(losses) // 5))
-    return {"steps": step, "train_s": round(time.perf_counter() - t0, 1), "budget_s": budget_s,
-            "loss_first": round(float(np.mean(losses[:k])), 6), "loss_last": round(float(np.mean(losses[-k:])), 6)}
+    rec = {"steps": step, "train_s": round(time.perf_counter() - t0 - paused, 1), "budget_s": budget_s,
+           "loss_first": round(float(np.mean(losses[:k])), 6), "loss_last": round(float(np.mean(losses[-k:])), 6)}
+    if validate is not None:
+        rec.update(validation=history, best_step=best["step"], best_score=round(best["score"], 6), validation_s=round(paused, 1))
+    return rec
 
 
 def finetune_module(torch, student: Any, teacher: Any, feeds: List[Dict[str, np.ndarray]], names: Sequence[str], *, budget_s: float,

@@ -56,7 +56,7 @@ def bench(artifacts, profile, host, ssh, shapes, inputs_file, runtime, rounds, c
     arts = [a for a, _, _ in fed]
     inputs = {id(a): i for a, i, _ in fed}
     feeds = {id(a): f for a, _, f in fed}
-    with make_runner(prof, host, ssh) as runner:
+    with progress, make_runner(prof, host, ssh, on_progress=progress.on_progress) as runner:
         results = run_rounds(benchmark, arts, prof, runner, lambda a: inputs[id(a)], rounds, cooldown, runtimes=[runtime] * len(arts), bench=bench, progress=progress,
                              feed_for=(lambda a: feeds[id(a)]) if inputs_file else None)
     names = _names(arts)

@@ -152,17 +152,11 @@ def print_json(data: Any) -> None:
 
 
 def progress_printer(enabled: bool):
-    """Progress lines on stderr (never on stdout, which may carry --json)."""
-    if not enabled:
-        return lambda msg: None
-    from rich.markup import escape
+    """Progress lines on stderr (never on stdout, which may carry --json); `with` it for the live status line on a
+    terminal (edgekit.cli.live.LiveProgress)."""
+    from edgekit.cli.live import LiveProgress
 
-    err = console(stderr=True)
-
-    def show(msg: str) -> None:
-        err.print(f"[dim]›[/dim] {escape(msg)}", markup=True, highlight=False, soft_wrap=True)
-
-    return show
+    return LiveProgress(enabled)
 
 
 def parse_percent(value: Optional[str], option: str, upper: float = 1.0) -> Optional[float]:

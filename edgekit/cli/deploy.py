@@ -15,7 +15,7 @@ from edgekit.cli.history import history_option
 @click.option("--runtime", type=click.Choice(["onnxruntime", "openvino", "tflite", "tensorrt"]), default=None, help="Override the profile's runtime preference.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "auto"]), default=None, help="fp32, fp16, int8, or auto: build every feasible runtime x precision, measure each on the target, keep the fastest within --max-drop (default 1%%).")
 @click.option("--max-drop", default=None, metavar="0.5%", help="Accuracy budget for compression: max drop of the task metric (or output cosine).")
-@click.option("--train-budget", default=None, metavar="5m", help="Allow training within this time (300, 90s, 5m, 1h): with --precision int8/auto, quantization-aware training where post-training INT8 misses --max-drop, and low-rank -> INT8 compound variants; every variant's latency/score/size goes to the report's Pareto front.")
+@click.option("--train-budget", default=None, metavar="5m", help="Training time (300, 90s, 5m, 1h, or off) for --precision int8/auto: quantization-aware training (mixed precision where needed) where post-training INT8 misses --max-drop, and low-rank -> INT8 compound variants; every variant's latency/score/size goes to the report's Pareto front. Default: 10m, spent only when post-training INT8 missed the budget.")
 @click.option("--calib", type=click.Path(exists=True), default=None, help="Calibration data: image folder, .npy or .npz keyed by input name.")
 @click.option("--calib-preprocess", default=None, metavar="SPEC", help="For an image folder: size=640x640,layout=NCHW,color=RGB,mean=...,std=...,scale=1/255")
 @shape_option
@@ -46,31 +46,32 @@ def deploy(model, profile, host, ssh, runtime, precision, max_drop, train_budget
     from edgekit.report import render_terminal
     from edgekit.core.shapes import parse_shape_options
 
-    report = run_deploy(
-        model,
-        profile,
-        host=host,
-        ssh=ssh,
-        runtime=runtime,
-        precision=precision,
-        max_drop=parse_max_drop(max_drop),
-        train_budget=parse_duration(train_budget),
-        calib=calib,
-        calib_preprocess=calib_preprocess,
-        shapes=parse_shape_options(shapes),
-        simplify=not no_simplify,
-        out=out,
-        cache_dir=cache_dir,
-        use_cache=not no_cache,
-        bench=bench,
-        run_benchmark=not no_bench,
-        trust_pickle=trust_pickle,
-        fidelity_samples=fidelity_samples,
-        progress=progress_printer(not quiet and not as_json),
-        command=command_line(),
-        history=history_path,
-        inputs_file=inputs_file,
-    )
+    with progress_printer(not quiet and not as_json) as progress:  # the live status line ends before the tables
+        report = run_deploy(
+            model,
+            profile,
+            host=host,
+            ssh=ssh,
+            runtime=runtime,
+            precision=precision,
+            max_drop=parse_max_drop(max_drop),
+            train_budget=0.0 if (train_budget or "").strip().lower() in ("off", "0", "none") else parse_duration(train_budget),
+            calib=calib,
+            calib_preprocess=calib_preprocess,
+            shapes=parse_shape_options(shapes),
+            simplify=not no_simplify,
+            out=out,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            bench=bench,
+            run_benchmark=not no_bench,
+            trust_pickle=trust_pickle,
+            fidelity_samples=fidelity_samples,
+            progress=progress,
+            command=command_line(),
+            history=history_path,
+            inputs_file=inputs_file,
+        )
     if as_json:
         print_json(report.model_dump(mode="json"))
         return

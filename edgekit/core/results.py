@@ -41,6 +41,7 @@ class Timing(_M):
     stats: LatencyStats
     throughput_ips: float
     note: Optional[str] = None  # "emulated: not representative" when the device is emulated (qemu-user)
+    timed_region: Optional[str] = None  # what one timed call does for this runtime (the adapter says; same scope for all)
 
 
 class Memory(_M):

@@ -2,7 +2,9 @@
 and low-rank -> INT8 (PTQ, or QAT distilled from the source model). Plans are derived from the search's own INT8
 plans, so every variant is built, checked and measured exactly like the others.
 
-Exploration rule (what is tried, and what is skipped with a reason):
+Exploration rule (what is tried, and what is skipped with a reason). Order: low-rank FP32 and low-rank -> PTQ INT8
+first (no training), then QAT, then low-rank -> QAT; the training budget is split between the trainings still
+possible after the cheap checks (a low-rank compound that cannot win reserves no time).
 - QAT on runtime R only when R's post-training INT8 missed the budget and no INT8 variant met it yet (QAT runs the
   same INT8 kernels as PTQ, so it cannot beat an INT8 variant that already meets the budget).
 - low-rank compounds on the first runtime with an INT8 path: the low-rank FP32 variant is built first; if it is not
@@ -26,6 +28,10 @@ NO_QAT = {"onnxruntime": "ONNX Runtime runs edgekit's QDQ model unfused (PP-OCRv
                          "QAT targets OpenVINO/TensorRT here"}
 INT8_STEPS = ("openvino", "quantize-ort", "qat")
 LOWRANK_ENERGY = 0.9
+# Training time a search spends by default (no --train-budget given) once post-training INT8 missed the budget:
+# QAT and compounds are tried only then. --train-budget sets it (and then compounds are explored in any case);
+# --train-budget off disables training.
+DEFAULT_TRAIN_BUDGET_S = 600.0
 
 
 # Steps inside QAT/compound variants are only guarded against gross breakage: the search judges the whole variant

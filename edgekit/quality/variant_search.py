@@ -20,6 +20,7 @@ from edgekit.core.steps import FidelityBudget, drop_budget
 DEFAULT_MAX_DROP = 0.01
 NEAR_TIE = 0.15  # quick medians closer than this to the fastest are re-measured interleaved before choosing
 TIE_ROUNDS = 3
+PROBE_MAX_DROP = 0.99  # the full-INT8 build before any accuracy search: a budget every step accepts (tflite: < 1) that any working build meets
 QUICK_BENCH = {"warmup_runs": 5, "warmup_seconds": 0.5, "min_runs": 20, "min_seconds": 2.0, "max_seconds": 30.0}
 
 
@@ -112,12 +113,19 @@ def search_variants(
     tie_rounds: int = TIE_ROUNDS,
     near_tie: float = NEAR_TIE,
     device_runtimes: Optional[List[str]] = None,
+    prune: bool = True,
+    train_default: bool = False,
 ) -> Tuple[List[Variant], Optional[Tuple[Plan, PipelineResult]]]:
     """Returns every variant tried and the (plan, pipeline result) of the winner (None if none qualifies).
 
     With `train_budget_s`, QAT and compound (low-rank -> INT8) variants follow the runtime x precision ones where
     they can still win (edgekit.quality.compound), every variant with a score is timed (the Pareto front needs it),
-    and the non-dominated variants (latency, score, size) are flagged `pareto`."""
+    and the non-dominated variants (latency, score, size) are flagged `pareto`. With `train_default` (the budget is
+    the default, not the user's), training variants are explored only when no INT8 variant met the budget.
+
+    With `prune` (the default) the search measures speed before it spends time on accuracy (_speed_first): plain
+    FP32/FP16 variants first, then each INT8 variant as ONE full-INT8 build; its INT8 accuracy search (nodes kept in
+    float) runs only if that build misses the budget and is still faster than the best variant meeting it."""
     md = DEFAULT_MAX_DROP if max_drop is None else max_drop
     has_task = data.task_metric is not None
     budget = _budget(md, has_task)
@@ -126,9 +134,9 @@ def search_variants(
     variants: List[Variant] = []
     built: Dict[int, Tuple[Plan, PipelineResult]] = {}
     ref: Dict[str, Any] = {}
-    extended = train_budget_s is not None
+    extended = train_budget_s is not None and train_budget_s > 0
 
-    def evaluate(runtime: str, precision: str, plan: Plan, method: Optional[str] = None) -> Variant:
+    def evaluate(runtime: str, precision: str, plan: Plan, method: Optional[str] = None, always_time: bool = False) -> Variant:
         label = f"{runtime}/{precision}" + (f" {method}" if method else "")
         progress(f"variant {label}: building ({', '.join(s.step for s in plan.steps) or 'as is'})")
         t0 = time.perf_counter()
@@ -174,7 +182,7 @@ def search_variants(
         else:
             v.score = 1.0
         on_device = v.status == "not measured"  # only the target can score it: the quick benchmark runs the held-out set
-        if v.status == "meets budget" or on_device or (extended and v.score is not None):
+        if v.status == "meets budget" or on_device or ((extended or always_time) and v.score is not None):
             progress(f"variant {label}: quick benchmark on {runner.target}")
             try:
                 dev_feeds = (eval_feeds if eval_feeds is not None else random_feeds_for(data, fidelity_samples)) if on_device else None
@@ -197,14 +205,20 @@ def search_variants(
         )
 
     plans: Dict[Tuple[str, str], Plan] = {}
+    order: List[Tuple[str, str]] = []
     for runtime, precision in candidates(profile, runtimes, precisions):
         try:
-            plan = plan_for(runtime, precision)
+            plans[(runtime, precision)] = plan_for(runtime, precision)
+            order.append((runtime, precision))
         except PlanError as exc:
             variants.append(Variant(runtime=runtime, precision=precision, status="infeasible", reason=exc.message))
-            continue
-        plans[(runtime, precision)] = plan
-        evaluate(runtime, precision, plan, "ptq" if precision == "int8" else None)
+    if not prune:
+        for runtime, precision in order:
+            evaluate(runtime, precision, plans[(runtime, precision)], "ptq" if precision == "int8" else None)
+    else:
+        _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_math=_fp16_math(profile), near_tie=near_tie)
+    if extended and train_default and any(v.precision == "int8" and v.status == "meets budget" for v in variants):
+        extended = False  # the default training budget is only spent when post-training INT8 missed
     if extended:
         _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, float(train_budget_s), progress, plan_for)
         _mark_pareto(variants)
@@ -221,13 +235,92 @@ def search_variants(
     return variants, built[best_i]
 
 
+def _probe_plan(plan: Plan) -> Plan:
+    """The same plan with the INT8 step's budget opened (max_drop PROBE_MAX_DROP): the INT8 search stops at its first build, the
+    full-INT8 model (nothing kept in float), which the real budget's search would also build first."""
+    steps = [s.model_copy(update={"config": {**s.config, "max_drop": PROBE_MAX_DROP}}) if "max_drop" in s.config and str(s.config.get("precision", "")).startswith("int8") else s
+             for s in plan.steps]
+    return plan.model_copy(update={"steps": steps})
+
+
+def _fp16_math(profile: DeviceProfile) -> bool:
+    """Whether the profile's CPU computes in FP16 (ARM fp16/asimdhp, AVX512-FP16, AMX); without it an FP16 variant
+    stores FP16 weights and computes in FP32 (or slower, emulated), so it runs no faster than its FP32 sibling."""
+    return any(profile.has_feature(f) for f in ("fp16", "asimdhp", "avx512_fp16", "amx", "amx_fp16")) or profile.cpu.isa != "x86_64"
+
+
+def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_math: bool = True, near_tie: float = NEAR_TIE) -> None:
+    """Measure speed cheaply before spending time on accuracy.
+
+    1. plain variants (FP32, then FP16: no accuracy search) in profile order; they set the first bar. Where the CPU
+       has no FP16 arithmetic, an FP16 variant's speed is its FP32 sibling's: when that is clearly slower (by more
+       than `near_tie`) than the best variant meeting the budget, the FP16 build is skipped ("cannot win");
+    2. INT8 variants, the runtime with the fastest FP32 first, each built ONCE fully quantized (its quick benchmark is
+       the INT8 variant's best case: every node kept in float by an accuracy search only slows it) and scored against
+       the real budget on the same eval data:
+       - it meets the budget: that is the variant (the search would stop at this same first build);
+       - it misses and is not faster than the best variant already meeting the budget: it cannot win; skipped with its
+         measured full-INT8 latency and score in the row, its accuracy search never runs;
+       - otherwise the full plan runs (the accuracy search), replacing the probe row."""
+    for runtime, precision in [c for c in order if c[1] == "fp32"]:
+        evaluate(runtime, precision, plans[(runtime, precision)], None)
+    fp16 = [c for c in order if c[1] not in ("fp32", "int8")]
+
+    def plain_fp16() -> None:
+        for runtime, precision in fp16:
+            best = _best(variants)
+            sib = next((v for v in variants if v.runtime == runtime and v.precision == "fp32" and v.median_ms is not None), None)
+            if precision == "fp16" and not fp16_math and best is not None and sib is not None and sib.median_ms > best.median_ms * (1.0 + near_tie):
+                why = (f"cannot win: this CPU has no FP16 arithmetic, so {runtime}/fp16 computes like {runtime}/fp32, which ran "
+                       f"{sib.median_ms:.2f} ms (quick benchmark), more than {near_tie:.0%} slower than {best.runtime}/{best.precision} "
+                       f"meeting the budget at {best.median_ms:.2f} ms; not built")
+                variants.append(Variant(runtime=runtime, precision=precision, status="skipped", reason=why, steps=[st.step for st in plans[(runtime, precision)].steps]))
+                progress(f"variant {runtime}/{precision}: skipped: {why}")
+                continue
+            evaluate(runtime, precision, plans[(runtime, precision)], None)
+
+    def fp32_ms(rt: str) -> float:
+        v = next((v for v in variants if v.runtime == rt and v.precision == "fp32" and v.median_ms is not None), None)
+        return v.median_ms if v is not None else float("inf")
+
+    int8 = sorted((c for c in order if c[1] == "int8"), key=lambda c: (fp32_ms(c[0]), order.index(c)))
+    for runtime, precision in int8:
+        plan = plans[(runtime, precision)]
+        if not any("max_drop" in s.config for s in plan.steps):  # no accuracy search in this plan: nothing to prune
+            evaluate(runtime, precision, plan, "ptq")
+            continue
+        progress(f"variant {runtime}/int8: full-INT8 build first (speed before accuracy search)")
+        i = len(variants)
+        v = evaluate(runtime, precision, _probe_plan(plan), "ptq", always_time=True)
+        if v.status == "meets budget":
+            variants[i] = v.model_copy(update={"reason": "full INT8 (nothing kept in float) meets the budget: no accuracy search needed"})
+            built[i] = (plan, built[i][1])
+            continue
+        best = _best(variants[:i])
+        if v.median_ms is not None and best is not None and v.median_ms >= best.median_ms:
+            score = f" at score {v.score:.4f}" if v.score is not None else ""
+            why = (f"cannot win: full INT8 runs {v.median_ms:.2f} ms{score} (quick benchmark), not faster than "
+                   f"{best.runtime}/{best.precision}, which meets the budget at {best.median_ms:.2f} ms; keeping nodes in "
+                   f"float only slows it, so its accuracy search was skipped")
+            variants[i] = v.model_copy(update={"status": "skipped", "reason": why})
+            built.pop(i, None)
+            progress(f"variant {runtime}/int8: skipped: {why}")
+            continue
+        variants.pop(i)  # misses the budget but could still win: run the accuracy search
+        built.pop(i, None)
+        evaluate(runtime, precision, plan, "ptq")
+    plain_fp16()  # after INT8: the bar is as low as it gets before FP16 is judged
+
+
 def _best(variants: List[Variant]) -> Optional[Variant]:
     ok = [v for v in variants if v.status == "meets budget" and v.median_ms is not None and v.method != "reference"]
     return min(ok, key=lambda v: v.median_ms) if ok else None
 
 
 def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, train_budget_s, progress, plan_for) -> None:
-    """QAT where PTQ INT8 missed, then low-rank compounds, each only where it can still beat the best so far."""
+    """Low-rank FP32 (and low-rank -> PTQ INT8) first, since they need no training; then QAT where PTQ INT8 missed and
+    low-rank -> QAT, each only where it can still beat the best so far. The training budget is split between the
+    trainings that remain after those checks (a low-rank compound that cannot win reserves no training time)."""
     from edgekit.quality import compound
 
     def skip(runtime: str, precision: str, method: str, why: str) -> None:
@@ -235,29 +328,51 @@ def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, tr
         progress(f"variant {runtime}/{precision} {method}: skipped: {why}")
 
     teacher = str(resolved.artifact.path) if resolved.artifact.format == "onnx" else None
-    # QAT candidates: runtimes whose post-training INT8 was built and missed the budget
-    qat_rts = [rt for (rt, p) in plans if p == "int8" and rt in compound.QAT_RUNTIMES
-               and any(v.runtime == rt and v.method == "ptq" and v.status in ("violates budget", "failed") for v in variants)]
-    int8_rt = next((rt for (rt, p) in plans if p == "int8" and rt in compound.QAT_RUNTIMES), None)
-    lowrank_trains = 1 if (int8_rt and teacher) else 0
-    share = train_budget_s / max(1, len(qat_rts) + lowrank_trains)
+    ptq_missed = lambda rt: any(v.runtime == rt and v.method == "ptq" and v.status in ("violates budget", "failed") for v in variants)  # noqa: E731
+    qat_rts = [rt for (rt, p) in plans if p == "int8" and rt in compound.QAT_RUNTIMES and ptq_missed(rt)]
     for (rt, p) in plans:
-        if p == "int8" and rt in compound.NO_QAT and any(v.runtime == rt and v.method == "ptq" and v.status in ("violates budget", "failed") for v in variants):
+        if p == "int8" and rt in compound.NO_QAT and ptq_missed(rt):
             skip(rt, "int8", "qat", compound.NO_QAT[rt])
+    int8_rt = next((rt for (rt, p) in plans if p == "int8" and rt in compound.QAT_RUNTIMES), None)
+    lowrank_qat = _lowrank_first(resolved, plans, variants, evaluate, md, has_task, int8_rt, skip, plan_for) if int8_rt else None
+    if int8_rt is not None and lowrank_qat is not None:
+        best = _best(variants)
+        if best is not None and best.precision == "int8" and best.method in ("ptq", "lowrank+ptq"):
+            skip(int8_rt, "int8", "lowrank+qat", f"{best.runtime}/int8 {best.method} already meets the budget at {best.median_ms:.2f} ms")
+            lowrank_qat = None
+    trainings = len(qat_rts) + (1 if (lowrank_qat is not None and teacher) else 0)
+    share = train_budget_s / max(1, trainings)
+    if qat_rts:
+        progress(f"post-training INT8 missed the budget on {', '.join(qat_rts)}; training QAT for up to {train_budget_s / 60:.0f} min in all "
+                 f"({share / 60:.1f} min per training; --train-budget sets it, --train-budget off skips training)")
     for rt in qat_rts:
         best = _best(variants)
         if best is not None and best.precision == "int8":
-            skip(rt, "int8", "qat", f"{best.runtime}/int8 already meets the budget at {best.median_ms:.2f} ms; QAT runs the same INT8 kernels")
+            skip(rt, "int8", "qat", f"{best.runtime}/int8 {best.method or ''} already meets the budget at {best.median_ms:.2f} ms; QAT runs the same INT8 kernels")
             continue
         plan = compound.qat_plan(plans[(rt, "int8")], share, md, has_task)
         if plan is None:
             skip(rt, "int8", "qat", "no INT8 step to train for in this plan")
             continue
         evaluate(rt, "int8", plan, "qat")
-    if int8_rt is None or resolved.artifact.format != "onnx":
-        if int8_rt is not None:
-            skip(int8_rt, "int8", "lowrank+int8", "low-rank compounds are built from an ONNX source here")
-        return
+    if lowrank_qat is not None and teacher:
+        best = _best(variants)
+        if best is not None and best.precision == "int8":
+            skip(int8_rt, "int8", "lowrank+qat", f"{best.runtime}/int8 {best.method or ''} already meets the budget at {best.median_ms:.2f} ms")
+            return
+        plan = compound.qat_plan(lowrank_qat, share, md, has_task, teacher=teacher)
+        if plan is not None:
+            evaluate(int8_rt, "int8", plan, "lowrank+qat")
+
+
+def _lowrank_first(resolved, plans, variants, evaluate, md, has_task, int8_rt, skip, plan_for) -> Optional[Plan]:
+    """Build low-rank FP32 on `int8_rt` (and low-rank -> PTQ INT8 when low-rank alone meets the budget); returns the
+    low-rank INT8 plan to train QAT on, or None when low-rank cannot win (not faster than FP32, or not built)."""
+    from edgekit.quality import compound
+
+    if resolved.artifact.format != "onnx":
+        skip(int8_rt, "int8", "lowrank+int8", "low-rank compounds are built from an ONNX source here")
+        return None
     if (int8_rt, "fp32") not in plans:
         # the low-rank rule compares against this runtime's FP32: build it as a reference (int8-only searches)
         try:
@@ -265,30 +380,24 @@ def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, tr
             evaluate(int8_rt, "fp32", plans[(int8_rt, "fp32")], "reference")
         except PlanError as exc:
             skip(int8_rt, "int8", "lowrank+int8", f"no {int8_rt}/fp32 plan to compare low-rank against: {exc.message}")
-            return
+            return None
     fp32 = next((v for v in variants if v.runtime == int8_rt and v.precision == "fp32" and v.method in (None, "reference") and v.median_ms), None)
     fp32_plan = plans.get((int8_rt, "fp32"))
     if fp32_plan is None or fp32 is None:
         skip(int8_rt, "int8", "lowrank+int8", f"no measured {int8_rt}/fp32 variant to compare low-rank against")
-        return
+        return None
     lr = evaluate(int8_rt, "fp32", compound.lowrank_plan(fp32_plan, md, has_task), "lowrank")
     if lr.median_ms is None or lr.median_ms >= fp32.median_ms:
         why = (f"low-rank FP32 ran {lr.median_ms:.2f} ms vs {fp32.median_ms:.2f} ms unfactorised: factorising does not speed up {int8_rt}"
                if lr.median_ms else f"low-rank FP32 was not measured ({lr.status}: {lr.reason})")
         skip(int8_rt, "int8", "lowrank+int8", why)
-        return
+        return None
     base = plans[(int8_rt, "int8")]
     if lr.status == "meets budget":
         evaluate(int8_rt, "int8", compound.lowrank_plan(base, md, has_task), "lowrank+ptq")
     else:
         skip(int8_rt, "int8", "lowrank+ptq", "low-rank alone already misses the budget; post-training INT8 only adds error")
-    best = _best(variants)
-    if best is not None and best.precision == "int8" and best.method in ("ptq", "lowrank+ptq"):
-        skip(int8_rt, "int8", "lowrank+qat", f"{best.runtime}/int8 {best.method} already meets the budget at {best.median_ms:.2f} ms")
-        return
-    plan = compound.qat_plan(compound.lowrank_plan(base, md, has_task), share, md, has_task, teacher=teacher)
-    if plan is not None:
-        evaluate(int8_rt, "int8", plan, "lowrank+qat")
+    return compound.lowrank_plan(base, md, has_task)
 
 
 def _mark_pareto(variants: List[Variant]) -> None:

@@ -24,6 +24,7 @@ def bench_rows(b: BenchmarkResult) -> List[tuple]:
         ("throughput", f"{b.timing.throughput_ips:.1f} inferences/s"),
         ("runs (timed)", f"{b.timing.runs} in {b.timing.duration_s:.1f} s (warm-up {b.timing.warmup_runs} in {b.timing.warmup_s:.1f} s)"),
         ("load / first inference", f"{b.timing.load_ms:.1f} / {b.timing.first_inference_ms:.1f} ms"),
+        ("timed region", b.timing.timed_region or "not stated by this harness version"),
         ("peak RSS", "—" if b.memory.peak_rss_mb is None else f"{b.memory.peak_rss_mb:.1f} MB"),
         ("model size", _mb(b.model.size_bytes)),
         ("runtime", f"{b.runtime.name} {b.runtime.version}, {b.runtime.threads} threads"),

@@ -440,7 +440,7 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
     want = precision or prof.default_precision
     # int8 under a budget without a forced runtime: which runtime's INT8 keeps accuracy is model-dependent
     # (OpenVINO/NNCF wins on PP-OCR det, ORT dynamic INT8 on MiniLM), so measure each instead of guessing.
-    if train_budget is not None and want not in ("int8", "auto"):
+    if train_budget and want not in ("int8", "auto"):
         raise UsageError(f"--train-budget applies to --precision int8 or auto, not {want}", hint="add --precision int8 (or auto), or drop --train-budget")
     # a training budget always goes through the search (QAT and compounds are variants of it), with --runtime kept
     searching = want == "auto" or (want == "int8" and ((max_drop is not None and runtime is None) or train_budget is not None))
@@ -453,7 +453,7 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
     try:
         if host and device_note is None:
             # probe the device BEFORE converting: plan only for the runtimes it actually has
-            runner = make_runner(prof, host, ssh, on_progress=None)
+            runner = make_runner(prof, host, ssh, on_progress=getattr(progress, "on_progress", None))
             progress(f"connecting to {host} to see which runtimes it has")
             runner.connect()
             have = runtimes.in_probe(runner.probe())
@@ -465,7 +465,7 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
             runner.close()
         raise
     if runner is None and (run_benchmark or searching or any(s.step == "tensorrt" for s in plan.steps)):
-        runner = make_runner(prof, host, ssh, on_progress=None)
+        runner = make_runner(prof, host, ssh, on_progress=getattr(progress, "on_progress", None))
     pipeline: Optional[Pipeline] = None
     result: Optional[PipelineResult] = None
     bench_result: Optional[BenchmarkResult] = None
@@ -683,19 +683,26 @@ def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, sim
     from edgekit.quality.variant_search import DEFAULT_MAX_DROP, search_variants
 
     md = DEFAULT_MAX_DROP if max_drop is None else max_drop
+    from edgekit.quality.compound import DEFAULT_TRAIN_BUDGET_S
+
+    train_default = train_budget is None and (not precisions or "int8" in precisions)
+    if train_default:
+        train_budget = DEFAULT_TRAIN_BUDGET_S
     what = "each runtime x precision" if not precisions else f"the {'/'.join(precisions)} path of each runtime"
     progress(f"variant search: building and measuring {what} of '{prof.name}' on {runner.target}; budget: drop ≤ {md:.2%} of {data.task_metric_name or 'output cosine'}")
     variants, best = search_variants(
         resolved, prof, data, runner, max_drop=md, host=host, simplify=simplify, shapes=shapes,
         cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, fidelity_samples=fidelity_samples,
         runtimes=[runtime] if runtime else None, precisions=precisions, progress=progress, benchmark=benchmark, device_runtimes=device_runtimes,
-        train_budget_s=train_budget,
+        train_budget_s=train_budget, train_default=train_default,
     )
     rows = [v.model_dump(mode="json") for v in variants]
     if best is None:
         lines = "\n".join(f"  {v.runtime}/{v.precision}" + (f" {v.method}" if v.method else "") + f": {v.status} {v.reason}" for v in variants)
         hint = "raise --max-drop, or pick --runtime/--precision explicitly"
-        if train_budget is None and any(v.precision == "int8" for v in variants):
+        if any(v.method in ("qat", "lowrank+qat") and v.train_s for v in variants):
+            hint = "give training more time with a larger --train-budget, " + hint
+        elif not train_budget and any(v.precision == "int8" for v in variants):
             hint = "allow quantization-aware training with --train-budget 10m, " + hint
         raise EdgekitError(f"no variant of {resolved.label} meets the budget on {prof.name}:\n{lines}", hint=hint)
     plan, result = best

@@ -138,9 +138,10 @@ def run_benchmark(spec):
     thermal_before = thermal_snapshot(spec["thermal_zones"])
     dev = device_info()
     session, import_ms, load_ms, rss_before, rss_after = _load(spec)
-    warnings.extend(session.warnings)
     feeds, input_records = make_inputs(spec, session.input_details)
     step, first_ms = _first_inference(session, feeds, spec)
+    warnings.extend(session.warnings)  # after bind(): it may say what the timed call could not do
+    emit_progress("warmup", state="start")
     w_runs, warmup_s, w_capped = warm_up(step, spec["warmup_runs"], spec["warmup_seconds"], spec["max_seconds"])
     if w_capped:
         warnings.append("warm-up stopped at max_seconds=%s after %d runs" % (spec["max_seconds"], w_runs))
@@ -189,6 +190,7 @@ def run_benchmark(spec):
         "timing": {"load_ms": load_ms, "first_inference_ms": first_ms, "warmup_runs": w_runs, "warmup_s": warmup_s,
                    "runs": runs, "duration_s": duration, "samples_ms": samples_ms, "stats": latency_stats(samples_ms),
                    "throughput_ips": runs / duration if duration > 0 else 0.0,
+                   "timed_region": session.options.get("timed_region"),
                    "note": EMULATED_NOTE if dev.get("emulated") else None},
         "memory": {"peak_rss_mb": peak, "rss_before_load_mb": rss_before, "rss_after_load_mb": rss_after,
                    "source": mem_source},

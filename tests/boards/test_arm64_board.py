@@ -144,3 +144,21 @@ def test_setup_then_deploy_ppocr_det_on_raspberry_pi_5(board, cli, tmp_path):
     assert device["measured"] and device["score"] == pytest.approx(dev["task_score"], abs=1e-6)
     assert rep["fidelity_check"]["decided_by"] == "host" and device["interval"]["lo"] <= device["score"] <= device["interval"]["hi"]
     assert "Fidelity on the held-out set: host and device" in md and "device aarch64 (emulated)" in md
+
+
+def test_pi5_pmic_sampled_by_a_sampler_process_and_progress_streams_over_ssh(board, ppocr_det_path):
+    # issue 15 §6: vcgencmd is spawned by a separate sampler process on the board (not by the timed process), and the
+    # harness's progress lines reach the host's on_progress while the remote benchmark runs
+    events = []
+    pi5 = _pi5()
+    with board.sensors("pi5"), SSHRunner(board.alias, pi5, python="/opt/edgekit-sys/bin/python", on_progress=events.append,
+                                         **board.ssh_kwargs()) as r:
+        remote = r.push_files([ppocr_det_path])[0]
+        res = r.run_harness(_small_spec(remote, energy_source="vcgencmd_pmic", idle_seconds=1.0))
+    e = res.energy
+    assert e.available and e.source == "vcgencmd_pmic"
+    assert e.avg_power_w == pytest.approx(PI5_WATTS, abs=5e-4) and e.idle_power_w == pytest.approx(PI5_WATTS, abs=5e-4)
+    assert any("separate process" in w for w in res.warnings)
+    phases = [ev["phase"] for ev in events]
+    assert phases[0] == "load" and "warmup" in phases and "idle" in phases
+    assert events[-1]["phase"] == "timed" and events[-1]["state"] == "done" and events[-1]["runs"] == res.timing.runs

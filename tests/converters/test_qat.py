@@ -164,3 +164,62 @@ def test_qat_symmetric_activations_for_tensorrt(small_onnx, tmp_path):
     assert zps and all(i.data_type == onnx.TensorProto.INT8 for i in zps)
     assert all(int(onnx.numpy_helper.to_array(i)) == 0 for i in zps)
     assert ctx.report["qat"]["activations"].startswith("symmetric")
+
+
+def _closeness(ref, new):
+    """A strict continuous score (1 = identical outputs): any quantization error lowers it."""
+    return float(1.0 - np.mean([np.abs(r[0] - n[0]).max() for r, n in zip(ref, new)]))
+
+
+def _int8_weight_names(path):
+    q = onnx.load(str(path))
+    return {i.name[: -len("_q")] for i in q.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) > 1}
+
+
+def test_qat_mixed_precision_keeps_the_most_sensitive_ops_in_fp32(small_onnx, tmp_path):
+    """With a budget no full-INT8 model meets, the sensitivity search keeps ops in FP32, scores better than all-INT8
+    on the held-out calibration samples, and the exported model really has those weights in float."""
+    ctx = minimal_context(tmp_path)
+    ctx.calib_data = lambda n: _feeds(min(n, 32), 0)
+    ctx.task_metric = _closeness
+    out = QatStep().run(load_artifact(small_onnx), QatConfig(max_steps=2, max_drop=0.0, train_samples=24, val_samples=8, init_samples=8,
+                                                            batch_size=4, max_search_evals=6), ctx)
+    rec = ctx.report["qat"]
+    mixed = rec["mixed_precision"]
+    assert rec["val_samples"] == 8 and rec["train_samples"] == 24  # validation samples are not trained on
+    assert 2 <= mixed["evaluations"] <= 6 and not mixed["met_budget"]
+    assert mixed["kept_float"] and mixed["score"] > mixed["full_int8_score"]
+    assert rec["quantized_ops"] == 5 - len(mixed["kept_float"])
+    assert len(_int8_weight_names(out.path)) == rec["quantized_ops"]
+    q = onnx.load(str(out.path))
+    consumers = {n.name: n for n in q.graph.node}
+    inits = {i.name: i for i in q.graph.initializer}
+    for name in mixed["kept_float"]:  # the node reads its float weight directly (no DequantizeLinear in between)
+        w = consumers[name].input[1]
+        assert w in inits and inits[w].data_type == onnx.TensorProto.FLOAT
+
+
+def test_qat_early_stopping_keeps_the_best_validated_checkpoint(small_onnx, tmp_path):
+    """Training that wrecks the model (a huge learning rate) does not reach the output: the step-0 checkpoint, best on
+    the validation samples, is restored and exported."""
+    ctx = minimal_context(tmp_path)
+    pool = _feeds(24, 0)
+    ctx.calib_data = lambda n: pool[:n]
+    ctx.task_metric = _closeness
+    out = QatStep().run(load_artifact(small_onnx), QatConfig(max_steps=4, lr=5.0, train_samples=16, val_samples=8, init_samples=8,
+                                                            batch_size=4, mixed="off"), ctx)
+    rec = ctx.report["qat"]
+    hist = rec["validation"]
+    assert hist[0]["step"] == 0 and hist[-1]["step"] == 4 and hist[-1]["score"] < hist[0]["score"]
+    assert rec["best_step"] == 0 and rec["mixed_precision"] is None
+    val = pool[16:24]
+    score = _closeness([[r] for r in _ort(small_onnx, val)[:, None]], [[r] for r in _ort(out.path, val)[:, None]])
+    assert abs(score - hist[0]["score"]) < 1e-4  # what was exported is the restored checkpoint
+
+
+def test_qat_backbone_scope_quantizes_only_the_convolutions_before_the_first_matmul(small_onnx, tmp_path):
+    ctx = minimal_context(tmp_path)
+    ctx.calib_data = lambda n: _feeds(min(n, 8), 0)
+    out = QatStep().run(load_artifact(small_onnx), QatConfig(scope="backbone", max_steps=1, train_samples=8, init_samples=8, val_samples=0), ctx)
+    assert ctx.report["qat"]["quantized_ops"] == 3  # c1, dw, c2; the Gemm (fc) and the MatMul head stay FP32
+    assert len(_int8_weight_names(out.path)) == 3

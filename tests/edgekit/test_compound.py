@@ -106,3 +106,38 @@ def test_search_with_train_budget_lists_qat_and_compound_variants(tmp_path):
 def test_deploy_train_budget_errors_are_one_line(cli, args, message):
     res = cli("deploy", "zoo:ppocr-rec", "--profile", "x86-cpu", *args, "--no-bench")
     assert res.returncode != 0 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_default_training_budget_is_spent_only_when_post_training_int8_missed(tmp_path):
+    """With the default budget (no --train-budget), a search whose PTQ INT8 meets the budget trains nothing; one
+    whose PTQ misses says so and tries QAT."""
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    path = tmp_path / "small.onnx"
+    torch.onnx.export(_Small().eval(), (torch.randn(1, 3, 16, 16),), str(path), input_names=["x"], output_names=["p"], opset_version=13, dynamo=False)
+    rng = np.random.default_rng(0)
+    pool = [{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(24)]
+    data = DataSources(inputs=[InputSpec(name="x", shape=[1, 3, 16, 16], dtype="float32")],
+                       calib=lambda n: pool[:min(n, 16)], eval=lambda n: pool[16:16 + min(n, 8)], fingerprint="test:small-default")
+    prof = load_profile("x86-cpu")
+    resolved = resolve_model(str(path))
+
+    def short_bench(art, profile, runner, inputs, runtime=None, bench=None):
+        from edgekit.workflows.deploy import benchmark
+
+        return benchmark(art, profile, runner, inputs, runtime=runtime, bench={"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 5, "min_seconds": 0})
+
+    runs = {}
+    with get_runner("local")(prof) as runner:
+        for md in (0.5, 0.0):
+            seen = []
+            variants, _ = search_variants(resolved, prof, data, runner, max_drop=md, host=None, cache_dir=tmp_path / "cache",
+                                          runtimes=["openvino"], precisions=["int8"], benchmark=short_bench,
+                                          train_budget_s=3.0, train_default=True, progress=seen.append)
+            runs[md] = (variants, seen)
+    loose, _ = runs[0.5]
+    assert [v.method for v in loose] == ["ptq"] and loose[0].status == "chosen"
+    strict, said = runs[0.0]
+    assert strict[0].method == "ptq" and strict[0].status in ("violates budget", "failed")
+    assert any(v.method == "qat" and v.status != "skipped" for v in strict)
+    assert any("missed the budget" in m and "--train-budget off" in m for m in said)

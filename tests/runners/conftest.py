@@ -60,3 +60,16 @@ def x86_profile():
     from edgekit.core.profiles import load_profile
 
     return load_profile("x86-cpu")
+
+
+@pytest.fixture(scope="module")
+def rec_ir(tmp_path_factory):
+    """PP-OCRv4 rec (from rapidocr-onnxruntime) converted to an OpenVINO IR."""
+    import importlib.util
+
+    import openvino as ov
+
+    rec = Path(importlib.util.find_spec("rapidocr_onnxruntime").origin).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx"
+    d = tmp_path_factory.mktemp("ov")
+    ov.save_model(ov.convert_model(str(rec)), str(d / "rec.xml"))
+    return d / "rec.xml"

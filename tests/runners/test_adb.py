@@ -147,7 +147,8 @@ def test_harness_path_runs_end_to_end(serial, profile, tmp_path):
     # the device's Python here is this interpreter (it has numpy and ai-edge-litert), reached through adbd
     from edgekit.core.artifact import load_artifact
 
-    r = AdbRunner(profile, serial, workdir=str(tmp_path / "wd"), python=sys.executable)
+    events = []  # the harness's progress lines, streamed back through adb while it runs (the CLI's live status line)
+    r = AdbRunner(profile, serial, workdir=str(tmp_path / "wd"), python=sys.executable, on_progress=events.append)
     art = load_artifact(FACE)
     remote = r.push(art)
     spec = HarnessSpec(model_path=remote, model_format="tflite", runtime="tflite", sha256=art.sha256, threads=1,
@@ -158,6 +159,8 @@ def test_harness_path_runs_end_to_end(serial, profile, tmp_path):
     assert res.model.sha256 == art.sha256 and res.runtime.name == "tflite"
     assert res.timing.runs >= 3 and len(res.timing.samples_ms) == res.timing.runs
     assert not r.notes  # no fallback to the app happened
+    assert [e["phase"] for e in events][0] == "load" and events[-1]["phase"] == "timed"
+    assert events[-1]["state"] == "done" and events[-1]["runs"] == res.timing.runs
 
 
 def test_app_path_stops_naming_the_missing_device_commands(serial, profile, tmp_path):

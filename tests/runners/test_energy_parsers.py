@@ -419,3 +419,56 @@ def test_sensor_child_never_outlives_the_harness(tmp_path, sig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _logging_vcgencmd(tmp_path: Path) -> Path:
+    """The Pi 5 vcgencmd stand-in replaying the real capture, also logging which process started each call."""
+    log = tmp_path / "calls.log"
+    body = (
+        "import os, sys\n"
+        f"open({str(log)!r}, 'a').write('%s %d\\n' % (sys.argv[1], os.getppid()))\n"
+        "if sys.argv[1:] == ['get_throttled']:\n"
+        "    print('throttled=0x0')\n"
+        "    sys.exit(0)\n"
+        f"sys.stdout.write(open({str(FIX / 'rpi5_vcgencmd_pmic_read_adc_load.txt')!r}).read())\n"
+    )
+    _fake_tool(tmp_path / "bin", "vcgencmd", body)
+    return log
+
+
+def _calls(log: Path):
+    return [(c, int(p)) for c, p in (ln.split() for ln in log.read_text().splitlines())]
+
+
+def test_vcgencmd_is_sampled_by_a_separate_process(tmp_path):
+    # issue 15 §6: spawning vcgencmd at ~10 Hz from the timed process costs it CPU (fork+exec); a sampler child does it
+    log = _logging_vcgencmd(tmp_path)
+    r = _run_harness(_spec(energy_source="vcgencmd_pmic", min_seconds=2.0, idle_seconds=0.3), tmp_path, tmp_path / "bin")
+    e = r["energy"]
+    assert e["available"] and e["avg_power_w"] == pytest.approx(sum(a * v for a, v in PI5_PAIRS.values()))
+    calls = _calls(log)
+    harness_pid = {p for c, p in calls if c == "get_throttled"}  # thermal snapshots run in the harness process
+    assert len(harness_pid) == 1
+    pmic = [p for c, p in calls if c == "pmic_read_adc"]
+    assert pmic[0] in harness_pid  # the one availability check before any timing
+    sampled = pmic[1:]
+    assert len(sampled) >= e["samples"] >= 2  # (a Python stand-in on a loaded 2-core machine: a few reads a second)
+    assert not harness_pid & set(sampled)  # every sample during idle + timed came from the sampler process
+    assert len(set(sampled) - {1}) == 1  # one sampler (a read still running when it stopped is re-parented to init)
+    assert any("separate process" in w for w in r["warnings"])
+
+
+def test_vcgencmd_thread_sampler_spawns_from_the_timed_process(tmp_path):
+    log = _logging_vcgencmd(tmp_path)
+    r = _run_harness(_spec(energy_source="vcgencmd_pmic", energy_options={"sampler": "thread"}, min_seconds=1.0,
+                           idle_seconds=0.3), tmp_path, tmp_path / "bin")
+    assert r["energy"]["available"]
+    calls = _calls(log)
+    harness_pid = {p for c, p in calls if c == "get_throttled"}
+    assert {p for c, p in calls if c == "pmic_read_adc"} == harness_pid
+
+
+def test_vcgencmd_unknown_sampler_is_a_clear_reason(tmp_path):
+    _logging_vcgencmd(tmp_path)
+    r = _run_harness(_spec(energy_source="vcgencmd_pmic", energy_options={"sampler": "fork"}), tmp_path, tmp_path / "bin")
+    assert r["energy"]["available"] is False and "energy_options.sampler 'fork'" in r["energy"]["reason"]

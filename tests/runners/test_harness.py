@@ -271,15 +271,6 @@ def test_onnxruntime_adapter_matches_plain_session():
     np.testing.assert_allclose(out[0], ref[0], atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def rec_ir(tmp_path_factory):
-    import openvino as ov
-
-    d = tmp_path_factory.mktemp("ov")
-    ov.save_model(ov.convert_model(str(REC)), str(d / "rec.xml"))
-    return d / "rec.xml"
-
-
 def test_openvino_adapter_on_rec_ir(rec_ir):
     x = np.random.RandomState(0).rand(1, 3, 48, 320).astype(np.float32)
     sess = adapters.open_session("openvino", str(rec_ir), 2, {"input_shapes": {"x": [1, 3, 48, 320]}})

@@ -66,6 +66,18 @@ def die_with_parent():
         pass  # not Linux/glibc: the harness's own finally still stops the child
 
 
+def stop_child(proc):
+    """Stop a sensor child process: SIGTERM, then SIGKILL after 3 s; a child that already ended is left alone."""
+    import subprocess
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def open_energy_source(name, interval_ms, rails, options):
     """The configured source, or raise EnergyUnavailable with the precise reason."""
     if name == "none":

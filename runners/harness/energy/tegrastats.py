@@ -7,7 +7,7 @@ import threading
 import time
 
 from ..common import which
-from . import EnergyUnavailable, Source, die_with_parent, select_power_mw
+from . import EnergyUnavailable, Source, die_with_parent, select_power_mw, stop_child
 
 
 _RAIL_RE = re.compile(r"(?:(?<=\s)|^)([A-Za-z][A-Za-z0-9_]*) (\d+(?:\.\d+)?)(mW)?/(\d+(?:\.\d+)?)(mW)?"
@@ -74,13 +74,7 @@ class TegrastatsSource(Source):
 
     def stop(self):
         self._stopping = True
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc)
 
 
 def open_source(interval_ms, rails, options):

@@ -1,0 +1,128 @@
+"""QAT / mixed-precision / compound figures for benchmarks/COMPOUND.md.
+
+Two subcommands, so that scoring and building stay outside the benchcore queue and only timing runs inside it:
+
+  score  LABEL=PATH ...   text agreement (PP-OCRv4 rec lines identical to the FP32 ONNX model) on N held-out
+                          zoo lines (the "eval" split, never used for calibration or training), every artifact run
+                          through edgekit's own harness adapter with the options the device gets
+  time   LABEL=PATH ...   interleaved rounds: each round runs every artifact `--runs` times in turn (order rotated per
+                          round), 1 thread; prints per-artifact median of the round medians, min–max of the round
+                          medians, and the ratio to the first artifact per round (median and range)
+
+PATH: .onnx (run by ONNX Runtime, or by OpenVINO with --ov) or .xml (OpenVINO IR). A label ending in "fp32" is
+compiled with the f32 hint (edgekit's fp32 contract; this CPU would otherwise run bf16), as is one ending in
+"@f32" (an INT8 model whose float parts then run f32), others with the defaults
+edgekit uses for their precision. Run `time` under /work/bin/benchcore:
+
+  python benchmarks/compound.py score fp32=/path/rec.onnx qat=out/rec.qat.xml --n 200
+  /work/bin/benchcore python benchmarks/compound.py time ov-fp32=rec_fp32.xml qat-int8=rec.qat.xml --rounds 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.machine import describe  # noqa: E402
+
+
+F32_ALL = False  # --f32: every OpenVINO model with the f32 hint (the float parts of an INT8 model then run f32, not bf16)
+
+
+def _session(label: str, path: str, threads: int = 1):
+    from edgekit.core.registry import harness_module
+
+    p = Path(path)
+    runtime = "openvino" if p.suffix == ".xml" else "onnxruntime"
+    opts = {"inference_precision_hint": "f32"} if (runtime == "openvino" and (label.endswith("fp32") or label.endswith("@f32") or F32_ALL)) else {}
+    return harness_module("adapters").open_session(runtime, str(p), threads, opts), runtime
+
+
+def _pairs(items: List[str]) -> List[Tuple[str, str]]:
+    out = []
+    for it in items:
+        if "=" not in it:
+            raise SystemExit(f"expected LABEL=PATH, got {it!r}")
+        k, v = it.split("=", 1)
+        if not Path(v).is_file():
+            raise SystemExit(f"{v}: no such file")
+        out.append((k, v))
+    return out
+
+
+def score(args) -> Dict[str, float]:
+    from edgekit.zoo.datasets import decode_rec, rapidocr_model, rec_samples
+
+    feeds = [s.feeds for s in rec_samples("eval", args.n, 0)]
+    ref_sess, _ = _session("ref-fp32", str(rapidocr_model("rec")))
+    ref = [decode_rec([ref_sess.run(f)[0]])[0] for f in feeds]
+    res = {}
+    for label, path in _pairs(args.artifacts):
+        sess, rt = _session(label, path)
+        got = [decode_rec([sess.run(f)[0]])[0] for f in feeds]
+        res[label] = round(float(np.mean([a == b for a, b in zip(ref, got)])), 4)
+        print(json.dumps({"label": label, "runtime": rt, "lines": len(feeds), "identical": res[label]}), flush=True)
+    return res
+
+
+def timing(args) -> None:
+    from edgekit.zoo.datasets import rec_samples
+
+    feed = rec_samples("eval", 1, 0)[0].feeds
+    items = _pairs(args.artifacts)
+    sessions = [(label, _session(label, path)[0]) for label, path in items]
+    for _, s in sessions:  # warm-up
+        for _ in range(5):
+            s.run(feed)
+    per: Dict[str, List[float]] = {label: [] for label, _ in items}
+    for r in range(args.rounds):
+        order = sessions[r % len(sessions):] + sessions[: r % len(sessions)]
+        for label, s in order:
+            ts = []
+            for _ in range(args.runs):
+                t0 = time.perf_counter()
+                s.run(feed)
+                ts.append((time.perf_counter() - t0) * 1e3)
+            per[label].append(statistics.median(ts))
+    base = items[0][0]
+    print(f"machine: {describe()}; benchcore={'yes' if __import__('os').environ.get('EDGEKIT_BENCHCORE') else 'NO'}; "
+          f"1 thread; {args.rounds} interleaved rounds x {args.runs} runs; PP-OCRv4 rec 1x3x48x320")
+    for label, _ in items:
+        m = per[label]
+        ratios = [b / x for b, x in zip(per[base], m)]
+        print(json.dumps({"label": label, "median_ms": round(statistics.median(m), 3), "min_ms": round(min(m), 3), "max_ms": round(max(m), 3),
+                          f"speedup_vs_{base}": round(statistics.median(ratios), 3), "speedup_range": [round(min(ratios), 3), round(max(ratios), 3)]}))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--f32", action="store_true", help="compile every OpenVINO model with the f32 hint (float parts of INT8 models in f32)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("score")
+    s.add_argument("artifacts", nargs="+")
+    s.add_argument("--n", type=int, default=200)
+    t = sub.add_parser("time")
+    t.add_argument("artifacts", nargs="+")
+    t.add_argument("--rounds", type=int, default=7)
+    t.add_argument("--runs", type=int, default=30)
+    args = ap.parse_args(argv)
+    global F32_ALL
+    F32_ALL = args.f32
+    if args.cmd == "score":
+        score(args)
+    else:
+        timing(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
