@@ -34,6 +34,7 @@ class OnnxRuntimeSession(Session):
                             % (level, ", ".join(sorted(levels))))
         so.graph_optimization_level = levels[level]
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3  # graph-cleanup warnings (e.g. unused initializers of old model-zoo graphs) are noise here
         requested = list(options.get("providers") or ["CPUExecutionProvider"])
         available = list(ort.get_available_providers())
         missing = [p for p in requested if p not in available]
