@@ -156,7 +156,7 @@ def progress_printer(enabled: bool):
     terminal (edgekit.cli.live.LiveProgress)."""
     from edgekit.cli.live import LiveProgress
 
-    return LiveProgress(enabled)
+    return LiveProgress(enabled, console(stderr=True) if enabled else None)
 
 
 def parse_percent(value: Optional[str], option: str, upper: float = 1.0) -> Optional[float]:

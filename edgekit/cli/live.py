@@ -56,11 +56,7 @@ class LiveProgress:
 
     def __init__(self, enabled: bool, console: Any = None):
         self.enabled = enabled
-        self.err = console
-        if enabled and console is None:
-            from edgekit.cli.common import console as make_console
-
-            self.err = make_console(stderr=True)
+        self.err = console  # progress_printer (cli.common) passes its stderr console: no import back into cli.common
         self.live = bool(enabled and self.err is not None and self.err.is_terminal)
         self.text = ""
         self.phase: Optional[str] = None
