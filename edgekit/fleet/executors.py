@@ -31,12 +31,14 @@ def _on_sigint(signum, frame):
     os._exit(130)
 
 
-def _pool_init() -> None:
+def _pool_init(sigint_ignored: bool = False) -> None:
     import signal
 
     from edgekit.cli.main import _quiet_import_noise
 
-    signal.signal(signal.SIGINT, _on_sigint)
+    # a sweep started with SIGINT ignored (nohup, `cmd &` in a script) ignores it: so do its workers, else a stray
+    # group SIGINT would kill the conversions while the driver goes on and records them as crashed
+    signal.signal(signal.SIGINT, signal.SIG_IGN if sigint_ignored else _on_sigint)
     _quiet_import_noise()
 
 
@@ -59,7 +61,10 @@ class PoolExecutor:
     def __init__(self, boards: Sequence[Dict[str, Any]], ssh: Dict[str, Any], retries: Dict[str, Any], bench: Dict[str, Any],
                  workers: Optional[int] = None, on_progress: Optional[Callable[[str, Dict[str, Any]], None]] = None):
         self.workers_n = workers or max(1, min(2, os.cpu_count() or 1))
-        self.conv = cf.ProcessPoolExecutor(self.workers_n, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init)
+        import signal
+
+        self.conv = cf.ProcessPoolExecutor(self.workers_n, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init,
+                                           initargs=(signal.getsignal(signal.SIGINT) == signal.SIG_IGN,))
         self.boards = {b["name"]: BoardWorker(b, ssh, retries, bench, on_progress) for b in boards}
         self.threads = {name: cf.ThreadPoolExecutor(1, thread_name_prefix=f"board-{name}") for name in self.boards}
 

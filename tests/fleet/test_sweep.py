@@ -144,7 +144,10 @@ def test_ctrl_c_keeps_what_was_measured(shelf, tmp_path):
     env.pop("EDGEKIT_DEBUG", None)
     # Ctrl-C in a terminal: SIGINT to the whole foreground process group (the sweep and its conversion workers)
     proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli.main", "sweep", str(spec), "--out", str(out), "--ssh-config", str(shelf.ssh_config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            # a terminal's foreground job has SIGINT at its default; a test run launched in the background
+                            # (`cmd &` in a script) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline and proc.poll() is None:
