@@ -81,18 +81,7 @@ def lowrank_plan(plan: Plan, max_drop: float, has_task: bool, energy: float = LO
 
 
 def pareto(points: List[Dict[str, Any]]) -> List[int]:
-    """Indices of the points not dominated in (lower latency, higher score, smaller size); missing values are skipped."""
-    keep = []
-    for i, p in enumerate(points):
-        dominated = False
-        for j, q in enumerate(points):
-            if i == j:
-                continue
-            no_worse = q["ms"] <= p["ms"] and q["score"] >= p["score"] and q["size"] <= p["size"]
-            better = q["ms"] < p["ms"] or q["score"] > p["score"] or q["size"] < p["size"]
-            if no_worse and better:
-                dominated = True
-                break
-        if not dominated:
-            keep.append(i)
-    return keep
+    """Indices of the points not dominated in (lower latency, higher score, smaller size)."""
+    from edgekit.quality.stats import pareto_front
+
+    return pareto_front(points, "ms", "score", also_lower=("size",))

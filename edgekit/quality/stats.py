@@ -177,15 +177,18 @@ def _sign_test_p(k: int, n: int) -> float:
     return float(min(1.0, sum(p for p in probs if p <= pk + 1e-12)))
 
 
-def pareto_front(points: List[Dict[str, float]], x: str = "latency", y: str = "score") -> List[int]:
-    """Indices of points no other point beats (lower x and higher-or-equal y, or equal x and higher y)."""
+def pareto_front(points: List[Dict[str, float]], x: str = "latency", y: str = "score", also_lower: Sequence[str] = ()) -> List[int]:
+    """Indices of points no other point beats: lower-or-equal x (and every `also_lower` key, e.g. size) and
+    higher-or-equal y, strictly better in at least one of them."""
+    lower = (x, *also_lower)
     front = []
     for i, p in enumerate(points):
         dominated = False
         for j, q in enumerate(points):
             if i == j:
                 continue
-            if q[x] <= p[x] and q[y] >= p[y] and (q[x] < p[x] or q[y] > p[y]):
+            no_worse = all(q[k] <= p[k] for k in lower) and q[y] >= p[y]
+            if no_worse and (any(q[k] < p[k] for k in lower) or q[y] > p[y]):
                 dominated = True
                 break
         if not dominated:
