@@ -56,23 +56,28 @@ class _Small(torch.nn.Module):
         return torch.softmax(self.fc(y.mean(dim=(2, 3))), dim=-1)
 
 
-def test_search_with_train_budget_lists_qat_and_compound_variants(tmp_path):
-    """PTQ misses a zero budget, so QAT is tried; the low-rank variant and its INT8 compound are built or skipped with the rule's reason."""
-    pytest.importorskip("openvino")
+def _small_search(tmp_path, fingerprint):
+    """The small real CNN as ONNX, its calibration/held-out pools and the x86-cpu profile, for a search."""
     torch.manual_seed(0)
     path = tmp_path / "small.onnx"
     torch.onnx.export(_Small().eval(), (torch.randn(1, 3, 16, 16),), str(path), input_names=["x"], output_names=["p"], opset_version=13, dynamo=False)
     rng = np.random.default_rng(0)
     pool = [{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(24)]
     data = DataSources(inputs=[InputSpec(name="x", shape=[1, 3, 16, 16], dtype="float32")],
-                       calib=lambda n: pool[:min(n, 16)], eval=lambda n: pool[16:16 + min(n, 8)], fingerprint="test:small")
-    prof = load_profile("x86-cpu")
-    resolved = resolve_model(str(path))
+                       calib=lambda n: pool[:min(n, 16)], eval=lambda n: pool[16:16 + min(n, 8)], fingerprint=fingerprint)
+    return data, load_profile("x86-cpu"), resolve_model(str(path))
 
-    def short_bench(art, profile, runner, inputs, runtime=None, bench=None):
-        from edgekit.workflows.deploy import benchmark
 
-        return benchmark(art, profile, runner, inputs, runtime=runtime, bench={"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 5, "min_seconds": 0})
+def short_bench(art, profile, runner, inputs, runtime=None, bench=None):
+    from edgekit.workflows.deploy import benchmark
+
+    return benchmark(art, profile, runner, inputs, runtime=runtime, bench={"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 5, "min_seconds": 0})
+
+
+def test_search_with_train_budget_lists_qat_and_compound_variants(tmp_path):
+    """PTQ misses a zero budget, so QAT is tried; the low-rank variant and its INT8 compound are built or skipped with the rule's reason."""
+    pytest.importorskip("openvino")
+    data, prof, resolved = _small_search(tmp_path, "test:small")
 
     seen = []
     with get_runner("local")(prof) as runner:
@@ -112,20 +117,7 @@ def test_default_training_budget_is_spent_only_when_post_training_int8_missed(tm
     """With the default budget (no --train-budget), a search whose PTQ INT8 meets the budget trains nothing; one
     whose PTQ misses says so and tries QAT."""
     pytest.importorskip("openvino")
-    torch.manual_seed(0)
-    path = tmp_path / "small.onnx"
-    torch.onnx.export(_Small().eval(), (torch.randn(1, 3, 16, 16),), str(path), input_names=["x"], output_names=["p"], opset_version=13, dynamo=False)
-    rng = np.random.default_rng(0)
-    pool = [{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(24)]
-    data = DataSources(inputs=[InputSpec(name="x", shape=[1, 3, 16, 16], dtype="float32")],
-                       calib=lambda n: pool[:min(n, 16)], eval=lambda n: pool[16:16 + min(n, 8)], fingerprint="test:small-default")
-    prof = load_profile("x86-cpu")
-    resolved = resolve_model(str(path))
-
-    def short_bench(art, profile, runner, inputs, runtime=None, bench=None):
-        from edgekit.workflows.deploy import benchmark
-
-        return benchmark(art, profile, runner, inputs, runtime=runtime, bench={"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 5, "min_seconds": 0})
+    data, prof, resolved = _small_search(tmp_path, "test:small-default")
 
     runs = {}
     with get_runner("local")(prof) as runner:
