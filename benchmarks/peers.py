@@ -310,11 +310,14 @@ def _litert(src: Path, work: Path, z, calib, which: str) -> Dict[str, Any]:
             done.write_text(json.dumps(res, indent=1))
             _LITERT_RUNS[key] = res
     res = _LITERT_RUNS[key]
-    if res.get("error"):
-        raise RuntimeError(f"conversion failed: {res['error']} (log {run_dir / 'onnx2tf.log'})")
     if which == "int8" and not float_inputs:
-        raise RuntimeError("conversion failed: onnx2tf -oiqt calibrates float inputs only; this model's inputs are "
+        raise RuntimeError("not built: onnx2tf -oiqt calibrates float inputs only; this model's inputs are "
                            + ", ".join(f"{t.name} {t.dtype}" for t in art.inputs))
+    if res.get("error"):
+        import re
+
+        node = re.findall(r"onnx_op_name: (\S+)", (run_dir / "onnx2tf.log").read_text()) if (run_dir / "onnx2tf.log").exists() else []
+        raise RuntimeError(f"conversion failed{' at ' + node[-1] if node else ''}: {res['error']}")
     path = out / ("model" + _LITERT_FILES[which])
     if not path.exists():
         raise RuntimeError(f"conversion failed: onnx2tf wrote no {path.name} (log {run_dir / 'onnx2tf.log'})")
@@ -423,7 +426,12 @@ def _session(entry: Dict[str, Any], threads: int):
     def predict(feed):
         return _from_model_outputs(art, [np.asarray(o) for o in sess.run(_to_model_feed(art, feed))])
 
-    return (lambda feed: sess.bind(_to_model_feed(art, feed))), predict, facts
+    def bind(feed):
+        fn = sess.bind(_to_model_feed(art, feed))
+        facts["timed_region"] = sess.options.get("timed_region")  # what the adapter's timed call contains, as it says
+        return fn
+
+    return bind, predict, facts
 
 
 def _bootstrap(metric, ref, new, n=500, seed=0):
@@ -514,7 +522,7 @@ def build(models: List[str], work_root: Path, with_tflite: bool, with_edgekit: b
                     files = [p] + ([p.with_suffix(".bin")] if p.suffix == ".xml" else [])
                     row["size_mb"] = round(sum(f.stat().st_size for f in files if f.exists()) / 1e6, 2)
             except Exception as exc:  # a peer that fails is a result too: record it and go on
-                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:400] if str(exc) else ''}"
                 traceback.print_exc()
             print(json.dumps({k: v for k, v in row.items() if k not in ("search", "metadata")}, default=str), flush=True)
             manifest["rows"].append(row)
@@ -599,8 +607,13 @@ def report(models: List[str], work_root: Path, out: Path, extra: Optional[Path] 
         "**1 thread for every variant** (ORT intra-op 1, OpenVINO INFERENCE_NUM_THREADS 1, LiteRT num_threads 1, torch 1), "
         "all sessions open together, interleaved rounds in rotated order; each round: 3 warm-up calls, then >= min-runs and "
         ">= seconds; **ms = median of the round medians, [min–max] of the round medians**. The timed call is the harness "
-        "adapters' bound inference (ORT `sess.run` with a prepared feed dict, OpenVINO `infer()`, LiteRT `invoke()`).",
+        "adapters' bound inference, the same region edgekit's benchmark times; each adapter's own words:",
         "",
+    ]
+    regions = sorted({str(c.get("timed_region")) for t in timing.values() for c in (t.get("compiled") or {}).values()
+                      if c.get("timed_region")})
+    lines += [f"- {r}" for r in regions] + ([""] if regions else [])
+    lines += [
         "Fidelity: the zoo task metric vs the FP32 source on ONE held-out set per model (eval feeds "
         f"{HELD_OUT_OFFSET}..{HELD_OUT_OFFSET}+n: never calibration data, and not the eval feeds 0..{SEARCH_EVAL_N - 1} that "
         "edgekit's search and NNCF's accuracy control select with), with a 95 % bootstrap interval (500 resamples). Every peer "
