@@ -366,7 +366,7 @@ def _from_report(path: Path, wall_s: float) -> Dict[str, Any]:
     a = rep["artifact"]
     return {"path": a["path"], "format": a["format"], "precision": rep["precision"], "runtime": rep["runtime"],
             "metadata": a.get("metadata") or {}, "options": "edgekit", "note": f"picked {rep['runtime']} {rep['precision']}; "
-            f"`{rep.get('command') or 'edgekit deploy'}` (fresh cache), {wall_s:.0f} s wall", "search": rep.get("variants") or [],
+            f"`{rep.get('command') or 'edgekit deploy'}`, {wall_s:.0f} s wall", "search": rep.get("variants") or [],
             "wall_s": wall_s}
 
 
@@ -636,7 +636,8 @@ def report(models: List[str], work_root: Path, out: Path, extra: Optional[Path] 
                   "|---|---:|---|---:|---|:-:|---:|---:|---|"]
         for r in rows:
             if "error" in r:
-                lines.append(f"| {r['variant']} | failed | | | | | | {r.get('build_s', '')} | |")
+                what = "not built" if ": not built" in r["error"] else "failed"
+                lines.append(f"| {r['variant']} | {what} (see below) | | | | | | {r.get('build_s', '')} | |")
                 continue
             p = per.get(r["key"])
             ms = f"{np.median(p):.2f}" if p else "not timed"
@@ -649,7 +650,7 @@ def report(models: List[str], work_root: Path, out: Path, extra: Optional[Path] 
         lines += [f"- {r['variant']}: {r.get('note', '')}" for r in rows if "error" not in r]
         errs = [r for r in rows if "error" in r]
         if errs:
-            lines += ["", "Failures:", ""] + [f"- {r['variant']}: `{r['error']}`" for r in errs]
+            lines += ["", "Failed or not built:", ""] + [f"- {r['variant']}: `{r['error']}`" for r in errs]
         pick = next((r for r in rows if r["key"] == "edgekit" and r.get("search")), None)
         if pick:
             lines += ["", f"edgekit's search (`deploy --precision auto`, {pick.get('build_s')} s wall; its quick benchmarks are 2-thread "
