@@ -272,7 +272,9 @@ SIGNAL_HINTS = {
 # full-integer model, ~60 s each for the two int16-activation ones, on one core). onnx2tf has no flag to leave them
 # out, so the driver below makes TFLite's converter refuse them with a RuntimeError, which onnx2tf catches for each
 # of these outputs ("... tflite output failed") and goes on; the outputs before them are the same bytes either way.
-SKIPPABLE = ("int16", "full_integer")
+# The float16 model (~9 s for PP-OCR det) is not guarded by onnx2tf, so for it the converter returns no bytes and
+# onnx2tf writes an empty file, which the caller removes (edgekit.converters.tflite).
+SKIPPABLE = ("int16", "full_integer", "float16")
 _DRIVER = r"""
 import os, sys
 skip = set(filter(None, os.environ.get("EDGEKIT_ONNX2TF_SKIP", "").split(",")))
@@ -281,6 +283,8 @@ if skip:
     from tensorflow.lite.python import lite as _lite
     def guarded(original):
         def convert(self):
+            if "float16" in skip and tf.float16 in list(self.target_spec.supported_types or ()):
+                return b""
             ops = set(self.target_spec.supported_ops or ())
             if "int16" in skip and tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 in ops:
                 raise RuntimeError("edgekit: int16-activation model not wanted, not built")
@@ -289,7 +293,7 @@ if skip:
             return original(self)
         return convert
     # onnx2tf quantizes through from_saved_model (TFLiteSavedModelConverterV2) and from_concrete_functions
-    for _cls in (_lite.TFLiteConverterV2, _lite.TFLiteSavedModelConverterV2):
+    for _cls in (_lite.TFLiteConverterV2, _lite.TFLiteSavedModelConverterV2, _lite.TFLiteKerasModelConverterV2):
         _cls.convert = guarded(_cls.convert)
 sys.argv[0] = "onnx2tf"
 from onnx2tf import main

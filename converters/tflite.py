@@ -110,7 +110,8 @@ class TfliteStep(Step):
 
 # What one onnx2tf run writes depends on its flags ("mode"): float32 and float16 always; -odrqt adds dynamic-range
 # INT8; -oiqt (calibrated) adds dynamic-range and integer INT8, and the full-integer (int8 IO) model when a step asks for
-# it (the int16-activation models -oiqt would also build are never used: onnx2tf_env.SKIPPABLE).
+# it (the int16-activation models -oiqt would also build are never used: onnx2tf_env.SKIPPABLE). The float16 model is
+# written only when fp16 is the step's precision or in its share_with.
 MODES = ("plain", "drq", "iq")
 _SERVED_BY = {"fp32": ("iq", "drq", "plain"), "fp16": ("iq", "drq", "plain"), "int8-dynamic": ("iq", "drq"), "int8": ("iq",)}
 SHARE_LAYOUT = 1  # bump when what goes into a shared run's key, or which files it keeps, changes
@@ -153,14 +154,20 @@ class Onnx2tfRun:
         """Whether an iq run of this step writes the full-integer (int8 IO) model too (only when it is asked for)."""
         return self.cfg.precision == "int8" and self.cfg.full_integer_io
 
-    def serving(self) -> List[Tuple[str, bool]]:
-        """(mode, full_integer) of every run that wrote this step's file, this step's own run first."""
+    def float16(self) -> bool:
+        """Whether this step's run writes the float16 model (only when fp16 is its precision or in share_with)."""
+        return "fp16" in {self.cfg.precision, *self.cfg.share_with}
+
+    def serving(self) -> List[Tuple[str, bool, bool]]:
+        """(mode, full_integer, float16) of every run that wrote this step's file, this step's own run first."""
         p = self.cfg.precision
         modes = [m for m in _SERVED_BY[p] if (m != "iq" or self.calibrated)]
         if p == "int8-dynamic" and self.cfg.per_tensor:
             modes = [m for m in modes if m != "iq"]  # -qt per-tensor changes -oiqt's dynamic-range model too
-        runs = [(m, f) for m in modes for f in ((False, True) if m == "iq" else (False,)) if not (self.full_integer() and m == "iq" and not f)]
-        own = (self.mode(), self.full_integer() and self.mode() == "iq")
+        fulls = (True,) if self.full_integer() else (False, True)
+        halves = (True,) if p == "fp16" else (True, False)
+        runs = [(m, f, h) for m in modes for f in (fulls if m == "iq" else (False,)) for h in halves]
+        own = (self.mode(), self.full_integer() and self.mode() == "iq", self.float16())
         return [own] + [r for r in runs if r != own]
 
     def _digest(self, a) -> str:
@@ -168,10 +175,13 @@ class Onnx2tfRun:
 
         import numpy as np
 
-        a = np.ascontiguousarray(a)
-        return hashlib.sha256(f"{a.dtype}{a.shape}".encode() + a.tobytes()).hexdigest()
+        memo = self.__dict__.setdefault("_digests", {})
+        if id(a) not in memo:  # the arrays live as long as this object: id() is stable
+            c = np.ascontiguousarray(a)
+            memo[id(a)] = hashlib.sha256(f"{c.dtype}{c.shape}".encode() + c.tobytes()).hexdigest()
+        return memo[id(a)]
 
-    def key(self, mode: str, full_integer: bool = False) -> str:
+    def key(self, mode: str, full_integer: bool = False, float16: bool = True) -> str:
         import hashlib
         import json
 
@@ -182,7 +192,7 @@ class Onnx2tfRun:
             "kind": "onnx2tf-run", "layout": SHARE_LAYOUT, "onnx2tf": onnx2tf_env.ONNX2TF_VERSION, "env": onnx2tf_env.ISA_INDEPENDENT_ENV,
             "source": self.artifact.sha256, "ois": self.dyn, "extra_args": list(self.cfg.extra_args), "mode": mode,
             "per_tensor": self.cfg.per_tensor if mode == "iq" else None, "full_integer": full_integer if mode == "iq" else None,
-            "skipped": list(onnx2tf_env.SKIPPABLE) if mode == "iq" else None, "sample": self._digest(self.sample),
+            "float16": float16, "sample": self._digest(self.sample),
             "calib": {n: self._digest(a) for n, a in sorted(self.calib.items())} if uses_calib else None,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -200,8 +210,8 @@ class Onnx2tfRun:
         wanted = self.wanted()
         cache_dir = Path(ctx.cache_dir) if getattr(ctx, "cache_dir", None) is not None else None
         if cache_dir is not None:
-            for mode, full in self.serving():
-                entry = _entry(cache_dir, self.key(mode, full))
+            for mode, full, half in self.serving():
+                entry = _entry(cache_dir, self.key(mode, full, half))
                 try:
                     found = cache.load_files(entry)
                     if found is None or wanted not in found[0]:
@@ -269,7 +279,8 @@ class Onnx2tfRun:
 
         python = onnx2tf_env.ensure_env(progress=ctx.progress)
         full = self.full_integer() and mode == "iq"
-        entry = _entry(cache_dir, self.key(mode, full)) if cache_dir is not None else None
+        half = self.float16()
+        entry = _entry(cache_dir, self.key(mode, full, half)) if cache_dir is not None else None
         run_dir = cache.new_build_dir(entry) if entry is not None else Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=str(work)))
         model_copy = run_dir / "model.onnx"  # onnx2tf rewrites its input in place: give it a copy
         try:
@@ -280,10 +291,10 @@ class Onnx2tfRun:
             raise
         ctx.note(f"tflite: onnx2tf {' '.join(args[2:])}")
         if ctx.progress:
-            ctx.progress(f"      onnx2tf run ({mode}: writes {', '.join(_writes(mode))})")
+            ctx.progress(f"      onnx2tf run ({mode}: writes {', '.join(w for w in _writes(mode) if w != 'fp16' or half)})")
         t0 = time.perf_counter()
         try:
-            skip = [s for s in onnx2tf_env.SKIPPABLE if mode == "iq" and not (s == "full_integer" and full)]
+            skip = ([] if half else ["float16"]) + (["int16"] + ([] if full else ["full_integer"]) if mode == "iq" else [])
             proc = onnx2tf_env.run_onnx2tf(python, args, cwd=run_dir, timeout_s=self.cfg.timeout_s, skip=skip)
         except subprocess.TimeoutExpired as exc:
             kept = _keep_failed(run_dir, ctx)
@@ -320,6 +331,9 @@ class Onnx2tfRun:
                 tool_message=message,
             )
         ctx.note(f"tflite: onnx2tf ({mode}) took {secs:.1f} s")
+        for p in (run_dir / "out").glob("*.tflite"):
+            if p.stat().st_size == 0:
+                p.unlink()  # a model the driver was told not to build (onnx2tf_env.SKIPPABLE: float16)
         if entry is None:
             shutil.rmtree(run_dir / "out" / "variables", ignore_errors=True)  # the SavedModel is large and not needed
             return run_dir, {str(p.relative_to(run_dir)): "" for p in (run_dir / "out").glob("*.tflite")}
@@ -332,7 +346,7 @@ class Onnx2tfRun:
                 p.unlink()
         shutil.rmtree(run_dir / "out" / "variables", ignore_errors=True)
         shutil.rmtree(run_dir / "out" / "assets", ignore_errors=True)
-        meta = {"mode": mode, "full_integer": full, "onnx2tf_s": round(secs, 1), "source": self.artifact.path.name}
+        meta = {"mode": mode, "full_integer": full, "float16": half, "onnx2tf_s": round(secs, 1), "source": self.artifact.path.name}
         return entry, cache.store_files(run_dir, entry, meta, cache_dir)
 
 

@@ -69,7 +69,6 @@ def test_one_onnx2tf_run_serves_fp32_fp16_and_int8(tmp_path, counted):
     assert meta["mode"] == "iq" and "out/model_integer_quant.tflite" in files and "out/model_float16.tflite" in files
     # -oiqt's int16-activation and full-integer models are not built (nobody asked for them)
     assert not [f for f in files if "int16" in f or "full_integer" in f]
-    assert "int16-activation model not wanted" in (entry / "onnx2tf.log").read_text()
     int8, notes8 = _step(art, tmp_path, "int8", cache, precision="int8")
     fp16, _ = _step(art, tmp_path, "fp16", cache, precision="fp16")
     assert len(counted) == 1, "the INT8 and FP16 steps must reuse the fp32 step's onnx2tf run"
@@ -84,6 +83,10 @@ def test_one_onnx2tf_run_serves_fp32_fp16_and_int8(tmp_path, counted):
     alone, _ = _step(art, tmp_path, "alone", tmp_path / "cache2", precision="fp32")
     assert len(counted) == 2 and "-oiqt" not in counted[1] and "-cind" in counted[1]
     assert alone.sha256 == fp32.sha256
+    (entry2,) = _shared_entries(tmp_path / "cache2")
+    files2, meta2 = ekcache.load_files(entry2)
+    assert meta2["mode"] == "plain" and meta2["float16"] is False
+    assert set(files2) & {"out/model_float32.tflite", "out/model_float16.tflite"} == {"out/model_float32.tflite"}  # fp16 not asked: not built
 
 
 @pytest.mark.slow
@@ -166,3 +169,29 @@ def test_republishing_replaces_the_old_shared_entry(tmp_path):
     assert meta["mode"] == "again" and (entry / "out/a.tflite").read_bytes() == b"new"
     assert files["out/a.tflite"] == hashlib.sha256(b"new").hexdigest()
     assert not list(entry.parent.glob(".stale-*"))  # the old entry was moved aside and removed
+
+
+def test_search_plans_share_one_run(tmp_path):
+    """The variant search gives every TFLite step the others' precisions; FP16 joins only where the CPU computes FP16."""
+    from edgekit.core.plan import PlanOptions, make_plan
+    from edgekit.core.profiles import load_profile
+    from edgekit.quality.variant_search import share_tflite_runs
+
+    art = load_artifact(_tiny_onnx(tmp_path))
+    prof = load_profile("x86-cpu")
+
+    def plans():
+        return {("tflite", p): make_plan(art, "tiny", prof, PlanOptions(runtime="tflite", precision=p, has_calib=True, max_drop=0.05 if p != "fp32" else None))
+                for p in ("fp32", "fp16", "int8")}
+
+    def shares(ps):
+        return {k[1]: next(s.config.get("share_with") for s in plan.steps if s.step == "tflite") for k, plan in ps.items()}
+
+    ps = plans()
+    share_tflite_runs(ps, with_fp16=True)
+    assert shares(ps) == {"fp32": ["fp16", "int8"], "fp16": ["fp32", "int8"], "int8": ["fp16", "fp32"]}
+    ps = plans()
+    share_tflite_runs(ps, with_fp16=False)
+    assert shares(ps) == {"fp32": ["int8"], "fp16": [], "int8": ["fp32"]}
+    for plan in ps.values():  # the configs stay valid step configs
+        TfliteConfig(**next(s.config for s in plan.steps if s.step == "tflite"))
