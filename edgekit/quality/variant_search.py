@@ -173,8 +173,9 @@ def search_variants(
         art = result.artifact
         v = Variant(status="meets budget", artifact=str(art.path), size_bytes=art.total_size_bytes, build_s=round(build_s, 2), **base)
         train = next((r.details.get("qat") for r in result.records if r.step == "qat" and isinstance(getattr(r, "details", None), dict)), None)
-        if train:
-            v.train_s = train.get("train_s")
+        tuned = next(((r.details.get("prune") or {}).get("finetune") for r in result.records if r.step == "prune" and isinstance(getattr(r, "details", None), dict)), None)
+        if train or tuned:
+            v.train_s = (train or tuned).get("train_s")
         if eval_feeds is not None or art.format != resolved.artifact.format or plan.steps:
             from edgekit.core.shapes import random_feeds
 
@@ -502,7 +503,8 @@ def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, tr
         if best is not None and best.precision == "int8" and best.method in ("ptq", "lowrank+ptq"):
             skip(int8_rt, "int8", "lowrank+qat", f"{best.runtime}/int8 {best.method} already meets the budget at {best.median_ms:.2f} ms")
             lowrank_qat = None
-    trainings = len(qat_rts) + (1 if (lowrank_qat is not None and teacher) else 0)
+    prunable = int8_rt is not None and resolved.artifact.format == "pytorch" and getattr(resolved.artifact, "module", None) is not None
+    trainings = len(qat_rts) + (1 if (lowrank_qat is not None and teacher) else 0) + (1 if prunable else 0)
     share = train_budget_s / max(1, trainings)
     if qat_rts:
         progress(f"post-training INT8 missed the budget on {', '.join(qat_rts)}; training QAT for up to {train_budget_s / 60:.0f} min in all "
@@ -521,10 +523,77 @@ def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, tr
         best = _best(variants)
         if best is not None and best.precision == "int8":
             skip(int8_rt, "int8", "lowrank+qat", f"{best.runtime}/int8 {best.method or ''} already meets the budget at {best.median_ms:.2f} ms")
+        else:
+            plan = compound.qat_plan(lowrank_qat, share, md, has_task, teacher=teacher)
+            if plan is not None:
+                evaluate(int8_rt, "int8", plan, "lowrank+qat")
+    if prunable:
+        spent = sum(v.train_s or 0.0 for v in variants)
+        _prune_compounds(plans, variants, evaluate, md, has_task, int8_rt, skip, plan_for, max(share, train_budget_s - spent), progress)
+
+
+def _prune_compounds(plans, variants, evaluate, md, has_task, int8_rt, skip, plan_for, budget_s, progress) -> None:
+    """Structured prune -> distill -> INT8 on `int8_rt` for a PyTorch source, mildest ratio first (edgekit.quality.compound):
+    each ratio's pruned FP32 (no training) is timed first; its speed-up over the unpruned FP32, applied to the fastest
+    INT8 variant, must beat the best variant meeting the budget, or the ratio is skipped before any training. A stronger
+    ratio is not tried after a milder one missed the budget, nor once `budget_s` of distillation is spent."""
+    from edgekit.quality import compound
+
+    if (int8_rt, "int8") not in plans:
+        return
+    fp32, fp32_plan = _fp32_reference(plans, variants, evaluate, int8_rt, plan_for)
+    if fp32 is None or fp32_plan is None:
+        skip(int8_rt, "int8", "prune+distill+ptq", f"no measured {int8_rt}/fp32 variant to compare pruning against")
+        return
+    left = budget_s
+    for ratio in compound.PRUNE_RATIOS:
+        label = compound.prune_method(ratio, True, "int8")
+        if left <= 0:
+            skip(int8_rt, "int8", label, f"the training budget ({budget_s:.0f} s) is spent")
             return
-        plan = compound.qat_plan(lowrank_qat, share, md, has_task, teacher=teacher)
-        if plan is not None:
-            evaluate(int8_rt, "int8", plan, "lowrank+qat")
+        probe_plan = compound.prune_plan(fp32_plan, ratio, md, has_task)
+        if probe_plan is None:
+            skip(int8_rt, "int8", label, "the plan has no export step: pruning needs a PyTorch source")
+            return
+        probe = evaluate(int8_rt, "fp32", probe_plan, compound.prune_method(ratio, False, "fp32"), always_time=True)
+        if probe.median_ms is None:
+            skip(int8_rt, "int8", label, f"the pruned FP32 model was not measured ({probe.status}: {probe.reason})")
+            return
+        speedup = fp32.median_ms / probe.median_ms
+        if speedup <= 1.0:
+            skip(int8_rt, "int8", label, f"pruned FP32 ran {probe.median_ms:.2f} ms vs {fp32.median_ms:.2f} ms unpruned: "
+                                         f"pruning {ratio:.0%} does not speed up {int8_rt}")
+            continue
+        int8s = [v for v in variants if v.precision == "int8" and v.median_ms is not None]
+        best = _best(variants)
+        if int8s and best is not None:
+            est = min(v.median_ms for v in int8s) / speedup
+            if est >= best.median_ms:
+                skip(int8_rt, "int8", label, f"cannot win: pruning {ratio:.0%} made FP32 {speedup:.2f}x faster, so INT8 would run "
+                                             f"~{est:.2f} ms, not faster than {best.runtime}/{best.precision} {best.method or ''} meeting the "
+                                             f"budget at {best.median_ms:.2f} ms")
+                continue
+        plan = compound.prune_plan(plans[(int8_rt, "int8")], ratio, md, has_task, finetune_s=left)
+        progress(f"variant {int8_rt}/int8 {label}: pruned FP32 is {speedup:.2f}x faster; distilling for up to {left:.0f} s")
+        v = evaluate(int8_rt, "int8", plan, label)
+        left -= v.train_s or left
+        if v.status != "meets budget":
+            for stronger in [r for r in compound.PRUNE_RATIOS if r > ratio]:
+                skip(int8_rt, "int8", compound.prune_method(stronger, True, "int8"),
+                     f"pruning {ratio:.0%} already missed the budget after distillation; removing more only loses more")
+            return
+
+
+def _fp32_reference(plans, variants, evaluate, rt, plan_for):
+    """The measured plain FP32 variant of `rt` and its plan, building it as a "reference" when the search had none."""
+    if (rt, "fp32") not in plans:
+        try:
+            plans[(rt, "fp32")] = plan_for(rt, "fp32")
+        except PlanError:
+            return None, None
+        evaluate(rt, "fp32", plans[(rt, "fp32")], "reference")
+    fp32 = next((v for v in variants if v.runtime == rt and v.precision == "fp32" and v.method in (None, "reference") and v.median_ms), None)
+    return fp32, plans.get((rt, "fp32"))
 
 
 def _lowrank_first(resolved, plans, variants, evaluate, md, has_task, int8_rt, skip, plan_for) -> Optional[Plan]:
