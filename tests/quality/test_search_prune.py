@@ -3,6 +3,8 @@ a variant meeting the budget skips its accuracy search (and says so), and the pi
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import onnx
 
 from edgekit.core.profiles import load_profile
@@ -20,16 +22,25 @@ def _node_count_bench(art, profile, runner, inputs, runtime=None, bench=None):
     return res
 
 
-def _search(tmp, prune, calls):
+@contextmanager
+def _counting_int8_searches(calls):
+    """The real INT8 accuracy search, recording how many build+score evaluations each call spent."""
     real = sensitivity.keep_sensitive_nodes_in_float
 
-    def spy(*a, **k):  # the real search, recording how many build+score evaluations it spent
+    def spy(*a, **k):
         r = real(*a, **k)
         calls.append(len(r.variants))
         return r
 
     sensitivity.keep_sensitive_nodes_in_float = spy
     try:
+        yield
+    finally:
+        sensitivity.keep_sensitive_nodes_in_float = real
+
+
+def _search(tmp, prune, calls):
+    with _counting_int8_searches(calls):
         prof = load_profile("x86-cpu")
         resolved = resolve_model("zoo:ppocr-rec")  # the real PP-OCRv4 rec with the zoo's held-out text lines
         data = build_data(resolved, shapes={"x": [1, 3, 48, 160]})
@@ -37,8 +48,6 @@ def _search(tmp, prune, calls):
             return search_variants(resolved, prof, data, runner, max_drop=0.0005, host=None, simplify=False, cache_dir=tmp,
                                    runtimes=["onnxruntime"], precisions=["fp32", "int8"], benchmark=_node_count_bench,
                                    prune=prune, tie_rounds=1, eval_samples=8)
-    finally:
-        sensitivity.keep_sensitive_nodes_in_float = real
 
 
 def test_int8_that_cannot_win_skips_its_accuracy_search_and_the_pick_is_unchanged(tmp_path):
@@ -134,23 +143,13 @@ def _spiking_bench(table, spike):
 
 
 def _ort_search(cache, bench, calls):
-    real = sensitivity.keep_sensitive_nodes_in_float
-
-    def spy(*a, **k):
-        r = real(*a, **k)
-        calls.append(len(r.variants))
-        return r
-
-    sensitivity.keep_sensitive_nodes_in_float = spy
-    try:
+    with _counting_int8_searches(calls):
         prof = load_profile("x86-cpu")
         resolved = resolve_model("zoo:ppocr-rec")
         data = build_data(resolved, shapes={"x": [1, 3, 48, 160]})
         with get_runner("local")(prof) as runner:
             return search_variants(resolved, prof, data, runner, max_drop=0.0005, host=None, simplify=False, cache_dir=cache,
                                    runtimes=["onnxruntime"], precisions=["fp32", "int8"], benchmark=bench, tie_rounds=1, eval_samples=8)
-    finally:
-        sensitivity.keep_sensitive_nodes_in_float = real
 
 
 def test_a_skip_from_quick_benchmarks_taken_under_other_load_is_retimed_and_undone(tmp_path):
