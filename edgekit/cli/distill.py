@@ -64,27 +64,35 @@ def distill(teacher: str, student_layers: int, student_spec: Optional[str], data
     for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--threads", threads), ("--eval-sentences", eval_sentences)):
         if v <= 0:
             raise UsageError(f"{name} must be > 0, got {v}")
-    if teacher.strip().lower() == "zoo:minilm":
-        if student_spec or data_spec:
-            raise UsageError("--student/--data are for your own teacher; zoo:minilm builds its student with --student-layers")
-        run = d.distill_minilm(num_layers=student_layers, steps=steps, batch_size=batch_size, lr=lr, train_sentences=train_sentences,
-                               eval_sentences=eval_sentences, threads=threads, progress=say)
-        rep = d.minilm_report(run, Path(out_dir), threads=threads, progress=say)
-        text = d.render_minilm_markdown(rep)
-    elif teacher.startswith("zoo:"):
+    is_zoo = teacher.strip().lower() == "zoo:minilm"
+    if is_zoo and (student_spec or data_spec):
+        raise UsageError("--student/--data are for your own teacher; zoo:minilm builds its student with --student-layers")
+    if not is_zoo and teacher.startswith("zoo:"):
         raise UsageError(f"distillation example exists only for zoo:minilm, not {teacher}",
                          hint="pass your own teacher/student/data as package.module:callable entry points")
-    else:
-        if not student_spec or not data_spec:
-            raise UsageError("a custom teacher needs --student and --data entry points", hint="e.g. --student mypkg.models:student --data mypkg.data:batches")
-        rep, text = _custom(teacher, student_spec, data_spec, kind, temperature, steps, lr, threads, Path(out_dir), say)
+    if not is_zoo and (not student_spec or not data_spec):
+        raise UsageError("a custom teacher needs --student and --data entry points", hint="e.g. --student mypkg.models:student --data mypkg.data:batches")
+    from edgekit.core.outdir import OutDir
+
+    outdir = OutDir(out_dir).open()  # locked now, staged, swapped in only when the run finished (as deploy's --out)
+    try:
+        if is_zoo:
+            run = d.distill_minilm(num_layers=student_layers, steps=steps, batch_size=batch_size, lr=lr, train_sentences=train_sentences,
+                                   eval_sentences=eval_sentences, threads=threads, progress=say)
+            rep = d.minilm_report(run, outdir.stage, threads=threads, progress=say, shown=outdir.shown_path)
+            text = d.render_minilm_markdown(rep)
+        else:
+            rep, text = _custom(teacher, student_spec, data_spec, kind, temperature, steps, lr, threads, outdir.stage, say, outdir.shown_path)
+        outdir.commit()
+    finally:
+        outdir.abort()  # no-op after a commit; a failed run leaves --out as it was
     if as_json:
         print_json(rep)
     else:
         click.echo(text)
 
 
-def _custom(teacher_spec, student_spec, data_spec, kind, temperature, steps, lr, threads, out_dir, say):
+def _custom(teacher_spec, student_spec, data_spec, kind, temperature, steps, lr, threads, out_dir, say, shown=str):
     """General path: user modules and batches; saves the student's state_dict and a loss report."""
     from edgekit.workflows import distill as d
     from edgekit.core.compression import count_params, save_state
@@ -100,10 +108,10 @@ def _custom(teacher_spec, student_spec, data_spec, kind, temperature, steps, lr,
     state = save_state(student, out_dir / "student.state.pt")
     rep = {"teacher": teacher_spec, "student": student_spec, "data": data_spec, "training": res.summary(),
            "losses": res.losses, "params": {"teacher": count_params(teacher), "student": count_params(student)},
-           "student_state": str(state)}
+           "student_state": shown(state)}
     atomic_write_text(out_dir / "report.json", json.dumps(rep, indent=2))
     text = (f"# Distilled student\n\nteacher {teacher_spec} ({rep['params']['teacher']} params) -> student {student_spec} "
             f"({rep['params']['student']} params); {res.steps} steps, {res.kind} loss {rep['training']['loss_first']} -> "
-            f"{rep['training']['loss_last']}; state_dict saved to {state}\n")
+            f"{rep['training']['loss_last']}; state_dict saved to {rep['student_state']}\n")
     atomic_write_text(out_dir / "report.md", text)
     return rep, text

@@ -24,7 +24,26 @@ def compress(model: Any, method: str, out_dir: Path, *, profile: Any, settings: 
     """Run one compression step (+ ONNX export of a PyTorch result), re-check fidelity, write report.json / report.md.
 
     With `finetune_s`, prune / low-rank results are fine-tuned for that many seconds by distillation from the source
-    model on calibration data (the zoo's, no labels); fidelity is measured after fine-tuning."""
+    model on calibration data (the zoo's, no labels); fidelity is measured after fine-tuning.
+
+    `out_dir` is one coherent run, as deploy's --out: locked against a second writer, written into a staging directory
+    beside it and swapped in only when the run finished (core/outdir.py); a failed run leaves it as it was."""
+    from edgekit.core.outdir import OutDir
+
+    outdir = OutDir(out_dir).open()
+    try:
+        rec = _compress(model, method, outdir.stage, outdir.shown_path, profile=profile, settings=settings, export=export,
+                        eval_samples=eval_samples, trust_pickle=trust_pickle, progress=progress, finetune_s=finetune_s,
+                        finetune_samples=finetune_samples)
+        outdir.commit()
+        return rec
+    finally:
+        outdir.abort()  # no-op after a commit
+
+
+def _compress(model: Any, method: str, out_dir: Path, shown: Callable[[Path], str], *, profile: Any, settings: Optional[Dict[str, Any]],
+              export: bool, eval_samples: int, trust_pickle: bool, progress: Optional[Callable[[str], None]], finetune_s: Optional[float],
+              finetune_samples: int) -> Dict[str, Any]:
     import json
 
     from edgekit.workflows.deploy import build_data, resolve_model
@@ -112,7 +131,7 @@ def compress(model: Any, method: str, out_dir: Path, *, profile: Any, settings: 
         ref = torch_outputs(src.module, feeds, names) if src.format == "pytorch" else onnx_outputs(Path(src.path), feeds, profile.threads)
         rec["finetuned_fidelity"] = fidelity(ref, onnx_outputs(final, feeds, profile.threads), ctx)
     if final is not None:
-        rec["output"] = str(final)
+        rec["output"] = shown(final)  # where it is once the staged run is swapped into --out
     atomic_write_text(out_dir / "report.json", json.dumps(rec, indent=2, default=str))
     md = render_markdown(rec)
     if "exported_fidelity" in rec:

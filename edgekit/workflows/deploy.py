@@ -281,8 +281,16 @@ def benchmark(
     their outputs on the device (result.evaluation.outputs_file) for edgekit.quality.fidelity.device_fidelity."""
     rt = runtime_for(artifact, runtime)
     from edgekit.core.resources import check_benchmark_memory
+    from edgekit.fleet.lock import hold_runner_board
 
     check_benchmark_memory(_device_inputs(artifact, inputs), _model_bytes(artifact), profile.memory_mb, profile.name, host_too=runner.target == "local")
+    # one benchmark per board at a time, across edgekit processes (a sweep, another deploy): figures never share a board
+    with hold_runner_board(runner, holder=f"edgekit benchmark of {artifact.path.name}", on_wait=progress):
+        return _benchmark_on(artifact, profile, runner, inputs, rt, bench, progress, feed, eval_feeds)
+
+
+def _benchmark_on(artifact: Artifact, profile: DeviceProfile, runner: Runner, inputs: Sequence[InputSpec], rt: str, bench: Optional[Dict[str, Any]],
+                  progress: Optional[Progress], feed: Optional[Dict[str, Any]], eval_feeds: Optional[Sequence[Dict[str, Any]]]) -> BenchmarkResult:
     if progress:
         progress(f"pushing {artifact.path.name} to {runner.target}")
     device_path = runner.push(artifact)

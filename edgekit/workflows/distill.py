@@ -460,7 +460,7 @@ def onnx_cosines(teacher_onnx: Path, student_onnx: Path, sentences: Sequence[str
 
 
 def minilm_report(run: MiniLMDistillRun, out_dir: Path, *, threads: int = 2, seq_len: int = 128,
-                  progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+                  progress: Optional[Callable[[str], None]] = None, shown: Optional[Callable[[Path], str]] = None) -> Dict[str, Any]:
     """Export teacher and student to ONNX (export step), time both in ORT, write report.json / report.md in out_dir."""
     import json
 
@@ -495,7 +495,7 @@ def minilm_report(run: MiniLMDistillRun, out_dir: Path, *, threads: int = 2, seq
         "latency_ms": {"teacher": t_lat, "student": s_lat},
         "speedup": round(t_lat["median_ms"] / s_lat["median_ms"], 3),
         "latency_setup": f"ONNX Runtime FP32, CPUExecutionProvider, batch 1, seq {seq_len}, {threads} threads",
-        "files": {"teacher": str(t_path), "student": str(s_path)},
+        "files": {"teacher": (shown or str)(t_path), "student": (shown or str)(s_path)},  # shown: where they are once --out is swapped in
     }
     atomic_write_text(out_dir / "report.json", json.dumps(rep, indent=2))
     atomic_write_text(out_dir / "report.md", render_minilm_markdown(rep))

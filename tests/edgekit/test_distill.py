@@ -119,6 +119,7 @@ def test_cli_distill_minilm_writes_onnx_and_report(tmp_path, cli):
     assert rep["onnx_bytes"]["student"] < rep["onnx_bytes"]["teacher"]
     assert rep["latency_ms"]["student"]["median_ms"] > 0 and rep["speedup"] > 0
     assert 0 < rep["cosine_onnx_seq128"]["mean"] <= 1
+    assert rep["files"]["student"] == str(out / "student.onnx"), "the report names the files where --out has them, not the staging dir"
 
 
 def test_training_text_is_large_and_disjoint_from_heldout_text():

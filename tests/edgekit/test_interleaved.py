@@ -63,3 +63,6 @@ def test_weight_share_report_claims_speedup_only_when_intervals_separate(tmp_pat
     assert "interleaved rounds" in md
     assert ("speed-up:" in md) == (kind != "same")
     assert ("no speed-up claimed" in md) == (kind == "same")
+    # the same timed region as deploy's harness: onnxruntime io_binding with pre-allocated outputs, said in the report
+    assert "run_with_iobinding" in lb["timed_region"] and "run_with_iobinding" in la["timed_region"]
+    assert f"timed region: {la['timed_region']}" in md

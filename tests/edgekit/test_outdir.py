@@ -144,3 +144,35 @@ def test_the_current_directory_is_refused_as_out(tmp_path, cli, light):
     r = cli("deploy", str(light / "light_shufflenet.onnx"), "-p", "x86-cpu", "--no-bench", "--cache-dir", str(tmp_path / "c"), "--out", ".", cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "is the current directory" in r.stderr and "--out out/" in r.stderr
+
+
+def test_compress_out_is_staged_locked_and_kept_whole_on_failure(light, tmp_path, cli):
+    """`edgekit compress --out` follows deploy's rule: a second writer is refused, a failed run leaves the earlier one."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto as T, helper as h, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.2, (32, 16, 3, 3)).astype(np.float32), "w")
+    g = h.make_graph([h.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "c", [h.make_tensor_value_info("x", T.FLOAT, [1, 16, 16, 16])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [1, 32, 16, 16])], [w])
+    m = str(tmp_path / "conv.onnx")
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 13)]), m)
+    out = tmp_path / "ws"
+    ok = cli("compress", m, "--method", "weight-share", "--clusters", "16", "--profile", "x86-cpu", "--eval-samples", "1", "--out", str(out))
+    assert ok.returncode == 0, ok.stderr
+    first = _files(out)
+    assert {"model.onnx", "report.json", "report.md"} <= set(first)
+    rec = json.loads((out / "report.json").read_text())
+    assert rec["output"] == str(out / "model.onnx"), "the report names where the model is, not the staging dir"
+    assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
+    holder = OutDir(out).open()
+    try:
+        r = cli("compress", m, "--method", "weight-share", "--clusters", "8", "--profile", "x86-cpu", "--out", str(out))
+        assert r.returncode != 0 and "being written by another edgekit run" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        holder.abort()
+    # a run that fails inside the step (prune needs a PyTorch module, this is ONNX) leaves the earlier run untouched
+    bad = cli("compress", m, "--method", "prune", "--profile", "x86-cpu", "--out", str(out))
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert _files(out) == first and json.loads((out / "report.json").read_text()) == rec
+    assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
