@@ -5,6 +5,7 @@ Three phases, so that building never competes with timing:
     python benchmarks/peers.py build  --work /tmp/peers-work                  # convert/quantize + held-out fidelity
     /work/bin/benchcore python benchmarks/peers.py time --work /tmp/peers-work --models ppocr-det   # per model
     python benchmarks/peers.py report --work /tmp/peers-work                  # writes benchmarks/PEERS.md
+                                             # (+ <work>/notes-<model>.md after each model, --extra FILE at the end)
 
 Peers (per zoo model; every one gets the same 100 calibration samples, `calib` split):
   * ORT FP32; PyTorch eager FP32 (MiniLM only).
@@ -20,8 +21,13 @@ Peers (per zoo model; every one gets the same 100 calibration samples, `calib` s
   * NNCF `nncf.quantize` with the model type/preset its docs recommend: MiniLM `model_type=TRANSFORMER`; PP-OCR
     (hardswish, negative activations) `preset=MIXED`; and `nncf.quantize_with_accuracy_control` with the same
     validation set as edgekit's search (eval feeds 0..31), the same metric and the same absolute max_drop.
-  * onnx2tf -> LiteRT FP32 and dynamic-range INT8 (edgekit's tflite step: onnx2tf in its pinned tool env).
-  * `edgekit deploy --precision auto --max-drop X` on x86-cpu: its pick and its wall time.
+  * onnx2tf -> LiteRT as onnx2tf's README tells a user: one `onnx2tf -i model.onnx -oiqt -cind ...` run (calibrated on
+    the same 100 samples) in edgekit's pinned tool env with its ISA-independent settings (TF_ENABLE_ONEDNN_OPTS=0);
+    rows: *_float32.tflite, *_integer_quant.tflite (INT8 compute, float I/O: what a CPU user feeding float images
+    takes) and *_dynamic_range_quant.tflite; MiniLM (int64 token inputs, which -oiqt cannot calibrate) gets -odrqt.
+    Timed with LiteRT's Interpreter (ai-edge-litert), num_threads=1, default XNNPACK delegate.
+  * `edgekit deploy --precision auto --max-drop X` on x86-cpu: its pick and its wall time (--from-report: rows from
+    CLI runs, e.g. `--precision auto` and `--precision int8`).
 
 Fidelity: the zoo task metric vs the FP32 source on ONE held-out set (eval feeds from HELD_OUT_OFFSET on: never
 calibration data, never the feeds any search or accuracy control selected with), with a 95 % bootstrap interval.
@@ -232,18 +238,125 @@ def _fp32_outputs(z, feeds):
     return fidelity.predict(z.artifact(), feeds, threads=BUILD_THREADS)
 
 
-def _step(name: str, src: Path, config: Dict[str, Any], z, work: Path):
-    from edgekit.core.artifact import load_artifact
-    from edgekit.core.registry import get_step
-    from edgekit.core.steps import StepContext
+# onnx2tf -oiqt writes, from ONE conversion (its README, "INT8 Quantization"; per-channel by default):
+# *_float32.tflite, *_float16.tflite, *_dynamic_range_quant.tflite (int8 weights, float activations),
+# *_integer_quant.tflite (int8 weights + activations, float32 input/output), *_full_integer_quant.tflite (int8 I/O too)
+# and the int16-activation pair. A CPU user who feeds float images takes *_integer_quant.tflite (full INT8 compute,
+# no input/output quantization to write); *_full_integer_quant only adds int8 I/O for integer-only accelerators.
+_LITERT_FILES = {"fp32": "_float32.tflite", "int8": "_integer_quant.tflite", "int8-dr": "_dynamic_range_quant.tflite"}
+_LITERT_RUNS: Dict[str, Dict[str, Any]] = {}
 
-    shapes = dict(z.default_shapes)
-    cls = get_step(name)
-    ctx = StepContext(work_dir=work, profile=None, calib_data=lambda n: z.calib_feeds(n, shapes=shapes),
-                      eval_data=lambda n: z.eval_feeds(n, shapes=shapes), task_metric=z.task_metric, task_metric_name=z.task_metric_name)
-    art = cls().run(load_artifact(src), cls.Config(**config), ctx)
-    return {"path": str(art.path), "format": art.format, "precision": art.precision, "runtime": "tflite",
-            "metadata": art.metadata, "note": f"edgekit step '{name}' {config}"}
+
+def _litert(src: Path, work: Path, z, calib, which: str) -> Dict[str, Any]:
+    """onnx2tf in edgekit's pinned tool env (its ISA-independent settings: TF_ENABLE_ONEDNN_OPTS=0, ...), the way its
+    README tells a user: `onnx2tf -i model.onnx -oiqt -cind INPUT calib.npy MEAN STD` (calibration data NHWC; our
+    feeds are already normalised, so MEAN 0 / STD 1), `-ois` for the dynamic dims. One conversion per model writes
+    every precision; the rows share it (build s = that conversion). Models whose inputs are not float (MiniLM's token
+    ids) cannot be calibrated by onnx2tf (-oiqt needs float inputs), so they get `-odrqt` (dynamic range) instead."""
+    import shutil
+    import subprocess
+
+    from edgekit.converters import onnx2tf_env
+    from edgekit.converters.tflite import SAMPLE_FILE, _channels_last, _sample_images, map_layout
+    from edgekit.core.artifact import load_artifact
+
+    run_dir = work.parent / "onnx2tf"
+    out = run_dir / "out"
+    art = load_artifact(src)
+    float_inputs = all(str(t.dtype).startswith("float") for t in art.inputs)
+    key = str(run_dir)
+    if key not in _LITERT_RUNS:
+        done = run_dir / "done.json"
+        if done.exists():
+            _LITERT_RUNS[key] = json.loads(done.read_text())
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
+            model_copy = run_dir / "model.onnx"  # onnx2tf rewrites its input in place
+            shutil.copyfile(src, model_copy)
+            np.save(run_dir / SAMPLE_FILE, _sample_images(art, calib))  # it downloads this file unless it is present
+            args = ["-i", str(model_copy), "-o", str(out), "-v", "error"]
+            dyn = {t.name: list(calib[0][t.name].shape) for t in art.inputs
+                   if any(not isinstance(d, int) or d <= 0 for d in t.shape)}
+            if dyn:
+                args += ["-ois", *[f"{n}:{','.join(str(d) for d in s)}" for n, s in dyn.items()]]
+            if float_inputs:
+                args.append("-oiqt")
+                for t in art.inputs:
+                    data = np.concatenate([np.asarray(f[t.name], np.float32) for f in calib])
+                    perm = _channels_last(data.ndim)
+                    path = run_dir / f"calib_{len(calib)}.npy"
+                    np.save(path, np.transpose(data, perm) if perm else data)
+                    args += ["-cind", t.name, str(path), "[0.0]", "[1.0]"]
+            else:
+                args.append("-odrqt")
+            python = onnx2tf_env.ensure_env()
+            t0 = time.perf_counter()
+            proc = subprocess.run([str(python), "-m", "onnx2tf", *args], cwd=str(run_dir), capture_output=True, text=True,
+                                  timeout=3600, env=onnx2tf_env.tool_environment())
+            wall = round(time.perf_counter() - t0, 1)
+            log = (proc.stdout or "") + "\n" + (proc.stderr or "")
+            (run_dir / "onnx2tf.log").write_text(log)
+            for f in run_dir.glob("calib_*.npy"):
+                f.unlink()
+            res = {"args": ["onnx2tf", *[a.replace(str(run_dir) + "/", "") for a in args]], "wall_s": wall,
+                   "returncode": proc.returncode, "version": onnx2tf_env.ONNX2TF_VERSION}
+            if proc.returncode != 0:
+                sig = onnx2tf_env.killed_by(proc.returncode)
+                errs = [ln.strip() for ln in log.splitlines() if "Error" in ln or "ERROR" in ln]
+                res["error"] = f"onnx2tf {onnx2tf_env.ONNX2TF_VERSION} " + (f"killed by {sig}" if sig else f"exit {proc.returncode}") + \
+                    (": " + errs[-1][:300] if errs else "")
+            shutil.rmtree(out / "variables", ignore_errors=True)
+            done.write_text(json.dumps(res, indent=1))
+            _LITERT_RUNS[key] = res
+    res = _LITERT_RUNS[key]
+    if which == "int8" and not float_inputs:
+        raise RuntimeError("not built: onnx2tf -oiqt calibrates float inputs only; this model's inputs are "
+                           + ", ".join(f"{t.name} {t.dtype}" for t in art.inputs))
+    if res.get("error"):
+        import re
+
+        node = re.findall(r"onnx_op_name: (\S+)", (run_dir / "onnx2tf.log").read_text()) if (run_dir / "onnx2tf.log").exists() else []
+        raise RuntimeError(f"conversion failed{' at ' + node[-1] if node else ''}: {res['error']}")
+    path = out / ("model" + _LITERT_FILES[which])
+    if not path.exists():
+        raise RuntimeError(f"conversion failed: onnx2tf wrote no {path.name} (log {run_dir / 'onnx2tf.log'})")
+    # the layout map (names, NHWC) is checked by output cosine vs ONNX on a sample; the quantized files name their
+    # inputs differently (serving_default_x:0) but share the FP32 file's layout, which is the fallback should a
+    # quantized file's outputs be too far off for the check (its score below then says how far)
+    from edgekit.core.errors import StepError
+
+    try:
+        meta = map_layout(art, path, calib[0])
+    except StepError:
+        from ai_edge_litert.interpreter import Interpreter
+
+        meta = map_layout(art, out / ("model" + _LITERT_FILES["fp32"]), calib[0])
+        names = [d["name"] for d in Interpreter(model_path=str(path)).get_input_details()]
+        bare = {n.replace("serving_default_", "").split(":")[0]: n for n in names}
+        remap = {v: bare.get(v.replace("serving_default_", "").split(":")[0], v) for v in meta["input_name_map"].values()}
+        meta["input_name_map"] = {k: remap[v] for k, v in meta["input_name_map"].items()}
+        meta["feed_transpose"] = {remap.get(k, k): p for k, p in meta["feed_transpose"].items()}
+    what = {"fp32": "FP32", "int8": "INT8 (integer_quant: int8 weights + activations, float I/O, per-channel)",
+            "int8-dr": "dynamic-range INT8 (int8 weights, float activations)"}[which]
+    return {"path": str(path), "format": "tflite", "precision": "fp32" if which == "fp32" else "int8", "runtime": "tflite",
+            "metadata": meta, "options": {}, "wall_s": res["wall_s"],
+            "note": f"{path.name} of one `{' '.join(res['args'])}` run (onnx2tf {res['version']}, edgekit's tool env, "
+                    f"TF_ENABLE_ONEDNN_OPTS=0; {res['wall_s']:.0f} s shared by the LiteRT rows); {what}; LiteRT Interpreter, "
+                    "num_threads=1, default XNNPACK delegate"}
+
+
+def _report_label(path: Path, md: float) -> str:
+    """'edgekit deploy --precision P --max-drop X' from a report.json (the --precision its command line asked for)."""
+    try:
+        rep = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return f"edgekit deploy (report {path} unreadable)"
+    import re
+
+    m = re.search(r"--precision[= ](\S+)", rep.get("command") or "")
+    req = m.group(1) if m else rep.get("precision")
+    return f"edgekit deploy --precision {req} --max-drop {md:g}"
 
 
 def _from_report(path: Path, wall_s: float) -> Dict[str, Any]:
@@ -253,7 +366,7 @@ def _from_report(path: Path, wall_s: float) -> Dict[str, Any]:
     a = rep["artifact"]
     return {"path": a["path"], "format": a["format"], "precision": rep["precision"], "runtime": rep["runtime"],
             "metadata": a.get("metadata") or {}, "options": "edgekit", "note": f"picked {rep['runtime']} {rep['precision']}; "
-            f"`{rep.get('command') or 'edgekit deploy'}` (fresh cache), {wall_s:.0f} s wall", "search": rep.get("variants") or [],
+            f"`{rep.get('command') or 'edgekit deploy'}`, {wall_s:.0f} s wall", "search": rep.get("variants") or [],
             "wall_s": wall_s}
 
 
@@ -313,7 +426,12 @@ def _session(entry: Dict[str, Any], threads: int):
     def predict(feed):
         return _from_model_outputs(art, [np.asarray(o) for o in sess.run(_to_model_feed(art, feed))])
 
-    return (lambda feed: sess.bind(_to_model_feed(art, feed))), predict, facts
+    def bind(feed):
+        fn = sess.bind(_to_model_feed(art, feed))
+        facts["timed_region"] = sess.options.get("timed_region")  # what the adapter's timed call contains, as it says
+        return fn
+
+    return bind, predict, facts
 
 
 def _bootstrap(metric, ref, new, n=500, seed=0):
@@ -329,7 +447,7 @@ def _bootstrap(metric, ref, new, n=500, seed=0):
 # ---------------------------------------------------------------- build
 
 def build(models: List[str], work_root: Path, with_tflite: bool, with_edgekit: bool, only: Optional[str],
-          from_report: Optional[Dict[str, tuple]] = None) -> None:
+          from_report: Optional[Dict[str, List[tuple]]] = None) -> None:
     import logging
 
     import nncf
@@ -367,13 +485,17 @@ def build(models: List[str], work_root: Path, with_tflite: bool, with_edgekit: b
         ]
         if with_tflite:
             plan += [
-                ("tfl32", "onnx2tf -> LiteRT FP32", lambda w: _step("tflite", src, {"precision": "fp32"}, z, w)),
-                ("tfl8", "onnx2tf -> LiteRT dynamic-range INT8", lambda w: _step("tflite", src, {"precision": "int8-dynamic", "calib_samples": 4}, z, w)),
+                ("tfl32", "onnx2tf → LiteRT FP32", lambda w: _litert(src, w, z, calib, "fp32")),
+                ("tfl8", "onnx2tf → LiteRT INT8 (-oiqt integer_quant)", lambda w: _litert(src, w, z, calib, "int8")),
+                ("tfldr", "onnx2tf → LiteRT dynamic-range INT8", lambda w: _litert(src, w, z, calib, "int8-dr")),
             ]
         if with_edgekit:
-            fr = (from_report or {}).get(name)
-            plan.append(("edgekit", f"edgekit deploy --precision auto --max-drop {md:g}",
-                         (lambda w: _from_report(Path(fr[0]), float(fr[1]))) if fr else (lambda w: _deploy(z, w, md))))
+            frs = (from_report or {}).get(name) or []
+            if not frs:
+                plan.append(("edgekit", f"edgekit deploy --precision auto --max-drop {md:g}", lambda w: _deploy(z, w, md)))
+            for k, (rpath, wall) in enumerate(frs):  # the first report is edgekit's pick ("edgekit"), more are extra rows
+                plan.append(("edgekit" if k == 0 else f"edgekit{k + 1}", _report_label(Path(rpath), md),
+                             lambda w, rpath=rpath, wall=wall: _from_report(Path(rpath), float(wall))))
         for key, label, make in plan:
             if (name, key) in done or (only and key not in only.split(",")):
                 continue
@@ -387,7 +509,7 @@ def build(models: List[str], work_root: Path, with_tflite: bool, with_edgekit: b
                 row.update(make(w))
                 row["build_s"] = row.pop("wall_s", None) or round(time.perf_counter() - t0, 1)
                 row["model"] = name
-                if key == "edgekit":
+                if key.startswith("edgekit"):
                     row["variant"] = f"{label} → {row['runtime']} {row['precision']}"
                 _, predict, facts = _session(row, BUILD_THREADS)
                 row["compiled"] = facts
@@ -400,7 +522,7 @@ def build(models: List[str], work_root: Path, with_tflite: bool, with_edgekit: b
                     files = [p] + ([p.with_suffix(".bin")] if p.suffix == ".xml" else [])
                     row["size_mb"] = round(sum(f.stat().st_size for f in files if f.exists()) / 1e6, 2)
             except Exception as exc:  # a peer that fails is a result too: record it and go on
-                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:400] if str(exc) else ''}"
                 traceback.print_exc()
             print(json.dumps({k: v for k, v in row.items() if k not in ("search", "metadata")}, default=str), flush=True)
             manifest["rows"].append(row)
@@ -485,8 +607,13 @@ def report(models: List[str], work_root: Path, out: Path, extra: Optional[Path] 
         "**1 thread for every variant** (ORT intra-op 1, OpenVINO INFERENCE_NUM_THREADS 1, LiteRT num_threads 1, torch 1), "
         "all sessions open together, interleaved rounds in rotated order; each round: 3 warm-up calls, then >= min-runs and "
         ">= seconds; **ms = median of the round medians, [min–max] of the round medians**. The timed call is the harness "
-        "adapters' bound inference (ORT `sess.run` with a prepared feed dict, OpenVINO `infer()`, LiteRT `invoke()`).",
+        "adapters' bound inference, the same region edgekit's benchmark times; each adapter's own words:",
         "",
+    ]
+    regions = sorted({str(c.get("timed_region")) for t in timing.values() for c in (t.get("compiled") or {}).values()
+                      if c.get("timed_region")})
+    lines += [f"- {r}" for r in regions] + ([""] if regions else [])
+    lines += [
         "Fidelity: the zoo task metric vs the FP32 source on ONE held-out set per model (eval feeds "
         f"{HELD_OUT_OFFSET}..{HELD_OUT_OFFSET}+n: never calibration data, and not the eval feeds 0..{SEARCH_EVAL_N - 1} that "
         "edgekit's search and NNCF's accuracy control select with), with a 95 % bootstrap interval (500 resamples). Every peer "
@@ -509,7 +636,8 @@ def report(models: List[str], work_root: Path, out: Path, extra: Optional[Path] 
                   "|---|---:|---|---:|---|:-:|---:|---:|---|"]
         for r in rows:
             if "error" in r:
-                lines.append(f"| {r['variant']} | failed | | | | | | {r.get('build_s', '')} | |")
+                what = "not built" if ": not built" in r["error"] else "failed"
+                lines.append(f"| {r['variant']} | {what} (see below) | | | | | | {r.get('build_s', '')} | |")
                 continue
             p = per.get(r["key"])
             ms = f"{np.median(p):.2f}" if p else "not timed"
@@ -522,7 +650,7 @@ def report(models: List[str], work_root: Path, out: Path, extra: Optional[Path] 
         lines += [f"- {r['variant']}: {r.get('note', '')}" for r in rows if "error" not in r]
         errs = [r for r in rows if "error" in r]
         if errs:
-            lines += ["", "Failures:", ""] + [f"- {r['variant']}: `{r['error']}`" for r in errs]
+            lines += ["", "Failed or not built:", ""] + [f"- {r['variant']}: `{r['error']}`" for r in errs]
         pick = next((r for r in rows if r["key"] == "edgekit" and r.get("search")), None)
         if pick:
             lines += ["", f"edgekit's search (`deploy --precision auto`, {pick.get('build_s')} s wall; its quick benchmarks are 2-thread "
@@ -533,6 +661,9 @@ def report(models: List[str], work_root: Path, out: Path, extra: Optional[Path] 
                 med = "" if v.get("median_ms") is None else f"{v['median_ms']:.1f}"
                 reason = (v.get("reason") or "").replace("|", "\\|")[:160]
                 lines.append(f"| {v['runtime']} | {v['precision']}{' ' + v['method'] if v.get('method') else ''} | {v['status']} | {sc} | {med} | {reason} |")
+        notes = work_root / f"notes-{name}.md"  # measurements and remarks about this model taken outside this script
+        if notes.exists():
+            lines += ["", notes.read_text().rstrip()]
         lines.append("")
     if extra is not None and extra.exists():
         lines += [extra.read_text()]
@@ -549,7 +680,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--no-tflite", action="store_true", help="skip onnx2tf (minutes per model on 2 cores)")
     ap.add_argument("--no-edgekit", action="store_true", help="build the peers only")
     ap.add_argument("--from-report", action="append", default=[], metavar="MODEL=REPORT.json:WALL_S",
-                    help="build: edgekit's row from a CLI `deploy --precision auto` run (its report.json and measured wall time)")
+                    help="build: edgekit's row from a CLI `deploy` run (its report.json and measured wall time); repeat for more "
+                         "rows of one model (the first is the pick the verdict judges)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-runs", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=1.0)
@@ -560,7 +692,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     if a.phase == "build":
-        fr = {x.split('=', 1)[0]: tuple(x.split('=', 1)[1].rsplit(':', 1)) for x in a.from_report}
+        fr: Dict[str, List[tuple]] = {}
+        for x in a.from_report:
+            fr.setdefault(x.split('=', 1)[0], []).append(tuple(x.split('=', 1)[1].rsplit(':', 1)))
         build(models, work, not a.no_tflite, not a.no_edgekit, a.only, fr)
     elif a.phase == "time":
         time_rows(models, work, max(5, a.rounds), a.min_runs, a.seconds)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -268,6 +268,45 @@ SIGNAL_HINTS = {
 }
 
 
-def run_onnx2tf(python: Path, args: List[str], cwd: Path, timeout_s: float) -> subprocess.CompletedProcess:
-    """Run `python -m onnx2tf ARGS` in `cwd` with a timeout; TimeoutExpired is left to the caller to report."""
-    return subprocess.run([str(python), "-m", "onnx2tf", *args], cwd=str(cwd), capture_output=True, text=True, timeout=timeout_s, env=tool_environment())
+# Outputs of `-oiqt` that edgekit never uses, each a full calibrated conversion (PP-OCR det: ~30 s each for the
+# full-integer model, ~60 s each for the two int16-activation ones, on one core). onnx2tf has no flag to leave them
+# out, so the driver below makes TFLite's converter refuse them with a RuntimeError, which onnx2tf catches for each
+# of these outputs ("... tflite output failed") and goes on; the outputs before them are the same bytes either way.
+# The float16 model (~9 s for PP-OCR det) is not guarded by onnx2tf, so for it the converter returns no bytes and
+# onnx2tf writes an empty file, which the caller removes (edgekit.converters.tflite).
+SKIPPABLE = ("int16", "full_integer", "float16")
+_DRIVER = r"""
+import os, sys
+skip = set(filter(None, os.environ.get("EDGEKIT_ONNX2TF_SKIP", "").split(",")))
+if skip:
+    import tensorflow as tf
+    from tensorflow.lite.python import lite as _lite
+    def guarded(original):
+        def convert(self):
+            if "float16" in skip and tf.float16 in list(self.target_spec.supported_types or ()):
+                return b""
+            ops = set(self.target_spec.supported_ops or ())
+            if "int16" in skip and tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 in ops:
+                raise RuntimeError("edgekit: int16-activation model not wanted, not built")
+            if "full_integer" in skip and self.inference_input_type in (tf.int8, tf.uint8):
+                raise RuntimeError("edgekit: full-integer (int8 IO) model not wanted, not built")
+            return original(self)
+        return convert
+    # onnx2tf quantizes through from_saved_model (TFLiteSavedModelConverterV2) and from_concrete_functions
+    for _cls in (_lite.TFLiteConverterV2, _lite.TFLiteSavedModelConverterV2, _lite.TFLiteKerasModelConverterV2):
+        _cls.convert = guarded(_cls.convert)
+sys.argv[0] = "onnx2tf"
+from onnx2tf import main
+main()
+"""
+
+
+def run_onnx2tf(python: Path, args: List[str], cwd: Path, timeout_s: float, skip: Sequence[str] = ()) -> subprocess.CompletedProcess:
+    """Run onnx2tf with ARGS in `cwd` with a timeout (TimeoutExpired is left to the caller to report); `skip` names
+    -oiqt outputs (SKIPPABLE) not to build."""
+    bad = [s for s in skip if s not in SKIPPABLE]
+    if bad:
+        raise ValueError(f"cannot skip {bad}; known: {SKIPPABLE}")
+    env = tool_environment()
+    env["EDGEKIT_ONNX2TF_SKIP"] = ",".join(skip)
+    return subprocess.run([str(python), "-c", _DRIVER, *args], cwd=str(cwd), capture_output=True, text=True, timeout=timeout_s, env=env)

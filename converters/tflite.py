@@ -45,6 +45,10 @@ class TfliteConfig(StepConfig):
     per_tensor: bool = False
     extra_args: List[str] = Field(default_factory=list, description="more onnx2tf arguments")
     max_drop: Optional[float] = Field(default=None, ge=0.0, lt=1.0, description="int8/int8-dynamic: accuracy budget on the task metric (checked after conversion)")
+    share_with: List[Literal["fp32", "fp16", "int8-dynamic", "int8"]] = Field(
+        default_factory=list,
+        description="precisions the same onnx2tf run also writes (kept in the cache), so later TFLite steps reuse the run; the variant search sets it",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -76,8 +80,6 @@ class TfliteStep(Step):
         return {**super().tool_versions(), "onnx2tf": onnx2tf_env.ONNX2TF_VERSION}
 
     def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
-        import numpy as np
-
         from edgekit.converters import onnx2tf_env
 
         cfg = config if isinstance(config, TfliteConfig) else TfliteConfig.model_validate(config.model_dump())
@@ -90,44 +92,219 @@ class TfliteStep(Step):
         work.mkdir(parents=True, exist_ok=True)
         feeds = ctx.calib_data(cfg.calib_samples) if ctx.calib_data is not None else []
         shapes = _concrete_shapes(artifact, cfg, feeds)
+        calibrated = bool(feeds)
         if not feeds:
             feeds = [_random_feed(artifact, shapes, seed=0)]
             ctx.note("tflite: no calibration data; onnx2tf's own check runs on random inputs (no download)")
-        python = onnx2tf_env.ensure_env(progress=ctx.progress)
+        conv = Onnx2tfRun(artifact, cfg, shapes, feeds, calibrated)
+        out_path = conv.serve(work, ctx)
+        layout = map_layout(artifact, out_path, feeds[0])
+        prec = _PRECISION_TAG[cfg.precision]
+        art = load_artifact(out_path, format="tflite", precision=prec, lineage=list(artifact.lineage), metadata={**layout, "onnx2tf_precision": cfg.precision})
+        notes = [f"onnx2tf {onnx2tf_env.ONNX2TF_VERSION}: {cfg.precision}", conv.how, f"layout map verified on a sample (min cosine {layout['layout_check_cosine']:.4f})"]
+        entry = LineageEntry(step="tflite", config=cfg.model_dump(mode="json"), tools=self.tool_versions(), notes=notes, source_sha256=artifact.sha256)
+        return art.with_lineage(entry)
 
-        run_dir = Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=str(work)))
-        model_copy = run_dir / "model.onnx"  # onnx2tf rewrites its input in place: give it a copy
-        shutil.copyfile(artifact.path, model_copy)
-        np.save(run_dir / SAMPLE_FILE, _sample_images(artifact, feeds))
-        args = ["-i", str(model_copy), "-o", str(run_dir / "out"), "-v", "error"]
-        dyn = {n: s for n, s in shapes.items() if _is_dynamic(_spec(artifact, n).shape)}
-        if dyn:
-            args += ["-ois", *[f"{n}:{','.join(str(d) for d in s)}" for n, s in dyn.items()]]
-        if cfg.precision == "int8-dynamic":
-            args.append("-odrqt")
-        if cfg.precision == "int8":
-            args.append("-oiqt")
-            if cfg.per_tensor:
-                args += ["-qt", "per-tensor"]
-            for spec in artifact.inputs:
-                data = np.stack([np.asarray(f[spec.name]) for f in feeds]).astype(np.float32)
-                data = data.reshape((data.shape[0] * data.shape[1],) + data.shape[2:]) if data.ndim >= 2 and data.shape[1] == 1 else data
-                perm = _channels_last(data.ndim)
-                path = run_dir / f"calib_{_safe(spec.name)}.npy"
-                np.save(path, np.transpose(data, perm) if perm else data)
-                args += ["-cind", spec.name, str(path), "[0.0]", "[1.0]"]  # feeds are already normalised
-        args += list(cfg.extra_args)
-        ctx.note(f"tflite: onnx2tf {' '.join(args[2:])}")
+
+# ------------------------------------------------------------------------------------------ one onnx2tf run, shared
+
+# What one onnx2tf run writes depends on its flags ("mode"): float32 and float16 always; -odrqt adds dynamic-range
+# INT8; -oiqt (calibrated) adds dynamic-range and integer INT8, and the full-integer (int8 IO) model when a step asks for
+# it (the int16-activation models -oiqt would also build are never used: onnx2tf_env.SKIPPABLE). The float16 model is
+# written only when fp16 is the step's precision or in its share_with.
+MODES = ("plain", "drq", "iq")
+_SERVED_BY = {"fp32": ("iq", "drq", "plain"), "fp16": ("iq", "drq", "plain"), "int8-dynamic": ("iq", "drq"), "int8": ("iq",)}
+SHARE_LAYOUT = 1  # bump when what goes into a shared run's key, or which files it keeps, changes
+KEEP_SUFFIXES = (".tflite", ".log", ".npy")  # what a shared run keeps: the models, onnx2tf's log, its sample file
+
+
+class Onnx2tfRun:
+    """One onnx2tf conversion of one model (fixed shapes, calibration data, flags) shared by the fp32/fp16/INT8 steps.
+
+    Its outputs are one cache entry beside the step entries (<cache>/<2 hex>/<key>, files.json), keyed by everything
+    onnx2tf reads (model bytes, fixed shapes, calibration and sample data, flags, onnx2tf version, the ISA-independent
+    env) and the mode; every file has its sha256, and a step checks the COPY it takes out (a damaged entry is
+    discarded and converted again). `share_with` makes the run write the precisions later steps need too (the variant
+    search sets it), so fp32, fp16 and INT8 TFLite variants cost one onnx2tf run.
+
+    When calibration data is given it reaches onnx2tf (-cind) in every mode, not only for INT8: onnx2tf's own dummy
+    inference then runs on the same data whatever the run also writes, so a float32 model is the same conversion
+    whichever mode's run made it."""
+
+    def __init__(self, artifact: Artifact, cfg: TfliteConfig, shapes: Dict[str, List[int]], feeds: List[Dict[str, Any]], calibrated: bool):
+        self.artifact = artifact
+        self.cfg = cfg
+        self.calibrated = calibrated
+        self.dyn = {n: s for n, s in shapes.items() if _is_dynamic(_spec(artifact, n).shape)}
+        self.sample = _sample_images(artifact, feeds)
+        self.calib = {spec.name: _calib_array(feeds, spec.name) for spec in artifact.inputs} if calibrated else {}
+        # -cind outside INT8 only for float32 inputs (onnx2tf feeds -cind data as float32)
+        self.cind_always = calibrated and all(t.dtype == "float32" for t in artifact.inputs)
+        self.how = ""
+
+    # ---- identity
+    def mode(self) -> str:
+        """The mode this step runs onnx2tf in when no shared run serves it: the least that writes every wanted file."""
+        want = {self.cfg.precision, *self.cfg.share_with}
+        if "int8" in want and self.calibrated:
+            return "iq"
+        return "drq" if want & {"int8", "int8-dynamic"} else "plain"
+
+    def full_integer(self) -> bool:
+        """Whether an iq run of this step writes the full-integer (int8 IO) model too (only when it is asked for)."""
+        return self.cfg.precision == "int8" and self.cfg.full_integer_io
+
+    def float16(self) -> bool:
+        """Whether this step's run writes the float16 model (only when fp16 is its precision or in share_with)."""
+        return "fp16" in {self.cfg.precision, *self.cfg.share_with}
+
+    def serving(self) -> List[Tuple[str, bool, bool]]:
+        """(mode, full_integer, float16) of every run that wrote this step's file, this step's own run first."""
+        p = self.cfg.precision
+        modes = [m for m in _SERVED_BY[p] if (m != "iq" or self.calibrated)]
+        if p == "int8-dynamic" and self.cfg.per_tensor:
+            modes = [m for m in modes if m != "iq"]  # -qt per-tensor changes -oiqt's dynamic-range model too
+        fulls = (True,) if self.full_integer() else (False, True)
+        halves = (True,) if p == "fp16" else (True, False)
+        runs = [(m, f, h) for m in modes for f in (fulls if m == "iq" else (False,)) for h in halves]
+        own = (self.mode(), self.full_integer() and self.mode() == "iq", self.float16())
+        return [own] + [r for r in runs if r != own]
+
+    def _digest(self, a) -> str:
+        import hashlib
+
+        import numpy as np
+
+        memo = self.__dict__.setdefault("_digests", {})
+        if id(a) not in memo:  # the arrays live as long as this object: id() is stable
+            c = np.ascontiguousarray(a)
+            memo[id(a)] = hashlib.sha256(f"{c.dtype}{c.shape}".encode() + c.tobytes()).hexdigest()
+        return memo[id(a)]
+
+    def key(self, mode: str, full_integer: bool = False, float16: bool = True) -> str:
+        import hashlib
+        import json
+
+        from edgekit.converters import onnx2tf_env
+
+        uses_calib = mode == "iq" or self.cind_always
+        payload = {
+            "kind": "onnx2tf-run", "layout": SHARE_LAYOUT, "onnx2tf": onnx2tf_env.ONNX2TF_VERSION, "env": onnx2tf_env.ISA_INDEPENDENT_ENV,
+            "source": self.artifact.sha256, "ois": self.dyn, "extra_args": list(self.cfg.extra_args), "mode": mode,
+            "per_tensor": self.cfg.per_tensor if mode == "iq" else None, "full_integer": full_integer if mode == "iq" else None,
+            "float16": float16, "sample": self._digest(self.sample),
+            "calib": {n: self._digest(a) for n, a in sorted(self.calib.items())} if uses_calib else None,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def wanted(self) -> str:
+        suffix = "_full_integer_quant.tflite" if self.cfg.precision == "int8" and self.cfg.full_integer_io else _SUFFIX[self.cfg.precision]
+        return f"out/model{suffix}"
+
+    # ---- serve
+    def serve(self, work: Path, ctx: StepContext) -> Path:
+        """work/model.tflite for this step's precision: from a verified shared run, else from a new onnx2tf run."""
+        from edgekit.core import cache
+
+        dest = work / "model.tflite"
+        wanted = self.wanted()
+        cache_dir = Path(ctx.cache_dir) if getattr(ctx, "cache_dir", None) is not None else None
+        if cache_dir is not None:
+            for mode, full, half in self.serving():
+                entry = _entry(cache_dir, self.key(mode, full, half))
+                try:
+                    found = cache.load_files(entry)
+                    if found is None or wanted not in found[0]:
+                        continue  # no such run, or it ran but could not write this precision
+                    cache.copy_verified(entry, found[0], wanted, dest)
+                except cache.Damaged as bad:
+                    ctx.note(f"tflite: the shared onnx2tf run {entry.name[:12]}… was damaged ({bad.reason}) and is converted again")
+                    cache.discard(entry)
+                    continue
+                self.how = f"onnx2tf run shared: {Path(wanted).name} taken from a cached {mode} conversion {entry.name[:12]}… (sha256-checked)"
+                ctx.note(f"tflite: {self.how}")
+                return dest
+        mode = self.mode()
         try:
-            proc = onnx2tf_env.run_onnx2tf(python, args, cwd=run_dir, timeout_s=cfg.timeout_s)
+            produced = self._convert(mode, work, ctx, cache_dir)
+        except StepError:
+            minimal = Onnx2tfRun.__new__(Onnx2tfRun)
+            minimal.__dict__.update(self.__dict__)
+            minimal.cfg = self.cfg.model_copy(update={"share_with": []})
+            if not self.cfg.share_with or minimal.mode() == mode:
+                raise
+            # the extra precisions broke the run: this step's own precision may still convert on its own
+            ctx.note(f"tflite: the shared {mode} onnx2tf run failed; converting {self.cfg.precision} alone ({minimal.mode()})")
+            mode = minimal.mode()
+            produced = minimal._convert(mode, work, ctx, cache_dir)
+        root, files = produced
+        if wanted not in files:
+            raise StepError("tflite", f"onnx2tf finished without writing {Path(wanted).name} for {self.artifact.path.name}",
+                            hint="its log names the failed stage (e.g. a quantization the model does not support); try another precision")
+        if cache_dir is None:
+            atomic_copy(root / wanted, dest)
+        else:
+            try:
+                cache.copy_verified(root, files, wanted, dest)
+            except cache.Damaged as bad:
+                raise StepError("tflite", f"the onnx2tf output just written to the cache {root} does not read back ({bad.reason})",
+                                hint="check the disk (free space, errors in dmesg) or pass --cache-dir elsewhere") from None
+        self.how = f"onnx2tf run ({mode}) " + ("kept in the cache for the other precisions" if cache_dir is not None else "not shared (no cache dir)")
+        return dest
+
+    def _args(self, mode: str, run_dir: Path, model_copy: Path) -> List[str]:
+        import numpy as np
+
+        np.save(run_dir / SAMPLE_FILE, self.sample)
+        args = ["-i", str(model_copy), "-o", str(run_dir / "out"), "-v", "error"]
+        if self.dyn:
+            args += ["-ois", *[f"{n}:{','.join(str(d) for d in s)}" for n, s in self.dyn.items()]]
+        if mode == "drq":
+            args.append("-odrqt")
+        if mode == "iq":
+            args.append("-oiqt")
+            if self.cfg.per_tensor:
+                args += ["-qt", "per-tensor"]
+        if mode == "iq" or self.cind_always:
+            for name, data in self.calib.items():
+                path = run_dir / f"calib_{_safe(name)}.npy"
+                np.save(path, data)
+                args += ["-cind", name, str(path), "[0.0]", "[1.0]"]  # feeds are already normalised
+        return args + list(self.cfg.extra_args)
+
+    def _convert(self, mode: str, work: Path, ctx: StepContext, cache_dir: Optional[Path]) -> Tuple[Path, Dict[str, str]]:
+        """Run onnx2tf once in `mode`: (dir, {relative name: sha256}) of what it wrote (the shared entry when cached)."""
+        from edgekit.converters import onnx2tf_env
+        from edgekit.core import cache
+
+        python = onnx2tf_env.ensure_env(progress=ctx.progress)
+        full = self.full_integer() and mode == "iq"
+        half = self.float16()
+        entry = _entry(cache_dir, self.key(mode, full, half)) if cache_dir is not None else None
+        run_dir = cache.new_build_dir(entry) if entry is not None else Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=str(work)))
+        model_copy = run_dir / "model.onnx"  # onnx2tf rewrites its input in place: give it a copy
+        try:
+            shutil.copyfile(self.artifact.path, model_copy)
+            args = self._args(mode, run_dir, model_copy)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        ctx.note(f"tflite: onnx2tf {' '.join(args[2:])}")
+        if ctx.progress:
+            ctx.progress(f"      onnx2tf run ({mode}: writes {', '.join(w for w in _writes(mode) if w != 'fp16' or half)})")
+        t0 = time.perf_counter()
+        try:
+            skip = ([] if half else ["float16"]) + (["int16"] + ([] if full else ["full_integer"]) if mode == "iq" else [])
+            proc = onnx2tf_env.run_onnx2tf(python, args, cwd=run_dir, timeout_s=self.cfg.timeout_s, skip=skip)
         except subprocess.TimeoutExpired as exc:
             kept = _keep_failed(run_dir, ctx)
-            raise StepError("tflite", f"onnx2tf did not finish within {cfg.timeout_s:.0f} s; partial output kept in {kept}", hint="raise timeout_s", tool_message=str(exc.stderr or "")[-3000:]) from exc
+            raise StepError("tflite", f"onnx2tf did not finish within {self.cfg.timeout_s:.0f} s; partial output kept in {kept}", hint="raise timeout_s", tool_message=str(exc.stderr or "")[-3000:]) from exc
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        secs = time.perf_counter() - t0
         log = (proc.stdout or "") + "\n" + (proc.stderr or "")
         atomic_write_text(run_dir / "onnx2tf.log", log)
-        stem = model_copy.stem
-        suffix = "_full_integer_quant.tflite" if cfg.precision == "int8" and cfg.full_integer_io else _SUFFIX[cfg.precision]
-        produced = run_dir / "out" / f"{stem}{suffix}"
         signame = onnx2tf_env.killed_by(proc.returncode)
         if signame is not None:
             kept = _keep_failed(run_dir, ctx)
@@ -135,32 +312,60 @@ class TfliteStep(Step):
             why = onnx2tf_env.SIGNAL_HINTS.get(sig, "a crash, not a conversion error")
             raise StepError(
                 "tflite",
-                f"onnx2tf was killed by {signame} while converting {artifact.path.name}: {why}; its log is kept at {kept / 'onnx2tf.log'}",
+                f"onnx2tf was killed by {signame} while converting {self.artifact.path.name}: {why}; its log is kept at {kept / 'onnx2tf.log'}",
                 hint="it ran with " + " ".join(f"{k}={v}" for k, v in onnx2tf_env.ISA_INDEPENDENT_ENV.items()) + "; please report the log with `lscpu` output",
                 tool_message=log[-3000:] or None,
             )
-        if proc.returncode != 0 or not produced.exists():
+        if proc.returncode != 0 or not (run_dir / self.wanted()).exists():
             # onnx2tf rewrites (and may rename nodes in) its copy, so look node names up there first
             node, op, message = parse_onnx2tf_error(log, model_copy)
             if op is None and node is not None:
-                op = _op_of_node(artifact.path, node)
+                op = _op_of_node(self.artifact.path, node)
             kept = _keep_failed(run_dir, ctx)
             raise StepError(
                 "tflite",
-                f"onnx2tf failed on {artifact.path.name} (exit {proc.returncode}); its log and any partial output are kept in {kept}",
+                f"onnx2tf failed on {self.artifact.path.name} (exit {proc.returncode}); its log and any partial output are kept in {kept}",
                 hint="if an op is unsupported, replace it before export; for dynamic inputs pass --shape NAME=DIMS",
                 node=node,
                 op=op,
                 tool_message=message,
             )
-        out_path = atomic_copy(produced, work / "model.tflite")
-        layout = map_layout(artifact, out_path, feeds[0])
-        prec = _PRECISION_TAG[cfg.precision]
-        art = load_artifact(out_path, format="tflite", precision=prec, lineage=list(artifact.lineage), metadata={**layout, "onnx2tf_precision": cfg.precision})
-        notes = [f"onnx2tf {onnx2tf_env.ONNX2TF_VERSION}: {cfg.precision}", f"layout map verified on a sample (min cosine {layout['layout_check_cosine']:.4f})"]
-        entry = LineageEntry(step="tflite", config=cfg.model_dump(mode="json"), tools=self.tool_versions(), notes=notes, source_sha256=artifact.sha256)
-        shutil.rmtree(run_dir / "out" / "variables", ignore_errors=True)  # the SavedModel is large and not needed
-        return art.with_lineage(entry)
+        ctx.note(f"tflite: onnx2tf ({mode}) took {secs:.1f} s")
+        for p in (run_dir / "out").glob("*.tflite"):
+            if p.stat().st_size == 0:
+                p.unlink()  # a model the driver was told not to build (onnx2tf_env.SKIPPABLE: float16)
+        if entry is None:
+            shutil.rmtree(run_dir / "out" / "variables", ignore_errors=True)  # the SavedModel is large and not needed
+            return run_dir, {str(p.relative_to(run_dir)): "" for p in (run_dir / "out").glob("*.tflite")}
+        # keep only the models, the log and the sample file; the SavedModel, the ONNX copy and the calibration arrays go
+        for p in sorted(run_dir.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+            if p.is_dir():
+                if not any(p.iterdir()):
+                    p.rmdir()
+            elif not p.name.endswith(KEEP_SUFFIXES) or p.name.startswith("calib_"):
+                p.unlink()
+        shutil.rmtree(run_dir / "out" / "variables", ignore_errors=True)
+        shutil.rmtree(run_dir / "out" / "assets", ignore_errors=True)
+        meta = {"mode": mode, "full_integer": full, "float16": half, "onnx2tf_s": round(secs, 1), "source": self.artifact.path.name}
+        return entry, cache.store_files(run_dir, entry, meta, cache_dir)
+
+
+def _entry(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / key[:2] / key
+
+
+def _writes(mode: str) -> List[str]:
+    return [p for p, modes in _SERVED_BY.items() if mode in modes]
+
+
+def _calib_array(feeds: List[Dict[str, Any]], name: str):
+    """The calibration feeds of one input stacked channels-last, as onnx2tf's -cind wants them."""
+    import numpy as np
+
+    data = np.stack([np.asarray(f[name]) for f in feeds]).astype(np.float32)
+    data = data.reshape((data.shape[0] * data.shape[1],) + data.shape[2:]) if data.ndim >= 2 and data.shape[1] == 1 else data
+    perm = _channels_last(data.ndim)
+    return np.ascontiguousarray(np.transpose(data, perm) if perm else data)
 
 
 def _safe(name: str) -> str:

@@ -1,4 +1,7 @@
-"""Cache entries that are verified file by file on every hit and replaced (never kept) by a fresh build."""
+"""Cache entries that are verified file by file on every hit and replaced (never kept) by a fresh build.
+
+Step entries (entry.json: one artifact and its record) and shared entries (files.json: several files one tool run
+wrote, e.g. every precision of one onnx2tf conversion) live side by side under <cache>/<2 hex>/<key>."""
 
 from __future__ import annotations
 
@@ -107,9 +110,27 @@ def load(entry: Path) -> Optional[Tuple[Artifact, StepRecord]]:
 
 def store(tmp: Path, entry: Path, art: Artifact, record: StepRecord, cache_dir: Path) -> Artifact:
     """Publish a fresh build as `entry`, replacing whatever is there: a rebuild always wins over an old entry."""
+    body = {"dir": str(tmp), "artifact": art.to_manifest(), "record": record.model_dump(mode="json"), "files": None}
     try:
-        body = {"dir": str(tmp), "artifact": art.to_manifest(), "record": record.model_dump(mode="json"), "files": file_hashes(art, tmp)}
-        atomic_write_text(tmp / ENTRY, json.dumps({"sha256": _seal(body), "body": body}, indent=1))
+        body["files"] = file_hashes(art, tmp)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _store_error(cache_dir, exc) from exc
+    _publish(tmp, entry, ENTRY, body, cache_dir)
+    return _relocate(art, tmp, entry)
+
+
+def _store_error(cache_dir: Path, exc: OSError) -> OutputError:
+    return OutputError(
+        f"cannot store a step result in the cache {cache_dir}: {exc.strerror or exc}",
+        hint="free some space or pass --cache-dir to a writable place with room",
+    )
+
+
+def _publish(tmp: Path, entry: Path, meta_name: str, body: dict, cache_dir: Path) -> None:
+    """Seal `body` into tmp/meta_name, then rename tmp into place as `entry` (replacing an old entry atomically)."""
+    try:
+        atomic_write_text(tmp / meta_name, json.dumps({"sha256": _seal(body), "body": body}, indent=1))
         stale: Optional[Path] = None
         for _ in range(3):
             try:
@@ -130,11 +151,63 @@ def store(tmp: Path, entry: Path, art: Artifact, record: StepRecord, cache_dir: 
             shutil.rmtree(stale, ignore_errors=True)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(
-            f"cannot store a step result in the cache {cache_dir}: {exc.strerror or exc}",
-            hint="free some space or pass --cache-dir to a writable place with room",
-        ) from exc
-    return _relocate(art, tmp, entry)
+        raise _store_error(cache_dir, exc) from exc
+
+
+# ---- entries of several files that later steps share (one onnx2tf run serves fp32, fp16 and INT8 TFLite steps)
+
+FILES = "files.json"
+
+
+def store_files(tmp: Path, entry: Path, meta: Dict[str, object], cache_dir: Path) -> Dict[str, str]:
+    """Publish every file in `tmp` (a dir from new_build_dir) as `entry`, each with its sha256; returns {name: sha256}."""
+    try:
+        files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != FILES}
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _store_error(cache_dir, exc) from exc
+    _publish(tmp, entry, FILES, {"files": files, "meta": meta}, cache_dir)
+    return files
+
+
+def load_files(entry: Path) -> Optional[Tuple[Dict[str, str], Dict[str, object]]]:
+    """({name: sha256}, meta) of a shared entry whose index is intact; None when there is none, Damaged when it
+    cannot be trusted. Its files are checked one by one when they are copied out (copy_verified)."""
+    meta = entry / FILES
+    if not entry.exists():
+        return None
+    if not meta.exists():
+        raise Damaged(f"{FILES} is missing")
+    try:
+        sealed = json.loads(meta.read_text())
+        body = sealed["body"]
+        if _seal(body) != sealed["sha256"]:
+            raise Damaged(f"{FILES} does not match its own checksum")
+        files = {str(k): str(v) for k, v in body["files"].items()}
+        return files, dict(body["meta"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise Damaged(f"{FILES} is unreadable ({type(exc).__name__})") from None
+
+
+def copy_verified(entry: Path, files: Dict[str, str], name: str, dest: Path) -> Path:
+    """Copy entry/name to `dest` and check the COPY against the recorded sha256 (a concurrent replacement or a
+    flipped byte cannot slip in between a check and a copy); Damaged, and no `dest`, when it differs."""
+    from edgekit.core.fsutil import atomic_copy
+
+    if name not in files:
+        raise Damaged(f"{name} has no recorded sha256")
+    if not (entry / name).is_file():
+        raise Damaged(f"{name} is missing")
+    try:
+        atomic_copy(entry / name, dest)
+    except OutputError as exc:
+        if (entry / name).is_file():
+            raise  # writing `dest` failed (space, permissions): not the entry's fault
+        raise Damaged(f"{name} vanished while it was copied (replaced by another process?)") from None
+    if sha256_file(dest) != files[name]:
+        Path(dest).unlink(missing_ok=True)
+        raise Damaged(f"{name} does not match its recorded sha256")
+    return Path(dest)
 
 
 def discard(entry: Path) -> None:

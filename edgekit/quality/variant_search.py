@@ -22,6 +22,12 @@ NEAR_TIE = 0.15  # quick medians closer than this to the fastest are re-measured
 TIE_ROUNDS = 3
 PROBE_MAX_DROP = 0.99  # the full-INT8 build before any accuracy search: a budget every step accepts (tflite: < 1) that any working build meets
 QUICK_BENCH = {"warmup_runs": 5, "warmup_seconds": 0.5, "min_runs": 20, "min_seconds": 2.0, "max_seconds": 30.0}
+# An INT8 model runs at most this much faster than the same runtime's FP32 model on a CPU: an INT8 dot-product
+# instruction (x86 VNNI vpdpbusd, ARM sdot) does 4 multiply-adds per 32-bit lane where FP32 FMA does 1, and INT8
+# moves 4x fewer weight/activation bytes. Measured here: OpenVINO 2.5x, ONNX Runtime 1.6x, TFLite < 1x (PP-OCR det).
+# An INT8 variant whose FP32 sibling is more than this much slower than the best variant meeting the budget cannot
+# win, so it is not built at all.
+INT8_MAX_SPEEDUP = 4.0
 
 
 class Variant(BaseModel):
@@ -134,13 +140,14 @@ def search_variants(
     variants: List[Variant] = []
     built: Dict[int, Tuple[Plan, PipelineResult]] = {}
     ref: Dict[str, Any] = {}
+    memo: Dict[str, Any] = {}  # outputs on the held-out set per artifact content: each model is run on it once per search
     extended = train_budget_s is not None and train_budget_s > 0
 
     def evaluate(runtime: str, precision: str, plan: Plan, method: Optional[str] = None, always_time: bool = False) -> Variant:
         label = f"{runtime}/{precision}" + (f" {method}" if method else "")
         progress(f"variant {label}: building ({', '.join(s.step for s in plan.steps) or 'as is'})")
         t0 = time.perf_counter()
-        pipe = Pipeline(plan, profile, data, cache_dir=cache_dir, runner=runner, fidelity_samples=fidelity_samples, progress=progress if method and method not in ("ptq", "reference") else (lambda m: None), use_cache=use_cache)
+        pipe = _MemoPipeline(plan, profile, data, cache_dir=cache_dir, runner=runner, fidelity_samples=fidelity_samples, progress=progress if method and method not in ("ptq", "reference") else (lambda m: None), use_cache=use_cache, memo=memo)
         base = dict(runtime=runtime, precision=precision, method=method, steps=[s.step for s in plan.steps])
         try:
             result = pipe.run(resolved.artifact)
@@ -164,16 +171,16 @@ def search_variants(
         if train:
             v.train_s = train.get("train_s")
         if eval_feeds is not None or art.format != resolved.artifact.format or plan.steps:
-            from edgekit.quality.fidelity import predict
             from edgekit.core.shapes import random_feeds
 
             feeds = eval_feeds if eval_feeds is not None else random_feeds(data.inputs, fidelity_samples, seed=1234)
+            kind = "eval" if eval_feeds is not None else "random"
             if "outputs" not in ref:
-                ref["outputs"] = predict(resolved.artifact, feeds, threads=profile.threads)
+                ref["outputs"] = memo_predict(memo, resolved.artifact, feeds, kind, profile.threads)
             if not host_checkable(art.format):
                 v.status, v.reason = "not measured", f"not measured: a {art.format} artifact runs only on the device; its device score decides"
             elif host_checkable(art.format):
-                fid = compare(ref["outputs"], predict(art, feeds, threads=profile.threads), budget, data.task_metric, data.task_metric_name, data="eval" if eval_feeds is not None else "random")
+                fid = compare(ref["outputs"], memo_predict(memo, art, feeds, kind, profile.threads), budget, data.task_metric, data.task_metric_name, data=kind)
                 v.fidelity = fid
                 v.score = fid.task_score if fid.task_score is not None else fid.cosine_mean
                 if not fid.passed:
@@ -212,6 +219,7 @@ def search_variants(
             order.append((runtime, precision))
         except PlanError as exc:
             variants.append(Variant(runtime=runtime, precision=precision, status="infeasible", reason=exc.message))
+    share_tflite_runs(plans, with_fp16=_fp16_math(profile))
     if not prune:
         for runtime, precision in order:
             evaluate(runtime, precision, plans[(runtime, precision)], "ptq" if precision == "int8" else None)
@@ -255,7 +263,9 @@ def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_mat
     1. plain variants (FP32, then FP16: no accuracy search) in profile order; they set the first bar. Where the CPU
        has no FP16 arithmetic, an FP16 variant's speed is its FP32 sibling's: when that is clearly slower (by more
        than `near_tie`) than the best variant meeting the budget, the FP16 build is skipped ("cannot win");
-    2. INT8 variants, the runtime with the fastest FP32 first, each built ONCE fully quantized (its quick benchmark is
+    2. INT8 variants, the runtime with the fastest FP32 first. One whose FP32 sibling is more than INT8_MAX_SPEEDUP
+       times slower than the best variant meeting the budget cannot win and is not built. The others are each built
+       ONCE fully quantized (its quick benchmark is
        the INT8 variant's best case: every node kept in float by an accuracy search only slows it) and scored against
        the real budget on the same eval data:
        - it meets the budget: that is the variant (the search would stop at this same first build);
@@ -286,6 +296,14 @@ def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_mat
     int8 = sorted((c for c in order if c[1] == "int8"), key=lambda c: (fp32_ms(c[0]), order.index(c)))
     for runtime, precision in int8:
         plan = plans[(runtime, precision)]
+        best = _best(variants)
+        if best is not None and int8_cannot_win(fp32_ms(runtime), best.median_ms):
+            why = (f"cannot win: {runtime}/fp32 ran {fp32_ms(runtime):.2f} ms (quick benchmark) and INT8 runs at most "
+                   f"{INT8_MAX_SPEEDUP:.0f}x faster than FP32 on a CPU, so ≥ {fp32_ms(runtime) / INT8_MAX_SPEEDUP:.2f} ms, not faster than "
+                   f"{best.runtime}/{best.precision}{' ' + best.method if best.method else ''} meeting the budget at {best.median_ms:.2f} ms; not built")
+            variants.append(Variant(runtime=runtime, precision=precision, method="ptq", status="skipped", reason=why, steps=[st.step for st in plan.steps]))
+            progress(f"variant {runtime}/int8: skipped: {why}")
+            continue
         if not any("max_drop" in s.config for s in plan.steps):  # no accuracy search in this plan: nothing to prune
             evaluate(runtime, precision, plan, "ptq")
             continue
@@ -310,6 +328,70 @@ def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_mat
         built.pop(i, None)
         evaluate(runtime, precision, plan, "ptq")
     plain_fp16()  # after INT8: the bar is as low as it gets before FP16 is judged
+
+
+def int8_cannot_win(fp32_ms: float, best_ms: float) -> bool:
+    """An INT8 variant whose runtime's FP32 ran `fp32_ms` cannot beat a variant meeting the budget at `best_ms`
+    (INT8_MAX_SPEEDUP); an unmeasured FP32 (inf) gives no bound."""
+    return fp32_ms != float("inf") and fp32_ms / INT8_MAX_SPEEDUP >= best_ms
+
+
+def share_tflite_runs(plans: Dict[Tuple[str, str], Plan], with_fp16: bool = True) -> None:
+    """Every TFLite step of the search asks for the precisions of the others as well (TfliteConfig.share_with): the
+    first one to run converts them all in ONE onnx2tf run, kept in the cache, and the others take their file from it.
+
+    Without `with_fp16` (a CPU without FP16 arithmetic, where an FP16 variant is usually skipped as "cannot win") the
+    shared run leaves the float16 model out (~9 s for PP-OCR det on one core); an FP16 step that does run then
+    converts on its own."""
+    def prec(s) -> str:
+        return str(s.config.get("precision", "fp32"))
+
+    precs = {prec(s) for p in plans.values() for s in p.steps if s.step == "tflite"}
+    shared = precs if with_fp16 else precs - {"fp16"}
+    if len(shared) < 2:
+        return
+    for k, plan in list(plans.items()):
+        if any(s.step == "tflite" for s in plan.steps):
+            steps = [s.model_copy(update={"config": {**s.config, "share_with": sorted(shared - {prec(s)}) if prec(s) in shared else []}})
+                     if s.step == "tflite" else s for s in plan.steps]
+            plans[k] = plan.model_copy(update={"steps": steps})
+
+
+def _content_key(art: Any, kind: str, n: int) -> Optional[str]:
+    """What a model's outputs on the held-out set depend on: every file's bytes, its format, precision and layout map."""
+    import json
+
+    from edgekit.core.fsutil import sha256_file
+
+    if art.format in ("pytorch", "torchscript", "exported_program"):
+        return None
+    extra = ",".join(sha256_file(f) for f in art.extra_files)
+    return f"{kind}:{n}:{art.format}:{art.precision}:{art.sha256}:{extra}:{json.dumps(art.metadata, sort_keys=True, default=str)}"
+
+
+def memo_predict(memo: Dict[str, Any], art: Any, feeds, kind: str, threads: int):
+    """fidelity.predict, once per model content per search (each variant's pipeline checks and the search's scoring
+    used to run the source model and each candidate again on the same held-out set)."""
+    from edgekit.quality.fidelity import predict
+
+    key = _content_key(art, kind, len(feeds))
+    if key is None:
+        return predict(art, feeds, threads=threads)
+    if key not in memo:
+        memo[key] = predict(art, feeds, threads=threads)
+    return memo[key]
+
+
+class _MemoPipeline(Pipeline):
+    """A Pipeline whose fidelity checks take model outputs from the search's memo (same held-out set, same threads)."""
+
+    def __init__(self, *args: Any, memo: Dict[str, Any], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._memo = memo
+
+    def _predict(self, art):
+        feeds = self.reference_feeds()
+        return memo_predict(self._memo, art, feeds, self._feeds_kind, self.profile.threads)
 
 
 def _best(variants: List[Variant]) -> Optional[Variant]:

@@ -62,3 +62,56 @@ def test_int8_that_cannot_win_skips_its_accuracy_search_and_the_pick_is_unchange
     assert row.median_ms is not None and row.median_ms >= chosen_pruned[0].median_ms
     assert row.score is not None and row.score < 1 - 0.0005
     assert f"{row.median_ms:.2f} ms" in row.reason
+
+
+def _table_bench(table):
+    """The real benchmark, shortened, reporting a latency from `table` per (runtime, precision): the test decides which
+    variant is how fast, independent of the machine."""
+
+    def bench(art, profile, runner, inputs, runtime=None, bench=None, **kw):
+        res = benchmark(art, profile, runner, inputs, runtime=runtime, bench={"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 2, "min_seconds": 0}, **kw)
+        res.timing.stats.median_ms = table[(runtime, art.precision)]
+        return res
+
+    return bench
+
+
+def _built_steps(cache):
+    import json
+
+    return sorted(json.loads(e.read_text())["body"]["record"]["step"] for e in cache.glob("??/*/entry.json"))
+
+
+def test_int8_whose_fp32_is_over_4x_slower_than_the_best_is_not_built(tmp_path):
+    """ORT FP32 runs 20.5 ms, OpenVINO INT8 meets the budget at 5 ms: ORT INT8 could run at best 20.5/4 = 5.125 ms, so
+    it is not built at all, and its row says why."""
+    from edgekit.quality.variant_search import INT8_MAX_SPEEDUP
+
+    prof = load_profile("x86-cpu")
+    resolved = resolve_model("zoo:ppocr-rec")
+    table = {("openvino", "fp32"): 10.0, ("openvino", "int8"): 5.0, ("onnxruntime", "fp32"): 5.0 * INT8_MAX_SPEEDUP + 0.5, ("onnxruntime", "int8"): 6.0}
+
+    def search(cache):
+        data = build_data(resolved, shapes={"x": [1, 3, 48, 160]})
+        with get_runner("local")(prof) as runner:
+            return search_variants(resolved, prof, data, runner, max_drop=0.5, host=None, simplify=False, cache_dir=cache,
+                                   runtimes=["openvino", "onnxruntime"], precisions=["fp32", "int8"], benchmark=_table_bench(table),
+                                   tie_rounds=1, eval_samples=8)
+
+    cache = tmp_path / "c"
+    variants, best = search(cache)
+    chosen = [v for v in variants if v.status == "chosen"]
+    assert [(v.runtime, v.precision) for v in chosen] == [("openvino", "int8")]
+    row = next(v for v in variants if (v.runtime, v.precision) == ("onnxruntime", "int8"))
+    assert row.status == "skipped" and row.median_ms is None and row.artifact is None
+    assert "20.50 ms" in row.reason and "at most 4x faster" in row.reason and "openvino/int8" in row.reason and "not built" in row.reason
+    assert "quantize-ort" not in _built_steps(cache)
+
+
+def test_int8_bound_builds_what_could_still_win():
+    """The bound only skips what cannot win: at 4x the FP32 time it is a tie (skipped), a hair below it is built."""
+    from edgekit.quality.variant_search import int8_cannot_win
+
+    assert int8_cannot_win(fp32_ms=20.0, best_ms=5.0)  # at best 5.0 ms: not faster than 5.0
+    assert not int8_cannot_win(fp32_ms=19.9, best_ms=5.0)  # could reach 4.975 ms: built
+    assert not int8_cannot_win(fp32_ms=float("inf"), best_ms=5.0)  # FP32 not measured: no bound, built
