@@ -26,6 +26,13 @@ class PruneConfig(StepConfig):
     round_to: Optional[int] = Field(None, gt=0, description="structured: keep channel counts a multiple of this")
     eval_samples: int = Field(16, gt=0)
     measure: bool = Field(True, description="also time before/after (temporary ONNX export, ORT at profile threads) and count MACs")
+    finetune_s: Optional[float] = Field(None, gt=0, description="recover accuracy: distil the pruned module from the source module on "
+                                        "calibration data (no labels) for this many seconds (compound prune -> distill -> INT8)")
+    finetune_samples: int = Field(256, gt=0, description="calibration samples the distillation trains on")
+    finetune_lr: float = Field(1e-4, gt=0, description="Adam learning rate of the distillation")
+    finetune_batch: int = Field(16, gt=0)
+    finetune_max_steps: Optional[int] = Field(None, gt=0, description="stop the distillation after this many steps even if time remains")
+    threads: Optional[int] = Field(None, gt=0, description="torch threads for the distillation (default: torch's)")
 
 
 def _attention_modules(model: Any) -> List[Any]:
@@ -188,8 +195,15 @@ class PruneStep(Step):
         from edgekit.core import compression as cr
 
         cr.require_module(self.name, artifact)
-        model, details = prune(artifact.module, artifact.example_inputs, finetune=self.finetune,
-                               **config.model_dump(exclude={"fidelity", "eval_samples", "measure"}))
+        tune = self.finetune
+        tuning: Dict[str, Any] = {}
+        if tune is None and config.finetune_s:
+            tune = self._distill(artifact, config, ctx, tuning)
+        model, details = prune(artifact.module, artifact.example_inputs, finetune=tune,
+                               **config.model_dump(exclude={"fidelity", "eval_samples", "measure", "finetune_s", "finetune_samples",
+                                                            "finetune_lr", "finetune_batch", "finetune_max_steps", "threads"}))
+        if tuning:
+            details["finetune"] = tuning
         notes: List[str] = []
         extra = {"method": f"{config.mode} pruning", "settings": {"ratio": config.ratio, "head_ratio": config.head_ratio,
                                                                    "importance": config.importance}, "details": details}
@@ -205,6 +219,40 @@ class PruneStep(Step):
                    f"(on disk {b['size_bytes'] / 1e6:.2f} vs {a['size_bytes'] / 1e6:.2f} MB) - {cr.DENSE_WHY}")
             rec["notes"].append(msg)
             ctx.note(f"prune: {msg}")
-        if details.get("finetuned"):
+        if tuning:
+            rec["finetune"] = tuning
+            rec["notes"].append(f"distilled from the source module for {tuning['train_s']:.0f} s ({tuning['steps']} steps on "
+                                f"{tuning['samples']} calibration samples; loss {tuning['loss_first']:.5f} -> {tuning['loss_last']:.5f})")
+        elif details.get("finetuned"):
             rec["notes"].append("fine-tuned after pruning with the user-supplied function")
         return out
+
+    @staticmethod
+    def _distill(artifact: Artifact, config: PruneConfig, ctx: StepContext, record: Dict[str, Any]) -> Finetune:
+        """A finetune callable for `finetune_s`: distillation from the source module on the context's calibration data."""
+        from edgekit.core.errors import CalibrationError
+
+        if ctx.calib_data is None:
+            raise CalibrationError("step 'prune': finetune_s needs calibration data to distil the pruned module on, and none was given",
+                                   hint="pass --calib DIR (feeds matching the model inputs; no labels), or drop finetune_s")
+        torch = require("torch", "torch", "distillation after pruning")
+        from edgekit.core import compression as cr
+        from edgekit.converters.finetune import finetune_module
+
+        names = cr.module_io(artifact)[0]
+        feeds = [{k: v for k, v in f.items()} for f in ctx.calib_data(config.finetune_samples)]
+        missing = [n for n in names if feeds and n not in feeds[0]]
+        if missing:
+            raise CalibrationError(f"step 'prune': calibration feeds lack input(s) {missing} of the module", hint="give feeds for every model input")
+
+        def tune(model: Any) -> None:
+            before = torch.get_num_threads()
+            if config.threads:
+                torch.set_num_threads(config.threads)
+            try:
+                record.update(finetune_module(torch, model, artifact.module, feeds, names, budget_s=float(config.finetune_s),
+                                              lr=config.finetune_lr, batch_size=config.finetune_batch,
+                                              max_steps=config.finetune_max_steps, say=ctx.progress or (lambda m: None)))
+            finally:
+                torch.set_num_threads(before)
+        return tune

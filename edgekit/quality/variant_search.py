@@ -28,6 +28,11 @@ QUICK_BENCH = {"warmup_runs": 5, "warmup_seconds": 0.5, "min_runs": 20, "min_sec
 # An INT8 variant whose FP32 sibling is more than this much slower than the best variant meeting the budget cannot
 # win, so it is not built at all.
 INT8_MAX_SPEEDUP = 4.0
+# "cannot win" compares quick benchmarks taken minutes apart; the machine's load can change by more than any margin in
+# between (a search measured OpenVINO INT8 at 36 ms and FP32 at 8.7 ms while the load went 0.5 -> 15; interleaved,
+# INT8 ran 2x faster). Every skip is re-checked by re-timing what it compared, interleaved, before it stands.
+VERIFY_ROUNDS = 2
+VERIFY_BENCH = {"warmup_runs": 2, "warmup_seconds": 0.2, "min_runs": 5, "min_seconds": 0.5, "max_seconds": 10.0}
 
 
 class Variant(BaseModel):
@@ -168,8 +173,9 @@ def search_variants(
         art = result.artifact
         v = Variant(status="meets budget", artifact=str(art.path), size_bytes=art.total_size_bytes, build_s=round(build_s, 2), **base)
         train = next((r.details.get("qat") for r in result.records if r.step == "qat" and isinstance(getattr(r, "details", None), dict)), None)
-        if train:
-            v.train_s = train.get("train_s")
+        tuned = next(((r.details.get("prune") or {}).get("finetune") for r in result.records if r.step == "prune" and isinstance(getattr(r, "details", None), dict)), None)
+        if train or tuned:
+            v.train_s = (train or tuned).get("train_s")
         if eval_feeds is not None or art.format != resolved.artifact.format or plan.steps:
             from edgekit.core.shapes import random_feeds
 
@@ -224,7 +230,16 @@ def search_variants(
         for runtime, precision in order:
             evaluate(runtime, precision, plans[(runtime, precision)], "ptq" if precision == "int8" else None)
     else:
-        _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_math=_fp16_math(profile), near_tie=near_tie)
+        def retime(arts: List[Tuple[str, Any, str]]) -> List[float]:
+            """Median over VERIFY_ROUNDS interleaved rounds of each (name, artifact, runtime)."""
+            from edgekit.quality.rounds import run_rounds
+            from edgekit.quality.stats import median
+
+            res = run_rounds(benchmark, [a for _, a, _ in arts], profile, runner, lambda a: data.inputs, VERIFY_ROUNDS,
+                             runtimes=[rt for _, _, rt in arts], bench=VERIFY_BENCH, progress=progress, names=[n for n, _, _ in arts])
+            return [median([b.timing.stats.median_ms for b in r]) for r in res]
+
+        _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_math=_fp16_math(profile), near_tie=near_tie, retime=retime)
     if extended and train_default and any(v.precision == "int8" and v.status == "meets budget" for v in variants):
         extended = False  # the default training budget is only spent when post-training INT8 missed
     if extended:
@@ -257,7 +272,8 @@ def _fp16_math(profile: DeviceProfile) -> bool:
     return any(profile.has_feature(f) for f in ("fp16", "asimdhp", "avx512_fp16", "amx", "amx_fp16")) or profile.cpu.isa != "x86_64"
 
 
-def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_math: bool = True, near_tie: float = NEAR_TIE) -> None:
+def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_math: bool = True, near_tie: float = NEAR_TIE,
+                 retime: Optional[Callable[[List[Tuple[str, Any, str]]], List[float]]] = None) -> None:
     """Measure speed cheaply before spending time on accuracy.
 
     1. plain variants (FP32, then FP16: no accuracy search) in profile order; they set the first bar. Where the CPU
@@ -271,7 +287,22 @@ def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_mat
        - it meets the budget: that is the variant (the search would stop at this same first build);
        - it misses and is not faster than the best variant already meeting the budget: it cannot win; skipped with its
          measured full-INT8 latency and score in the row, its accuracy search never runs;
-       - otherwise the full plan runs (the accuracy search), replacing the probe row."""
+       - otherwise the full plan runs (the accuracy search), replacing the probe row.
+    3. every "cannot win" compared quick benchmarks taken at different times: with `retime`, what each skip compared is
+       timed again in interleaved rounds (_verify_skips); a skip the rounds do not confirm is built after all."""
+    checks: List[Dict[str, Any]] = []  # each skip: the two timed things it compared, the factor, and what to run if wrong
+
+    def timed(v) -> Optional[Tuple[str, Any, str]]:
+        i = next((k for k, x in enumerate(variants) if x is v), None)
+        if i is None or i not in built:
+            return None
+        plan, result = built[i]
+        return (f"{v.runtime}/{v.precision}" + (f" {v.method}" if v.method else ""), result.artifact, plan.runtime)
+
+    def check(row, slow, fast, factor: float, redo) -> None:
+        if retime is not None and slow is not None and fast is not None:
+            checks.append({"row": row, "slow": slow, "fast": fast, "factor": factor, "redo": redo})
+
     for runtime, precision in [c for c in order if c[1] == "fp32"]:
         evaluate(runtime, precision, plans[(runtime, precision)], None)
     fp16 = [c for c in order if c[1] not in ("fp32", "int8")]
@@ -286,6 +317,8 @@ def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_mat
                        f"meeting the budget at {best.median_ms:.2f} ms; not built")
                 variants.append(Variant(runtime=runtime, precision=precision, status="skipped", reason=why, steps=[st.step for st in plans[(runtime, precision)].steps]))
                 progress(f"variant {runtime}/{precision}: skipped: {why}")
+                check(variants[-1], timed(sib), timed(best), 1.0 + near_tie,
+                      lambda rt=runtime, pr=precision: evaluate(rt, pr, plans[(rt, pr)], None))
                 continue
             evaluate(runtime, precision, plans[(runtime, precision)], None)
 
@@ -293,41 +326,89 @@ def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_mat
         v = next((v for v in variants if v.runtime == rt and v.precision == "fp32" and v.median_ms is not None), None)
         return v.median_ms if v is not None else float("inf")
 
-    int8 = sorted((c for c in order if c[1] == "int8"), key=lambda c: (fp32_ms(c[0]), order.index(c)))
-    for runtime, precision in int8:
+    def fp32_row(rt: str):
+        return next((v for v in variants if v.runtime == rt and v.precision == "fp32" and v.median_ms is not None), None)
+
+    def int8_variant(runtime: str, precision: str, bound: bool) -> None:
         plan = plans[(runtime, precision)]
         best = _best(variants)
-        if best is not None and int8_cannot_win(fp32_ms(runtime), best.median_ms):
+        if bound and best is not None and int8_cannot_win(fp32_ms(runtime), best.median_ms):
             why = (f"cannot win: {runtime}/fp32 ran {fp32_ms(runtime):.2f} ms (quick benchmark) and INT8 runs at most "
                    f"{INT8_MAX_SPEEDUP:.0f}x faster than FP32 on a CPU, so ≥ {fp32_ms(runtime) / INT8_MAX_SPEEDUP:.2f} ms, not faster than "
                    f"{best.runtime}/{best.precision}{' ' + best.method if best.method else ''} meeting the budget at {best.median_ms:.2f} ms; not built")
             variants.append(Variant(runtime=runtime, precision=precision, method="ptq", status="skipped", reason=why, steps=[st.step for st in plan.steps]))
             progress(f"variant {runtime}/int8: skipped: {why}")
-            continue
+            check(variants[-1], timed(fp32_row(runtime)), timed(best), INT8_MAX_SPEEDUP, lambda: int8_variant(runtime, precision, False))
+            return
         if not any("max_drop" in s.config for s in plan.steps):  # no accuracy search in this plan: nothing to prune
             evaluate(runtime, precision, plan, "ptq")
-            continue
+            return
         progress(f"variant {runtime}/int8: full-INT8 build first (speed before accuracy search)")
         i = len(variants)
         v = evaluate(runtime, precision, _probe_plan(plan), "ptq", always_time=True)
         if v.status == "meets budget":
             variants[i] = v.model_copy(update={"reason": "full INT8 (nothing kept in float) meets the budget: no accuracy search needed"})
             built[i] = (plan, built[i][1])
-            continue
+            return
         best = _best(variants[:i])
         if v.median_ms is not None and best is not None and v.median_ms >= best.median_ms:
             score = f" at score {v.score:.4f}" if v.score is not None else ""
             why = (f"cannot win: full INT8 runs {v.median_ms:.2f} ms{score} (quick benchmark), not faster than "
                    f"{best.runtime}/{best.precision}, which meets the budget at {best.median_ms:.2f} ms; keeping nodes in "
                    f"float only slows it, so its accuracy search was skipped")
+            slow = timed(v)
             variants[i] = v.model_copy(update={"status": "skipped", "reason": why})
             built.pop(i, None)
             progress(f"variant {runtime}/int8: skipped: {why}")
-            continue
+            check(variants[i], slow, timed(best), 1.0, lambda: evaluate(runtime, precision, plan, "ptq"))
+            return
         variants.pop(i)  # misses the budget but could still win: run the accuracy search
         built.pop(i, None)
         evaluate(runtime, precision, plan, "ptq")
+
+    int8 = sorted((c for c in order if c[1] == "int8"), key=lambda c: (fp32_ms(c[0]), order.index(c)))
+    for runtime, precision in int8:
+        int8_variant(runtime, precision, True)
     plain_fp16()  # after INT8: the bar is as low as it gets before FP16 is judged
+    while checks:  # a skip that did not hold is built; that build may skip again (e.g. its full-INT8 probe): verify that too
+        pending = checks[:]
+        checks.clear()
+        _verify_skips(pending, variants, built, retime, progress)
+
+
+def _verify_skips(checks: List[Dict[str, Any]], variants: List[Variant], built: Dict[int, Any], retime, progress) -> None:
+    """Time everything the "cannot win" skips compared again, interleaved (VERIFY_ROUNDS rounds, one harness run each
+    per round), and judge each skip on those medians: confirmed, its reason says so with the figures; not confirmed
+    (the quick benchmarks were taken under different load), the skipped row is dropped and the variant is built."""
+    arts: List[Tuple[str, Any, str]] = []
+    index: Dict[str, int] = {}
+    for c in checks:
+        for key in ("slow", "fast"):
+            path = str(c[key][1].path)
+            if path not in index:
+                index[path] = len(arts)
+                arts.append(c[key])
+    progress(f"variant search: re-timing the {len(checks)} 'cannot win' decision(s) interleaved ({VERIFY_ROUNDS} rounds over {len(arts)} artifacts): "
+             "the quick benchmarks they compared were taken at different times")
+    meds = retime(arts)
+    redo = []
+    for c in checks:
+        slow, fast = meds[index[str(c["slow"][1].path)]], meds[index[str(c["fast"][1].path)]]
+        k = next((j for j, v in enumerate(variants) if v is c["row"]), None)
+        if k is None:
+            continue
+        held = slow / c["factor"] >= fast if c["factor"] > 1.0 else slow >= fast
+        note = (f"{c['slow'][0]} {slow:.2f} ms vs {c['fast'][0]} {fast:.2f} ms over {VERIFY_ROUNDS} interleaved rounds")
+        if held:
+            variants[k] = variants[k].model_copy(update={"reason": f"{variants[k].reason} (confirmed: {note})"})
+            continue
+        progress(f"variant {variants[k].runtime}/{variants[k].precision}: the skip did not hold when re-timed interleaved ({note}); building it")
+        variants.pop(k)
+        for key in sorted(i for i in built if i > k):
+            built[key - 1] = built.pop(key)
+        redo.append(c["redo"])
+    for fn in redo:
+        fn()
 
 
 def int8_cannot_win(fp32_ms: float, best_ms: float) -> bool:
@@ -422,7 +503,8 @@ def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, tr
         if best is not None and best.precision == "int8" and best.method in ("ptq", "lowrank+ptq"):
             skip(int8_rt, "int8", "lowrank+qat", f"{best.runtime}/int8 {best.method} already meets the budget at {best.median_ms:.2f} ms")
             lowrank_qat = None
-    trainings = len(qat_rts) + (1 if (lowrank_qat is not None and teacher) else 0)
+    prunable = int8_rt is not None and resolved.artifact.format == "pytorch" and getattr(resolved.artifact, "module", None) is not None
+    trainings = len(qat_rts) + (1 if (lowrank_qat is not None and teacher) else 0) + (1 if prunable else 0)
     share = train_budget_s / max(1, trainings)
     if qat_rts:
         progress(f"post-training INT8 missed the budget on {', '.join(qat_rts)}; training QAT for up to {train_budget_s / 60:.0f} min in all "
@@ -441,10 +523,77 @@ def _extend(resolved, profile, data, plans, variants, evaluate, md, has_task, tr
         best = _best(variants)
         if best is not None and best.precision == "int8":
             skip(int8_rt, "int8", "lowrank+qat", f"{best.runtime}/int8 {best.method or ''} already meets the budget at {best.median_ms:.2f} ms")
+        else:
+            plan = compound.qat_plan(lowrank_qat, share, md, has_task, teacher=teacher)
+            if plan is not None:
+                evaluate(int8_rt, "int8", plan, "lowrank+qat")
+    if prunable:
+        spent = sum(v.train_s or 0.0 for v in variants)
+        _prune_compounds(plans, variants, evaluate, md, has_task, int8_rt, skip, plan_for, max(share, train_budget_s - spent), progress)
+
+
+def _prune_compounds(plans, variants, evaluate, md, has_task, int8_rt, skip, plan_for, budget_s, progress) -> None:
+    """Structured prune -> distill -> INT8 on `int8_rt` for a PyTorch source, mildest ratio first (edgekit.quality.compound):
+    each ratio's pruned FP32 (no training) is timed first; its speed-up over the unpruned FP32, applied to the fastest
+    INT8 variant, must beat the best variant meeting the budget, or the ratio is skipped before any training. A stronger
+    ratio is not tried after a milder one missed the budget, nor once `budget_s` of distillation is spent."""
+    from edgekit.quality import compound
+
+    if (int8_rt, "int8") not in plans:
+        return
+    fp32, fp32_plan = _fp32_reference(plans, variants, evaluate, int8_rt, plan_for)
+    if fp32 is None or fp32_plan is None:
+        skip(int8_rt, "int8", "prune+distill+ptq", f"no measured {int8_rt}/fp32 variant to compare pruning against")
+        return
+    left = budget_s
+    for ratio in compound.PRUNE_RATIOS:
+        label = compound.prune_method(ratio, True, "int8")
+        if left <= 0:
+            skip(int8_rt, "int8", label, f"the training budget ({budget_s:.0f} s) is spent")
             return
-        plan = compound.qat_plan(lowrank_qat, share, md, has_task, teacher=teacher)
-        if plan is not None:
-            evaluate(int8_rt, "int8", plan, "lowrank+qat")
+        probe_plan = compound.prune_plan(fp32_plan, ratio, md, has_task)
+        if probe_plan is None:
+            skip(int8_rt, "int8", label, "the plan has no export step: pruning needs a PyTorch source")
+            return
+        probe = evaluate(int8_rt, "fp32", probe_plan, compound.prune_method(ratio, False, "fp32"), always_time=True)
+        if probe.median_ms is None:
+            skip(int8_rt, "int8", label, f"the pruned FP32 model was not measured ({probe.status}: {probe.reason})")
+            return
+        speedup = fp32.median_ms / probe.median_ms
+        if speedup <= 1.0:
+            skip(int8_rt, "int8", label, f"pruned FP32 ran {probe.median_ms:.2f} ms vs {fp32.median_ms:.2f} ms unpruned: "
+                                         f"pruning {ratio:.0%} does not speed up {int8_rt}")
+            continue
+        int8s = [v for v in variants if v.precision == "int8" and v.median_ms is not None]
+        best = _best(variants)
+        if int8s and best is not None:
+            est = min(v.median_ms for v in int8s) / speedup
+            if est >= best.median_ms:
+                skip(int8_rt, "int8", label, f"cannot win: pruning {ratio:.0%} made FP32 {speedup:.2f}x faster, so INT8 would run "
+                                             f"~{est:.2f} ms, not faster than {best.runtime}/{best.precision} {best.method or ''} meeting the "
+                                             f"budget at {best.median_ms:.2f} ms")
+                continue
+        plan = compound.prune_plan(plans[(int8_rt, "int8")], ratio, md, has_task, finetune_s=left)
+        progress(f"variant {int8_rt}/int8 {label}: pruned FP32 is {speedup:.2f}x faster; distilling for up to {left:.0f} s")
+        v = evaluate(int8_rt, "int8", plan, label)
+        left -= v.train_s or left
+        if v.status != "meets budget":
+            for stronger in [r for r in compound.PRUNE_RATIOS if r > ratio]:
+                skip(int8_rt, "int8", compound.prune_method(stronger, True, "int8"),
+                     f"pruning {ratio:.0%} already missed the budget after distillation; removing more only loses more")
+            return
+
+
+def _fp32_reference(plans, variants, evaluate, rt, plan_for):
+    """The measured plain FP32 variant of `rt` and its plan, building it as a "reference" when the search had none."""
+    if (rt, "fp32") not in plans:
+        try:
+            plans[(rt, "fp32")] = plan_for(rt, "fp32")
+        except PlanError:
+            return None, None
+        evaluate(rt, "fp32", plans[(rt, "fp32")], "reference")
+    fp32 = next((v for v in variants if v.runtime == rt and v.precision == "fp32" and v.method in (None, "reference") and v.median_ms), None)
+    return fp32, plans.get((rt, "fp32"))
 
 
 def _lowrank_first(resolved, plans, variants, evaluate, md, has_task, int8_rt, skip, plan_for) -> Optional[Plan]:

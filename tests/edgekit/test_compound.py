@@ -133,3 +133,145 @@ def test_default_training_budget_is_spent_only_when_post_training_int8_missed(tm
     assert strict[0].method == "ptq" and strict[0].status in ("violates budget", "failed")
     assert any(v.method == "qat" and v.status != "skipped" for v in strict)
     assert any("missed the budget" in m and "--train-budget off" in m for m in said)
+
+
+# ---------------------------------------------------------------- prune -> distill -> INT8 (PyTorch sources)
+
+class _Mlp(torch.nn.Module):
+    """A small real PyTorch model with wide hidden layers that structured pruning can thin; half of each hidden layer's
+    units are weak (weights x 0.05), as low-importance units are in trained networks."""
+
+    def __init__(self, weak: bool = True):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(32, 128)
+        self.fc2 = torch.nn.Linear(128, 128)
+        self.out = torch.nn.Linear(128, 16)
+        with torch.no_grad():
+            for fc in (self.fc1, self.fc2) if weak else ():
+                fc.weight[::2] *= 0.05
+                fc.bias[::2] *= 0.05
+
+    def forward(self, x):
+        return self.out(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def _mlp_search(fingerprint, weak: bool = True):
+    from edgekit.core.artifact import Artifact
+    from edgekit.workflows.deploy import ResolvedModel
+
+    torch.manual_seed(0)
+    art = Artifact.from_module(_Mlp(weak).eval(), (torch.randn(1, 32),), input_names=["x"], output_names=["y"], name="mlp")
+    rng = np.random.default_rng(0)
+    pool = [{"x": rng.normal(size=(1, 32)).astype(np.float32)} for _ in range(48)]
+    data = DataSources(inputs=[InputSpec(name="x", shape=[1, 32], dtype="float32")],
+                       calib=lambda n: pool[:min(n, 32)], eval=lambda n: pool[32:32 + min(n, 16)], fingerprint=fingerprint)
+    return data, load_profile("x86-cpu"), ResolvedModel(art, "mlp")
+
+
+def _weight_bytes_bench(art, profile, runner, inputs, runtime=None, bench=None):
+    """The real benchmark, shortened, whose latency is then replaced by the artifact's size on disk in MB: a latency
+    proxy that does not depend on the machine or its load (pruned and INT8 models are smaller, as they are faster)."""
+    from edgekit.workflows.deploy import benchmark
+
+    res = benchmark(art, profile, runner, inputs, runtime=runtime, bench={"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 2, "min_seconds": 0})
+    res.timing.stats.median_ms = art.total_size_bytes / 1e6
+    return res
+
+
+def _constant_bench(art, profile, runner, inputs, runtime=None, bench=None):
+    from edgekit.workflows.deploy import benchmark
+
+    res = benchmark(art, profile, runner, inputs, runtime=runtime, bench={"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 2, "min_seconds": 0})
+    res.timing.stats.median_ms = 1.0
+    return res
+
+
+def test_prune_plan_prunes_the_module_before_export():
+    prof = load_profile("x86-cpu")
+    data, _, resolved = _mlp_search("test:mlp-plan")
+    int8 = make_plan(resolved.artifact, "mlp", prof, PlanOptions(runtime="openvino", precision="int8", max_drop=0.01, has_calib=True))
+    p = compound.prune_plan(int8, 0.25, 0.01, False, finetune_s=30, threads=1)
+    assert [s.step for s in p.steps] == ["prune", "export", "openvino"]
+    assert p.steps[0].config["ratio"] == 0.25 and p.steps[0].config["finetune_s"] == 30 and p.steps[0].config["threads"] == 1
+    probe = compound.prune_plan(int8, 0.5, 0.01, False)
+    assert "finetune_s" not in probe.steps[0].config  # the speed probe trains nothing
+    onnx_plan = compound.qat_plan(int8, 10, 0.01, False)
+    assert compound.prune_plan(onnx_plan.model_copy(update={"steps": onnx_plan.steps[1:]}), 0.25, 0.01, False) is None  # no export: not a PyTorch plan
+    assert compound.prune_method(0.25, True, "int8") == "prune25%+distill+ptq" and compound.prune_method(0.5, False, "fp32") == "prune50%"
+
+
+def test_prune_step_distillation_brings_the_pruned_module_back_towards_the_source(tmp_path):
+    pytest.importorskip("torch_pruning")
+    from edgekit.converters.prune import PruneConfig, PruneStep
+    from edgekit.core.steps import StepContext
+
+    data, prof, resolved = _mlp_search("test:mlp-step", weak=False)  # every unit matters: pruning loses, distillation recovers
+    src = resolved.artifact
+    feeds = data.eval(16)
+    x = torch.from_numpy(np.concatenate([f["x"] for f in feeds]))
+    with torch.no_grad():
+        ref = src.module(x)
+
+    def err(art):
+        with torch.no_grad():
+            return float(((art.module(x) - ref) ** 2).mean())
+
+    def run(name, **cfg):
+        ctx = StepContext(work_dir=tmp_path / name, profile=prof, calib_data=data.calib)
+        out = PruneStep().run(src, PruneConfig(ratio=0.5, measure=False, **cfg), ctx)
+        return out, ctx.report["prune"]
+
+    plain, plain_rec = run("plain")
+    tuned, rec = run("tuned", finetune_s=120, finetune_max_steps=150, finetune_lr=3e-3, threads=1)
+    assert "finetune" not in plain_rec
+    assert rec["finetune"]["steps"] == 150 and rec["finetune"]["samples"] == 32
+    assert tuned.module.fc1.out_features == plain.module.fc1.out_features < 128  # same structure, really thinner
+    assert err(tuned) < 0.8 * err(plain)  # held-out samples (never trained on) got closer to the source
+    assert any("distilled from the source module" in n for n in rec["notes"])
+
+    ctx = StepContext(work_dir=tmp_path / "nodata", profile=prof, calib_data=None)
+    from edgekit.core.errors import CalibrationError
+
+    with pytest.raises(CalibrationError, match="finetune_s needs calibration data"):
+        PruneStep().run(src, PruneConfig(ratio=0.5, measure=False, finetune_s=5), ctx)
+
+
+def test_search_builds_prune_distill_int8_and_stops_at_the_first_ratio_that_misses(tmp_path):
+    """A PyTorch source with a training budget: the pruned FP32 (no training) is timed first, then prune -> distill ->
+    INT8 is built, trained and scored end to end; it misses a zero budget, so the stronger ratio is skipped with why."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("torch_pruning")
+    data, prof, resolved = _mlp_search("test:mlp-search")
+    seen = []
+    with get_runner("local")(prof) as runner:
+        variants, _ = search_variants(resolved, prof, data, runner, max_drop=0.0, host=None, cache_dir=tmp_path / "cache",
+                                      runtimes=["openvino"], precisions=["fp32", "int8"], benchmark=_weight_bytes_bench,
+                                      train_budget_s=6.0, progress=seen.append, tie_rounds=1)
+    by = {v.method: v for v in variants if v.method}
+    mild, strong = compound.PRUNE_RATIOS[0], compound.PRUNE_RATIOS[1]
+    probe = by[compound.prune_method(mild, False, "fp32")]
+    assert probe.steps[0] == "prune" and probe.median_ms is not None and probe.score is not None
+    assert probe.median_ms < by.get("reference", next(v for v in variants if v.precision == "fp32" and v.method is None)).median_ms
+    built = by[compound.prune_method(mild, True, "int8")]
+    assert built.steps == ["prune", "export", "openvino"]
+    assert built.train_s is not None and built.score is not None and built.median_ms is not None
+    assert built.status == "violates budget"  # nothing lossy meets a zero drop
+    assert built.median_ms < probe.median_ms  # INT8 on top of pruning: smaller again
+    stronger = by[compound.prune_method(strong, True, "int8")]
+    assert stronger.status == "skipped" and "already missed the budget" in stronger.reason
+    assert compound.prune_method(strong, False, "fp32") not in by  # not even its speed probe was built
+    assert any("distilling for up to" in m for m in seen)
+
+
+def test_search_skips_pruning_that_does_not_speed_up_before_any_training(tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("torch_pruning")
+    data, prof, resolved = _mlp_search("test:mlp-flat")
+    with get_runner("local")(prof) as runner:
+        variants, _ = search_variants(resolved, prof, data, runner, max_drop=0.0, host=None, cache_dir=tmp_path / "cache",
+                                      runtimes=["openvino"], precisions=["fp32", "int8"], benchmark=_constant_bench,
+                                      train_budget_s=4.0, tie_rounds=1)
+    for ratio in compound.PRUNE_RATIOS:
+        row = next(v for v in variants if v.method == compound.prune_method(ratio, True, "int8"))
+        assert row.status == "skipped" and "does not speed up" in row.reason
+    assert not any(v.method and "distill" in v.method and v.status != "skipped" for v in variants)
