@@ -64,13 +64,28 @@ def score(args) -> Dict[str, float]:
 
     feeds = [s.feeds for s in rec_samples("eval", args.n, 0)]
     ref_sess, _ = _session("ref-fp32", str(rapidocr_model("rec")))
-    ref = [decode_rec([ref_sess.run(f)[0]])[0] for f in feeds]
+    ref_out = [ref_sess.run(f)[0] for f in feeds]
+    ref = [decode_rec([o])[0] for o in ref_out]
     res = {}
     for label, path in _pairs(args.artifacts):
         sess, rt = _session(label, path)
-        got = [decode_rec([sess.run(f)[0]])[0] for f in feeds]
+        outs = [sess.run(f)[0] for f in feeds]
+        got = [decode_rec([o])[0] for o in outs]
         res[label] = round(float(np.mean([a == b for a, b in zip(ref, got)])), 4)
-        print(json.dumps({"label": label, "runtime": rt, "lines": len(feeds), "identical": res[label]}), flush=True)
+        rec = {"label": label, "runtime": rt, "lines": len(feeds), "identical": res[label]}
+        if args.margins:
+            # where do lines flip: timesteps whose top-1 class differs from FP32, and FP32's own top-1 - top-2
+            # probability margin there (a small margin = FP32 itself was unsure)
+            r = np.concatenate([o.reshape(-1, o.shape[-1]) for o in ref_out])
+            g = np.concatenate([o.reshape(-1, o.shape[-1]) for o in outs])
+            top2 = np.sort(r, axis=-1)[:, -2:]
+            margin = top2[:, 1] - top2[:, 0]
+            flips = r.argmax(-1) != g.argmax(-1)
+            rec.update(timesteps=int(len(r)), flipped_timesteps=int(flips.sum()),
+                       fp32_margin_at_flips_q10_q50_q90=[round(float(q), 3) for q in np.quantile(margin[flips], [0.1, 0.5, 0.9])] if flips.any() else None,
+                       fp32_margin_median_all=round(float(np.median(margin)), 3),
+                       lines_differing=[{"fp32": a, "int8": b} for a, b in zip(ref, got) if a != b][: args.margins])
+        print(json.dumps(rec), flush=True)
     return res
 
 
@@ -110,6 +125,8 @@ def main(argv=None) -> int:
     s = sub.add_parser("score")
     s.add_argument("artifacts", nargs="+")
     s.add_argument("--n", type=int, default=200)
+    s.add_argument("--margins", type=int, default=0, metavar="K", help="also print flipped timesteps, FP32's top-1/top-2 margin at "
+                   "them, and the first K differing lines")
     t = sub.add_parser("time")
     t.add_argument("artifacts", nargs="+")
     t.add_argument("--rounds", type=int, default=7)

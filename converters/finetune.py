@@ -28,8 +28,13 @@ def batches(feeds: List[Dict[str, np.ndarray]], names: Sequence[str], batch_size
             yield [np.concatenate([c[n] for c in chunk], axis=0) for n in names]
 
 
-def distill_loss(torch, student: Sequence[Any], teacher: Sequence[Any], logits: Sequence[bool]):
-    """KL(teacher || student) on softmax logits, variance-normalised MSE otherwise; summed over outputs."""
+def distill_loss(torch, student: Sequence[Any], teacher: Sequence[Any], logits: Sequence[bool], hard_weight: float = 0.0):
+    """KL(teacher || student) on softmax logits, variance-normalised MSE otherwise; summed over outputs.
+
+    `hard_weight` > 0 adds that times the cross-entropy against the teacher's top-1 class at every position (hard
+    labels). KL is ~0 where the teacher is confident and small where its top-2 margin is small, yet those are exactly
+    the positions where quantization noise flips the decoded class (a CTC line, a label): the hard-label term keeps
+    pushing the student's margin for the teacher's class there."""
     F = torch.nn.functional
     total = 0.0
     for s, t, is_logit in zip(student, teacher, logits):
@@ -37,6 +42,8 @@ def distill_loss(torch, student: Sequence[Any], teacher: Sequence[Any], logits: 
         t = t.float()
         if is_logit:
             total = total + F.kl_div(F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1), log_target=True, reduction="none").sum(-1).mean()
+            if hard_weight > 0:
+                total = total + hard_weight * F.cross_entropy(s.reshape(-1, s.shape[-1]), t.argmax(-1).reshape(-1))
         else:
             total = total + F.mse_loss(s, t) / (t.var() + 1e-8)
     return total
@@ -45,7 +52,8 @@ def distill_loss(torch, student: Sequence[Any], teacher: Sequence[Any], logits: 
 def train(torch, step_name: str, label: str, student: Callable[[List[Any]], Sequence[Any]], teacher: Callable[[List[Any]], Sequence[Any]],
           param_groups: List[Dict[str, Any]], feed_batches: Iterator[List[np.ndarray]], logits: Sequence[bool], *,
           budget_s: float, max_steps: Optional[int] = None, say: Callable[[str], None] = lambda m: None, what: str = "fine-tune",
-          validate: Optional[Callable[[], float]] = None, validate_every_s: float = 90.0, state: Any = None) -> Dict[str, Any]:
+          validate: Optional[Callable[[], float]] = None, validate_every_s: float = 90.0, state: Any = None,
+          hard_weight: float = 0.0) -> Dict[str, Any]:
     """Adam on `param_groups` until `budget_s` seconds (at least one step); returns steps, time and loss first/last.
 
     With `validate` (a held-out score, higher is better) and `state` (save()/load()), the model is scored before training
@@ -87,7 +95,7 @@ def train(torch, step_name: str, label: str, student: Callable[[List[Any]], Sequ
         batch = [torch.from_numpy(np.ascontiguousarray(b)) for b in next(feed_batches)]
         with torch.no_grad():
             target = teacher(batch)
-        loss = distill_loss(torch, student(batch), target, logits)
+        loss = distill_loss(torch, student(batch), target, logits, hard_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()

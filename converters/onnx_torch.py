@@ -130,11 +130,18 @@ class OnnxModule(torch.nn.Module):
         return {onnx_name: self.params[key].detach().cpu().numpy() for onnx_name, key in self.param_names.items()}
 
     def forward(self, *args, **kwargs) -> List[torch.Tensor]:
+        return self.run_from(dict(zip(self.input_names, args), **kwargs))
+
+    def run_from(self, start: Dict[str, Any], outputs: Optional[Sequence[str]] = None) -> List[torch.Tensor]:
+        """Run the graph from the tensors in `start` (graph inputs, or any intermediate tensors: then only the nodes
+        computable from them run, e.g. the tail of a network above a cached feature map); returns `outputs`
+        (default: the graph outputs, with `output_override`)."""
         env: Dict[str, Any] = {"": None}
-        for name, value in zip(self.input_names, args):
-            env[name] = value
-        env.update(kwargs)
+        env.update(start)
+        partial = not all(n in start for n in self.input_names)
         for node, attrs in zip(self.nodes, self.node_attrs):
+            if partial and any(n and n not in env and n not in self.param_names and n not in self.consts for n in node.input):
+                continue  # depends on a tensor upstream of `start`
             ins = []
             for idx, n in enumerate(node.input):
                 if n == "":
@@ -157,7 +164,14 @@ class OnnxModule(torch.nn.Module):
                 outs = [outs]
             for oname, o in zip(node.output, outs):
                 env[oname] = o
-        return [env[self.output_override.get(o, o)] for o in self.output_names]
+            if outputs is not None and all(n in env for n in outputs):
+                break  # the rest of the graph is not needed
+        names = list(outputs) if outputs is not None else [self.output_override.get(o, o) for o in self.output_names]
+        missing = [n for n in names if n not in env]
+        if missing:
+            raise StepError("qat", f"{self.name}: tensor(s) {', '.join(missing)} cannot be computed from {', '.join(sorted(start))}",
+                            hint="start from a tensor every later node depends on (or from the graph inputs)")
+        return [env[n] for n in names]
 
     # ------------------------------------------------------------------ elementwise
     def _op_Add(self, i, a):

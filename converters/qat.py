@@ -54,6 +54,14 @@ class QatConfig(StepConfig):
                              "early stopping (the best checkpoint on them is kept); 0 = no validation")
     validate_every_s: float = Field(90.0, gt=0, description="seconds of training between validation checkpoints")
     max_search_evals: int = Field(14, gt=0, description="build+score evaluations of the mixed-precision search")
+    tail: str = Field(
+        "auto", description="auto: train only the part of the network above the last tensor that cuts the graph before its "
+        "first weighted MatMul/Gemm (e.g. PP-OCR rec's SVTR neck and CTC head above the conv backbone), on that tensor cached "
+        "once from the quantized lower part (ONNX Runtime, QDQ) and the teacher's outputs cached once: each step is then a "
+        "forward/backward of the tail only; off: train every quantized op (a full forward/backward per step); or a tensor name")
+    hard_label_weight: float = Field(
+        1.0, ge=0.0, description="weight of the cross-entropy against the teacher's top-1 class per position, added to the KL "
+        "distillation loss of Softmax outputs (keeps the margin where the teacher itself is unsure; 0 = KL only)")
     seed: int = 0
     threads: Optional[int] = Field(None, gt=0, description="torch threads for training (default: all cores)")
 
@@ -173,6 +181,68 @@ def quant_scope(module, cfg: "QatConfig") -> set:
         if first is not None:
             keep |= {n.name for n in weighted[first:]}
     return keep
+
+
+def nodes_above(module, tensor: str) -> set:
+    """Names of the nodes computable from `tensor` and constants alone (the part of the graph above a cut)."""
+    env = {tensor}
+    out = set()
+    for node in module.nodes:
+        if all((not n) or n in env or n in module.param_names or n in module.consts for n in node.input):
+            env |= set(node.output)
+            out.add(node.name)
+    return out
+
+
+def _cuts(module, tensor: str) -> bool:
+    """True if every graph output can be computed from `tensor` and constants alone."""
+    env = {tensor}
+    for node in module.nodes:
+        if all((not n) or n in env or n in module.param_names or n in module.consts for n in node.input):
+            env |= set(node.output)
+    return all(module.output_override.get(o, o) in env for o in module.output_names)
+
+
+def tail_split(module, tail: str) -> Optional[str]:
+    """The tensor above which QAT trains (`tail`: auto or a tensor name): auto = the last tensor before the first
+    MatMul/Gemm with a constant weight that cuts the graph (everything after depends on it alone); None when the
+    model has no such MatMul/Gemm or no such tensor (then the whole network trains)."""
+    if tail != "auto":
+        produced = {o for n in module.nodes for o in n.output}
+        if tail not in produced:
+            raise StepError(STEP, f"tail tensor '{tail}' is not produced by any node of {module.name}", hint="give a tensor name of the graph, or tail auto/off")
+        if not _cuts(module, tail):
+            raise StepError(STEP, f"the graph outputs of {module.name} depend on more than tensor '{tail}'",
+                            hint="pick a tensor every later node depends on alone (no skip connection across it), or tail auto")
+        return tail
+    first = next((k for k, n in enumerate(module.nodes) if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in module.param_names), None)
+    if not first:
+        return None
+    for k in range(first - 1, -1, -1):
+        for t in module.nodes[k].output:
+            if module.nodes[k].op_type not in ("Shape", "Constant") and _cuts(module, t):
+                return t
+    return None
+
+
+def _ort_outputs(path: Path, names: List[str], feeds: List[Dict[str, np.ndarray]], threads: Optional[int], dtype=np.float32) -> List[List[np.ndarray]]:
+    """Run an ONNX model on ONNX Runtime with `names` (any tensors, not only graph outputs) as outputs: per feed, the list."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    have = {o.name for o in model.graph.output}
+    for n in names:
+        if n not in have:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or 1
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    inputs = [i.name for i in sess.get_inputs()]
+    out = []
+    for f in feeds:
+        out.append([r.astype(dtype) for r in sess.run(names, {k: f[k] for k in inputs})])
+    return out
 
 
 class _State:
@@ -380,18 +450,51 @@ class QatStep(Step):
             if not quantized:
                 raise StepError(STEP, f"the mixed-precision search of {label} kept every weighted op in FP32", hint="deploy this model in FP32")
 
-        # Adam's step is absolute: a scale's learning rate is relative to its own size (scales span 1e-4..1e0 here)
-        groups: List[Dict[str, Any]] = [{"params": list(student.parameters()), "lr": cfg.lr}]
-        for a in acts.values():
-            groups.append({"params": [a.scale], "lr": cfg.lr_quant * float(a.scale.detach())})
-            if a.zero_point.requires_grad:
-                groups.append({"params": [a.zero_point], "lr": cfg.lr_quant * 10.0})
-        t_names = teacher.input_names
-        trained = train(torch, STEP, label, lambda b: student(*b), lambda b: teacher(*[b[names.index(n)] for n in t_names]), groups,
-                        batches(feeds, names, cfg.batch_size, np.random.default_rng(cfg.seed)), logits,
-                        budget_s=cfg.train_budget_s, max_steps=cfg.max_steps, say=say, what="QAT",
-                        validate=validator.score_current if validator is not None else None, validate_every_s=cfg.validate_every_s,
-                        state=_State(student, acts) if validator is not None else None)
+        split = tail_split(student, cfg.tail) if cfg.tail != "off" else None
+        tail_rec = None
+        if split is not None:
+            # train the part above `split` on cached inputs: features of the quantized lower part, teacher outputs
+            t_cache = time.perf_counter()
+            tpath = Path(cfg.teacher) if cfg.teacher else artifact.path
+            t_outs = [teacher.output_override.get(o, o) for o in teacher.output_names]
+            lower = Path(ctx.work_dir) / "qat-lower.onnx"
+            QatStep.export_subset(model, student, acts, quantized, lower)
+            say(f"qat: training the layers above {split} on {len(feeds)} samples: caching that tensor from the quantized model "
+                f"and the teacher's outputs (ONNX Runtime)")
+            feat = [r[0] for r in _ort_outputs(lower, [split], feeds, cfg.threads)]
+            lower.unlink(missing_ok=True)
+            tout = _ort_outputs(tpath, t_outs, feeds, cfg.threads, dtype=np.float16)
+            cache_s = round(time.perf_counter() - t_cache, 1)
+            tail_nodes = nodes_above(student, split)
+            tail_params = {student.param_names[n] for node in student.nodes if node.name in tail_nodes for n in node.input if n in student.param_names}
+            for key, prm in student.params.items():
+                prm.requires_grad_(key in tail_params)
+            tail_acts = {q["act"] for q in quantized if q["node"] in tail_nodes}
+            trainable_acts = {k: a for k, a in acts.items() if k in tail_acts}
+            for k, a in acts.items():
+                if k not in tail_acts:
+                    a.scale.requires_grad_(False)
+                    a.zero_point.requires_grad_(False)
+            groups = self._groups([student.params[k] for k in sorted(tail_params)], trainable_acts, cfg)
+            s_outs = [student.output_override.get(o, o) for o in student.output_names]
+            cached = [{"__split": f, **{f"__t{k}": t[k] for k in range(len(t_outs))}} for f, t in zip(feat, tout)]
+            cnames = ["__split"] + [f"__t{k}" for k in range(len(t_outs))]
+            tail_rec = {"split": split, "ops": sum(q["node"] in tail_nodes for q in quantized), "params": len(tail_params),
+                        "cache_s": cache_s, "samples": len(cached)}
+            say(f"qat: {tail_rec['ops']} of {len(quantized)} quantized ops are above {split} ({cache_s:.0f} s to cache)")
+            trained = train(torch, STEP, label, lambda b: student.run_from({split: b[0]}, s_outs), lambda b: [t.float() for t in b[1:]],
+                            groups, batches(cached, cnames, cfg.batch_size, np.random.default_rng(cfg.seed)), logits,
+                            budget_s=cfg.train_budget_s, max_steps=cfg.max_steps, say=say, what="QAT",
+                            validate=validator.score_current if validator is not None else None, validate_every_s=cfg.validate_every_s,
+                            state=_State(student, acts) if validator is not None else None, hard_weight=cfg.hard_label_weight)
+        else:
+            groups = self._groups(list(student.parameters()), acts, cfg)
+            t_names = teacher.input_names
+            trained = train(torch, STEP, label, lambda b: student(*b), lambda b: teacher(*[b[names.index(n)] for n in t_names]), groups,
+                            batches(feeds, names, cfg.batch_size, np.random.default_rng(cfg.seed)), logits,
+                            budget_s=cfg.train_budget_s, max_steps=cfg.max_steps, say=say, what="QAT",
+                            validate=validator.score_current if validator is not None else None, validate_every_s=cfg.validate_every_s,
+                            state=_State(student, acts) if validator is not None else None, hard_weight=cfg.hard_label_weight)
         step, train_s = trained["steps"], trained["train_s"]
 
         out_path = Path(ctx.work_dir) / (Path(artifact.path).stem + ".qat.onnx")
@@ -402,7 +505,9 @@ class QatStep(Step):
             "activation_quantizers": len(acts), "steps": step, "batch": cfg.batch_size, "train_samples": len(feeds),
             "train_s": train_s, "total_s": round(time.perf_counter() - t_start, 1), "budget_s": cfg.train_budget_s,
             "loss_first": trained["loss_first"], "loss_last": trained["loss_last"],
-            "distilled": "logits before Softmax (KL)" if any(logits) else "outputs (variance-normalised MSE)",
+            "distilled": ("logits before Softmax (KL" + (f" + {cfg.hard_label_weight:g} x cross-entropy on the teacher's top-1)" if cfg.hard_label_weight else ")")
+                          if any(logits) else "outputs (variance-normalised MSE)"),
+            "trained": f"layers above {split} (cached inputs)" if split else "every quantized op", "tail": tail_rec,
             "val_samples": len(val_feeds), "validation": trained.get("validation"), "best_step": trained.get("best_step"),
             "mixed_precision": mixed_rec,
         }
@@ -410,6 +515,16 @@ class QatStep(Step):
         ctx.note(f"qat: trained {step} steps in {train_s:.0f} s (budget {cfg.train_budget_s:.0f} s); distillation loss "
                  f"{record['loss_first']:.5f} -> {record['loss_last']:.5f}; {n_q} ops quantized for {cfg.target}")
         return load_artifact(out_path, precision="int8", metadata={"quantized": "qdq", "qat": record})
+
+    @staticmethod
+    def _groups(params, acts: Dict[str, "_ActQuant"], cfg: QatConfig) -> List[Dict[str, Any]]:
+        # Adam's step is absolute: a scale's learning rate is relative to its own size (scales span 1e-4..1e0 here)
+        groups: List[Dict[str, Any]] = [{"params": list(params), "lr": cfg.lr}]
+        for a in acts.values():
+            groups.append({"params": [a.scale], "lr": cfg.lr_quant * float(a.scale.detach())})
+            if a.zero_point.requires_grad:
+                groups.append({"params": [a.zero_point], "lr": cfg.lr_quant * 10.0})
+        return groups
 
     @staticmethod
     def export_subset(model, student, acts, quantized, out_path: Path) -> int:

@@ -223,3 +223,93 @@ def test_qat_backbone_scope_quantizes_only_the_convolutions_before_the_first_mat
     out = QatStep().run(load_artifact(small_onnx), QatConfig(scope="backbone", max_steps=1, train_samples=8, init_samples=8, val_samples=0), ctx)
     assert ctx.report["qat"]["quantized_ops"] == 3  # c1, dw, c2; the Gemm (fc) and the MatMul head stay FP32
     assert len(_int8_weight_names(out.path)) == 3
+
+
+def test_interpreter_trains_only_weights_and_biases_of_weighted_ops(ppocr_rec_path):
+    """On PP-OCRv4 rec: BatchNorm statistics, LayerNorm gamma/beta, the float constants of Mul/Add/Div (hardswish 3/6,
+    attention scales, position terms) and shape scalars are buffers; only Conv/MatMul weights and biases are Parameters
+    the optimiser can move."""
+    from edgekit.converters.onnx_torch import onnx_constants
+
+    model = onnx.load(str(ppocr_rec_path))
+    consts = onnx_constants(model)
+    module = OnnxModule(model, "rec")
+    weighted = {n.input[k] for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") for k in (1, 2)
+                if len(n.input) > k and n.input[k] in consts}
+    other = {i for n in model.graph.node if n.op_type not in ("Conv", "Gemm", "MatMul") for i in n.input if i in consts and consts[i].dtype == np.float32}
+    assert set(module.param_names) == weighted
+    norm = {n.input[k] for n in model.graph.node if n.op_type in ("BatchNormalization", "LayerNormalization") for k in (1, 2) if len(n.input) > k}
+    assert other & norm and not other & set(module.param_names)
+    assert len(other - norm) > 10  # elementwise float constants exist, and none of them trains
+
+
+def test_run_from_an_inner_tensor_computes_the_tail_and_rejects_a_tensor_that_does_not_cut(small_onnx):
+    from edgekit.converters.qat import nodes_above, tail_split
+
+    module = OnnxModule(onnx.load(str(small_onnx)), "small").eval()
+    split = tail_split(module, "auto")
+    gemm = next(n for n in module.nodes if n.op_type == "Gemm")
+    assert gemm.name in nodes_above(module, split)
+    assert not any(n.op_type == "Conv" and n.name in nodes_above(module, split) for n in module.nodes)
+    x = torch.from_numpy(_feeds(1, 3)[0]["x"])
+    with torch.no_grad():
+        full = module(x)[0]
+        feat = module.run_from({"x": x}, [split])[0]
+        tail = module.run_from({split: feat})[0]
+    assert torch.allclose(full, tail)
+    with pytest.raises(StepError, match="not produced"):
+        tail_split(module, "no-such-tensor")
+    from onnx import TensorProto, helper
+
+    # y = relu(x) + x: the skip connection means y depends on more than relu's output
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Add", ["r", "x"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    skip = OnnxModule(helper.make_model(graph), "skip")
+    with pytest.raises(StepError, match="depend on more than tensor 'r'"):
+        tail_split(skip, "r")
+    with pytest.raises(StepError, match="cannot be computed"):
+        skip.run_from({"r": torch.ones(1, 4)})
+
+
+def test_hard_label_term_prefers_the_teachers_class_where_kl_cannot_tell(small_onnx):
+    """At a low-margin position, a student that flips the teacher's top-1 and one that widens its margin have the same
+    KL; the hard-label term separates them (the flip is what changes a decoded line)."""
+    from edgekit.converters.finetune import distill_loss
+
+    teacher = torch.tensor([[[0.05, 0.0, -3.0]]])
+    flip = torch.tensor([[[0.0, 0.05, -3.0]]])
+    wide = torch.tensor([[[0.15, 0.0, -3.0]]])
+    kl_flip = float(distill_loss(torch, [flip], [teacher], [True]))
+    kl_wide = float(distill_loss(torch, [wide], [teacher], [True]))
+    assert abs(kl_flip - kl_wide) < 0.05 * kl_flip
+    assert float(distill_loss(torch, [wide], [teacher], [True], 1.0)) < float(distill_loss(torch, [flip], [teacher], [True], 1.0)) - 0.05
+
+
+def test_qat_tail_training_leaves_the_layers_below_the_cut_as_quantized(small_onnx, tmp_path):
+    """tail auto: only the layers above the cut move (on cached features); the convolutions below keep the weights
+    they had, and the distillation loss on the fixed batch falls."""
+    def int8_weights(path):
+        q = onnx.load(str(path))
+        return {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer if i.name.endswith("_q")}
+
+    runs = {}
+    for tail in ("auto", "off"):
+        ctx = minimal_context(tmp_path, tail)
+        ctx.calib_data = lambda n: _feeds(min(n, 8), 0)
+        out = QatStep().run(load_artifact(small_onnx), QatConfig(tail=tail, max_steps=20, train_samples=8, init_samples=8, batch_size=8,
+                                                                lr=1e-3, val_samples=0), ctx)
+        runs[tail] = (ctx.report["qat"], int8_weights(out.path))
+    rec, w = runs["auto"]
+    assert rec["trained"].startswith("layers above") and rec["tail"]["ops"] == 2 and rec["tail"]["samples"] == 8
+    assert rec["loss_last"] < rec["loss_first"]
+    ctx0 = minimal_context(tmp_path, "zero")
+    ctx0.calib_data = lambda n: _feeds(min(n, 8), 0)
+    w0 = int8_weights(QatStep().run(load_artifact(small_onnx), QatConfig(max_steps=1, lr=1e-12, lr_quant=1e-12, train_samples=8,
+                                                                         init_samples=8, val_samples=0), ctx0).path)
+    convs = [k for k in w if w[k].ndim == 4]
+    heads = [k for k in w if w[k].ndim == 2]
+    assert len(convs) == 3 and all(np.array_equal(w[k], w0[k]) for k in convs)
+    assert any(not np.array_equal(w[k], w0[k]) for k in heads)
+    assert runs["off"][0]["trained"] == "every quantized op"
+    assert any(not np.array_equal(runs["off"][1][k], w0[k]) for k in convs)
