@@ -84,29 +84,6 @@ def _say(m: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {m}", flush=True)
 
 
-def _patch_shared_act_quant() -> None:
-    """Workaround (reported, converters/qat.py is not this script's): qat's activation quantizer clamps its scale and
-    zero point in place on every call; on PP-OCRv4 det three quantizers are shared by two consumers each, so the second
-    call bumps the autograd version of a tensor the first call saved and backward() fails ("modified by an inplace
-    operation"). Clamping through .data (a no-op unless a value left its range) keeps the same values without that."""
-    from edgekit.converters import qat
-
-    def call(self, x):
-        torch = self.torch
-        if not x.is_floating_point():
-            return x
-        if self.observing:
-            self.mins.append(float(x.detach().min()))
-            self.maxs.append(float(x.detach().max()))
-            return x
-        self.scale.data.clamp_(min=1e-8)
-        self.zero_point.data.clamp_(self.qmin if not self.symmetric else 0, self.qmax if not self.symmetric else 0)
-        grad_factor = 1.0 / math.sqrt(max(x.numel(), 1) * self.qmax)
-        return torch._fake_quantize_learnable_per_tensor_affine(x, self.scale, self.zero_point, self.qmin, self.qmax, grad_factor)
-
-    qat._ActQuant.__call__ = call
-
-
 def build_det_qat(args) -> None:
     import torch
 
@@ -114,7 +91,6 @@ def build_det_qat(args) -> None:
     from edgekit.core.artifact import load_artifact
 
     torch.set_num_threads(1)
-    _patch_shared_act_quant()
     z = _zoo("det")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -140,9 +140,11 @@ class _ActQuant:
             self.mins.append(float(x.detach().min()))
             self.maxs.append(float(x.detach().max()))
             return x
-        with torch.no_grad():
-            self.scale.clamp_(min=1e-8)
-            self.zero_point.clamp_(self.qmin if not self.symmetric else 0, self.qmax if not self.symmetric else 0)
+        # through .data: an in-place clamp of the parameter itself bumps its autograd version, and a quantizer shared
+        # by two consumers (one activation feeding two convs, as in PP-OCR det) then breaks backward() ("modified by an
+        # inplace operation") for the first consumer's saved tensors
+        self.scale.data.clamp_(min=1e-8)
+        self.zero_point.data.clamp_(self.qmin if not self.symmetric else 0, self.qmax if not self.symmetric else 0)
         grad_factor = 1.0 / math.sqrt(max(x.numel(), 1) * self.qmax)
         return torch._fake_quantize_learnable_per_tensor_affine(x, self.scale, self.zero_point, self.qmin, self.qmax, grad_factor)
 

@@ -313,3 +313,32 @@ def test_qat_tail_training_leaves_the_layers_below_the_cut_as_quantized(small_on
     assert any(not np.array_equal(w[k], w0[k]) for k in heads)
     assert runs["off"][0]["trained"] == "every quantized op"
     assert any(not np.array_equal(runs["off"][1][k], w0[k]) for k in convs)
+
+
+class _Branchy(torch.nn.Module):
+    """One activation feeding two convolutions (as PP-OCR det's FPN does): both consumers share ONE activation quantizer."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.a = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.b = torch.nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.c0(x))
+        return self.a(y) + self.b(y)
+
+
+def test_qat_trains_a_model_whose_activation_quantizer_is_shared_by_two_consumers(tmp_path):
+    """Clamping a shared quantizer's scale in place broke backward() ("modified by an inplace operation") at the first
+    training step of PP-OCR det; training must run and lower the loss."""
+    torch.manual_seed(0)
+    path = tmp_path / "branchy.onnx"
+    torch.onnx.export(_Branchy().eval(), (torch.randn(1, 3, 16, 16),), str(path), input_names=["x"], output_names=["y"], opset_version=13, dynamo=False)
+    ctx = minimal_context(tmp_path)
+    ctx.calib_data = lambda n: _feeds(min(n, 8), 0)
+    QatStep().run(load_artifact(path), QatConfig(max_steps=12, train_budget_s=600, train_samples=8, init_samples=8, batch_size=8, lr=1e-3,
+                                                 val_samples=0, tail="off"), ctx)
+    rec = ctx.report["qat"]
+    assert rec["steps"] == 12 and rec["quantized_ops"] == 3 and rec["activation_quantizers"] == 2
+    assert rec["loss_last"] < rec["loss_first"]
