@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -89,25 +89,31 @@ def score(args) -> Dict[str, float]:
     return res
 
 
+def round_medians(sessions: List[Tuple[str, Any]], feed: Dict[str, Any], rounds: int, runs: int) -> Dict[str, List[float]]:
+    """5 warm-up calls each, then `rounds` interleaved rounds (order rotated per round) of `runs` timed `s.run(feed)`
+    calls per session; returns each label's per-round median in ms (compound_bench.py times with it too)."""
+    for _, s in sessions:
+        for _ in range(5):
+            s.run(feed)
+    per: Dict[str, List[float]] = {label: [] for label, _ in sessions}
+    for r in range(rounds):
+        order = sessions[r % len(sessions):] + sessions[: r % len(sessions)]
+        for label, s in order:
+            ts = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                s.run(feed)
+                ts.append((time.perf_counter() - t0) * 1e3)
+            per[label].append(statistics.median(ts))
+    return per
+
+
 def timing(args) -> None:
     from edgekit.zoo.datasets import rec_samples
 
     feed = rec_samples("eval", 1, 0)[0].feeds
     items = _pairs(args.artifacts)
-    sessions = [(label, _session(label, path)[0]) for label, path in items]
-    for _, s in sessions:  # warm-up
-        for _ in range(5):
-            s.run(feed)
-    per: Dict[str, List[float]] = {label: [] for label, _ in items}
-    for r in range(args.rounds):
-        order = sessions[r % len(sessions):] + sessions[: r % len(sessions)]
-        for label, s in order:
-            ts = []
-            for _ in range(args.runs):
-                t0 = time.perf_counter()
-                s.run(feed)
-                ts.append((time.perf_counter() - t0) * 1e3)
-            per[label].append(statistics.median(ts))
+    per = round_medians([(label, _session(label, path)[0]) for label, path in items], feed, args.rounds, args.runs)
     base = items[0][0]
     print(f"machine: {describe()}; benchcore={'yes' if __import__('os').environ.get('EDGEKIT_BENCHCORE') else 'NO'}; "
           f"1 thread; {args.rounds} interleaved rounds x {args.runs} runs; PP-OCRv4 rec 1x3x48x320")

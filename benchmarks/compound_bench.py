@@ -185,20 +185,9 @@ def timing(args) -> None:
     z = _zoo(args.model)
     feed = z.eval_feeds(1, shapes=dict(z.default_shapes))[0]
     items = _pairs(args.artifacts)
-    sessions = [(label, _session(label, path, 1)) for label, path in items]
-    for _, s in sessions:
-        for _ in range(5):
-            s.run(feed)
-    per: Dict[str, List[float]] = {label: [] for label, _ in items}
-    for r in range(args.rounds):
-        order = sessions[r % len(sessions):] + sessions[: r % len(sessions)]
-        for label, s in order:
-            ts = []
-            for _ in range(args.runs):
-                t0 = time.perf_counter()
-                s.run(feed)
-                ts.append((time.perf_counter() - t0) * 1e3)
-            per[label].append(statistics.median(ts))
+    from benchmarks.compound import round_medians  # the one interleaved loop of both compound scripts
+
+    per = round_medians([(label, _session(label, path, 1)) for label, path in items], feed, args.rounds, args.runs)
     base = items[0][0]
     shape = {k: list(v.shape) for k, v in feed.items()}
     print(f"machine: {describe()}; benchcore={'yes' if os.environ.get('EDGEKIT_BENCHCORE') else 'NO'}; 1 thread; "
