@@ -75,14 +75,18 @@ def short_bench(art, profile, runner, inputs, runtime=None, bench=None):
 
 
 def test_search_with_train_budget_lists_qat_and_compound_variants(tmp_path):
-    """PTQ misses a zero budget, so QAT is tried; the low-rank variant and its INT8 compound are built or skipped with the rule's reason."""
+    """PTQ misses a zero budget, so QAT is tried; the low-rank variant and its INT8 compound are built or skipped with the rule's reason.
+
+    INT8 only: with an FP32 variant meeting the zero budget, a tiny CNN's full-INT8 probe (its Quantize/Dequantize
+    overhead is most of 0.15 ms) can be slower than FP32 and is then rightly skipped as "cannot win" (a CI run did
+    this), and no QAT follows. The FP32 the low-rank rule compares against is built as a reference row."""
     pytest.importorskip("openvino")
     data, prof, resolved = _small_search(tmp_path, "test:small")
 
     seen = []
     with get_runner("local")(prof) as runner:
         variants, best = search_variants(resolved, prof, data, runner, max_drop=0.0, host=None, cache_dir=tmp_path / "cache",
-                                runtimes=["openvino"], precisions=["fp32", "int8"], benchmark=short_bench,
+                                runtimes=["openvino"], precisions=["int8"], benchmark=short_bench,
                                 train_budget_s=4.0, progress=seen.append)
     by = {(v.precision, v.method): v for v in variants}
     ptq = by[("int8", "ptq")]
@@ -98,7 +102,8 @@ def test_search_with_train_budget_lists_qat_and_compound_variants(tmp_path):
     assert compounds, "a compound variant is listed (built, or skipped with its reason)"
     for v in compounds:
         assert v.status != "skipped" or ("ms" in v.reason or "budget" in v.reason)
-    if lowrank.median_ms >= by[("fp32", None)].median_ms:
+    assert by[("fp32", "reference")].median_ms is not None
+    if lowrank.median_ms >= by[("fp32", "reference")].median_ms:
         assert all(v.status == "skipped" for v in compounds)
     assert any(v.pareto for v in variants)
     assert all(not v.pareto for v in variants if v.median_ms is None)
