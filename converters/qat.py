@@ -76,6 +76,17 @@ class QatConfig(StepConfig):
         return "symmetric" if self.target == "tensorrt" else "asymmetric"
 
 
+def runtime_of(cfg: "QatConfig") -> str:
+    """The runtime that validates the QDQ exports: the target's own (OpenVINO runs a QDQ model its own way), ONNX Runtime
+    for onnxruntime and tensorrt targets (no TensorRT on the host); ONNX Runtime too when OpenVINO is not installed."""
+    if cfg.target == "openvino":
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is not None:
+            return "openvino"
+    return "onnxruntime"
+
+
 def has_qdq(path: Path) -> bool:
     """True if the ONNX model already carries QuantizeLinear/DequantizeLinear nodes (a QAT or QDQ model)."""
     import onnx
@@ -173,10 +184,42 @@ class _WeightQuant:
         return torch.fake_quantize_per_channel_affine(w, scale, zp, self.axis, -127, 127)
 
 
+# ops a weighted op's output may pass through before a global pooling and still count as "feeding" it
+_POOL_PASS = ("BatchNormalization", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "LeakyRelu", "Identity")
+
+
+def openvino_unsafe_nodes(nodes) -> List[str]:
+    """Weighted ops whose output feeds a GlobalAveragePool/ReduceMean (directly or through BatchNorm/activations) that
+    also feeds other ops: the squeeze-and-excitation blocks (pool -> convs -> gate -> Mul with the same tensor) of
+    PP-OCRv4 det's neck. OpenVINO 2026.4's CPU plugin does not execute a QDQ graph
+    there the way ONNX Runtime does: with an INT8 Conv (activation Q/DQ on its input) whose float output feeds a
+    GlobalAveragePool and the SE Mul/Add, the pooled values come out near zero (relative error 0.34 on the det
+    sub-graph p2o.Conv.43 -> SE -> Add; the whole QDQ det model: IoU 0.90 in OpenVINO vs 0.96 in ONNX Runtime).
+    Keeping these ops FP32 is what OpenVINO then runs faithfully (0.9596 vs 0.9609); see benchmarks/COMPOUND.md."""
+    producer = {o: n for n in nodes for o in n.output}
+    uses: Dict[str, int] = {}
+    for n in nodes:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    out: List[str] = []
+    for n in nodes:
+        if n.op_type not in ("GlobalAveragePool", "ReduceMean") or not n.input or uses.get(n.input[0], 0) < 2:
+            continue  # a pooled tensor nothing else reads (a classifier's global pool) ran faithfully
+        p = producer.get(n.input[0])
+        while p is not None and p.op_type in _POOL_PASS and p.input:
+            p = producer.get(p.input[0])
+        if p is not None and p.op_type in QUANT_OPS and p.name not in out:
+            out.append(p.name)
+    return out
+
+
 def quant_scope(module, cfg: "QatConfig") -> set:
     """Names of weighted nodes that stay FP32: `float_nodes`, plus everything from the first MatMul/Gemm with a constant
-    weight on when scope is `backbone` (a CNN backbone feeding attention blocks and a linear head, like PP-OCR rec)."""
+    weight on when scope is `backbone` (a CNN backbone feeding attention blocks and a linear head, like PP-OCR rec),
+    plus, for OpenVINO, the ops it does not run as the QDQ graph says (`openvino_unsafe_nodes`)."""
     keep = set(cfg.float_nodes)
+    if cfg.target == "openvino":
+        keep |= set(openvino_unsafe_nodes(module.nodes))
     if cfg.scope == "backbone":
         weighted = [n for n in module.nodes if n.op_type in QUANT_OPS and len(n.input) >= 2 and n.input[1] in module.param_names]
         first = next((k for k, n in enumerate(weighted) if n.op_type in ("MatMul", "Gemm")), None)
@@ -267,9 +310,28 @@ class _State:
                 self.acts[k].zero_point.copy_(zp)
 
 
+def _openvino_outputs(path: Path, feeds: List[Dict[str, np.ndarray]], threads: int) -> List[List[np.ndarray]]:
+    """Run a QDQ ONNX model the way the openvino step + deploy run it: converted to an IR (FakeQuantize -> INT8
+    kernels) and compiled for CPU with deploy's session options for an INT8 artifact (core/runtimes.py)."""
+    import openvino as ov
+
+    from edgekit.core.runtimes import _openvino_options
+
+    opts = {k.upper(): v for k, v in _openvino_options("int8").items()}
+    compiled = ov.Core().compile_model(ov.convert_model(str(path)), "CPU", {"INFERENCE_NUM_THREADS": int(threads), **opts})
+    names = [i.get_any_name() for i in compiled.inputs]
+    req = compiled.create_infer_request()
+    out = []
+    for f in feeds:
+        res = req.infer({n: f[n] for n in names})
+        out.append([np.array(res[o]) for o in compiled.outputs])
+    return out
+
+
 class _Validator:
     """Scores QDQ exports on validation samples held out of the training data (never the search's eval data), on the
-    host's ONNX Runtime: the task metric against the FP32 model's outputs when the model has one, else mean cosine."""
+    plan's runtime (OpenVINO for an openvino target: the IR it builds from the QDQ model; ONNX Runtime otherwise): the
+    task metric against the FP32 model's outputs when the model has one, else mean cosine."""
 
     def __init__(self, step, artifact, model, student, acts, quantized, val_feeds, ctx, cfg, say):
         from edgekit.quality.fidelity import predict
@@ -280,11 +342,15 @@ class _Validator:
         self.ref = predict(artifact, val_feeds, threads=self.threads)
         self.n = 0
         self.metric = "task score" if ctx.task_metric is not None else "mean cosine"
+        self.runtime = runtime_of(cfg)
 
     def score_path(self, path: Path) -> float:
         from edgekit.quality.fidelity import predict
 
-        outs = predict(load_artifact(path, precision="int8"), self.feeds, threads=self.threads)
+        if self.runtime == "openvino":
+            outs = _openvino_outputs(path, self.feeds, self.threads)
+        else:
+            outs = predict(load_artifact(path, precision="int8"), self.feeds, threads=self.threads)
         if self.ctx.task_metric is not None:
             return float(self.ctx.task_metric(self.ref, outs))
         from edgekit.core.steps import FidelityBudget
@@ -322,7 +388,7 @@ class _Validator:
 
         t0 = time.perf_counter()
         self.say(f"qat: mixed-precision search over {len(names)} weighted ops on {len(self.feeds)} validation samples "
-                 f"(≤ {self.cfg.max_search_evals} evaluations, {self.metric})")
+                 f"(≤ {self.cfg.max_search_evals} evaluations, {self.metric} in {self.runtime})")
         res = keep_sensitive_nodes_in_float(names, build, self.score_path, max_drop=float(self.cfg.max_drop),
                                             max_evaluations=self.cfg.max_search_evals, progress=self.say)
         full = next((v for v in res.variants if not v.excluded_nodes), None)
@@ -511,7 +577,8 @@ class QatStep(Step):
                           if any(logits) else "outputs (variance-normalised MSE)"),
             "trained": f"layers above {split} (cached inputs)" if split else "every quantized op", "tail": tail_rec,
             "val_samples": len(val_feeds), "validation": trained.get("validation"), "best_step": trained.get("best_step"),
-            "mixed_precision": mixed_rec,
+            "mixed_precision": mixed_rec, "validated_with": validator.runtime if validator is not None else None,
+            "openvino_kept_float": sorted(set(openvino_unsafe_nodes(student.nodes)) - set(cfg.float_nodes)) if cfg.target == "openvino" else [],
         }
         ctx.report["qat"] = record
         ctx.note(f"qat: trained {step} steps in {train_s:.0f} s (budget {cfg.train_budget_s:.0f} s); distillation loss "

@@ -342,3 +342,87 @@ def test_qat_trains_a_model_whose_activation_quantizer_is_shared_by_two_consumer
     rec = ctx.report["qat"]
     assert rec["steps"] == 12 and rec["quantized_ops"] == 3 and rec["activation_quantizers"] == 2
     assert rec["loss_last"] < rec["loss_first"]
+
+
+# --- OpenVINO runs the qat step's QDQ export as ONNX Runtime does (issue 16, det) ------------------------------------
+
+DET_SE_IN, DET_SE_OUT = "conv2d_470.tmp_0", "p2o.Add.241"  # PP-OCRv4 det neck: 1x1 conv -> squeeze-excitation -> Mul/Add
+
+
+def _det_se_block(det_path, tmp_path):
+    """The smallest real graph that showed the divergence: PP-OCRv4 det's p2o.Conv.43 (1x1, no bias) whose output feeds a
+    GlobalAveragePool -> Conv -> Relu -> Conv -> HardSigmoid -> Mul -> Add (the RSE block), cut out of the FP32 model,
+    with its real input activations (det's own prefix on zoo calibration pages, 160x160)."""
+    import onnxruntime as ort
+
+    from edgekit.zoo import models as zoo
+
+    pre, block = tmp_path / "prefix.onnx", tmp_path / "se_block.onnx"
+    onnx.utils.extract_model(str(det_path), str(pre), ["x"], [DET_SE_IN])
+    onnx.utils.extract_model(str(det_path), str(block), [DET_SE_IN], [DET_SE_OUT])
+    sess = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"])
+    pages = zoo.resolve("zoo:ppocr-det").calib_feeds(6, shapes={"x": [1, 3, 160, 160]})
+    feeds = [{DET_SE_IN: sess.run(None, {"x": p["x"]})[0]} for p in pages]
+    return block, feeds
+
+
+def _ov_vs_ort(path, feeds):
+    import onnxruntime as ort
+    import openvino as ov
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    compiled = ov.Core().compile_model(ov.convert_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+    a = np.concatenate([sess.run(None, f)[0].ravel() for f in feeds])
+    b = np.concatenate([np.asarray(compiled(f)[0]).ravel() for f in feeds])
+    return float(np.linalg.norm(b - a) / np.linalg.norm(a))
+
+
+def test_qat_export_for_openvino_runs_the_same_in_openvino_and_onnxruntime_on_det_se_block(ppocr_det_path, tmp_path):
+    """OpenVINO's CPU plugin mis-executed the QDQ det model where an INT8 conv's output feeds a squeeze-excitation
+    block (pooled values near zero; IoU 0.90 vs 0.96 in ONNX Runtime on the whole model). The openvino-target export
+    keeps that conv FP32, and OpenVINO and ONNX Runtime then agree; an onnxruntime-target export quantizes it."""
+    pytest.importorskip("openvino")
+    block, feeds = _det_se_block(ppocr_det_path, tmp_path)
+    ctx = minimal_context(tmp_path)
+    ctx.calib_data = lambda n: feeds[:n]
+    cfg = dict(max_steps=1, lr=1e-12, lr_quant=1e-12, train_samples=6, init_samples=6, batch_size=2, val_samples=0, tail="off")
+    out = QatStep().run(load_artifact(block), QatConfig(target="openvino", **cfg), ctx)
+    assert ctx.report["qat"]["openvino_kept_float"] == ["p2o.Conv.43"]
+    assert "conv2d_141.w_0" not in _int8_weight_names(out.path)  # p2o.Conv.43's weight stays float
+    assert _ov_vs_ort(out.path, feeds) < 0.02  # 0.34 when p2o.Conv.43 is INT8 (main before this fix)
+
+    ctx2 = minimal_context(tmp_path, "work2")
+    ctx2.calib_data = lambda n: feeds[:n]
+    out2 = QatStep().run(load_artifact(block), QatConfig(target="onnxruntime", **cfg), ctx2)
+    assert "conv2d_141.w_0" in _int8_weight_names(out2.path) and ctx2.report["qat"]["openvino_kept_float"] == []
+
+
+@pytest.mark.parametrize("target,runtime", [("openvino", "openvino"), ("onnxruntime", "onnxruntime")])
+def test_qat_validation_scores_with_the_plans_runtime(small_onnx, tmp_path, monkeypatch, target, runtime):
+    """The mixed-precision search and early stopping judge the QDQ export on the runtime that will run it: OpenVINO's
+    IR for an openvino target (it runs a QDQ graph its own way), ONNX Runtime otherwise; the report says which."""
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+    import edgekit.converters.qat as qat
+
+    calls = []
+    real = qat._openvino_outputs
+    monkeypatch.setattr(qat, "_openvino_outputs", lambda path, feeds, threads: calls.append(len(feeds)) or real(path, feeds, threads))
+    ctx = minimal_context(tmp_path)
+    pool = _feeds(24, 0)
+    ctx.calib_data = lambda n: pool[:n]
+    ctx.task_metric = _closeness
+    out = QatStep().run(load_artifact(small_onnx), QatConfig(target=target, max_steps=1, train_samples=16, val_samples=8, init_samples=8,
+                                                            batch_size=4, mixed="off", tail="off"), ctx)
+    rec = ctx.report["qat"]
+    assert rec["validated_with"] == runtime, rec
+    n_val = rec["val_samples"]
+    assert (len(calls) == len(rec["validation"]) and set(calls) == {n_val}) if runtime == "openvino" else calls == []
+    if runtime == "openvino":  # the final validation is OpenVINO's score of the exported model
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(ov.convert_model(str(out.path)), "CPU", {"INFERENCE_NUM_THREADS": 1})
+        val = pool[-n_val:]
+        ref = [[r] for r in _ort(small_onnx, val)[:, None]]
+        got = [[np.asarray(compiled(f)[0])[0]] for f in val]
+        assert abs(_closeness(ref, got) - rec["validation"][-1]["score"]) < 1e-3
