@@ -2,7 +2,7 @@
 prune -> distill -> INT8 / low-rank -> INT8 compounds against NNCF (MiniLM). Building, training and scoring run outside
 benchcore; only `time` runs inside it.
 
-  build-det-qat --work W [--budget 600]          edgekit's qat step on det (its defaults: mixed-precision search, early
+  build-det-qat --work W [--budget 600] [--max-drop 0.03] [--max-steps N]   edgekit's qat step on det (its defaults: mixed-precision search, early
                                                  stopping on 64 calibration samples held out of training) -> QDQ ONNX -> IR
   build-minilm-prune --work W --ratio R [--budget S]   structured prune (FFN neurons + heads, ratio R) of the zoo's PyTorch
                                                  MiniLM, distilled from the source on zoo sentences (calib split) for S
@@ -98,7 +98,9 @@ def build_det_qat(args) -> None:
     extra: Dict[str, Any] = {}
     if args.float_nodes:  # the mixed-precision search's pick from an earlier run of this command (skips re-running it)
         extra = {"float_nodes": args.float_nodes.split(","), "mixed": "off"}
-    cfg = QatConfig(target="openvino", train_budget_s=args.budget, max_drop=0.03, threads=1, **extra)
+    if args.max_steps:
+        extra["max_steps"] = args.max_steps
+    cfg = QatConfig(target="openvino", train_budget_s=args.budget, max_drop=args.max_drop, threads=1, **extra)
     t0 = time.perf_counter()
     art = QatStep().run(load_artifact(src), cfg, _ctx(z, work, _say))
     wall = time.perf_counter() - t0
@@ -177,8 +179,11 @@ def score(args) -> None:
         s = float(z.task_metric(ref, new))
         p = Path(path)
         size = sum(f.stat().st_size for f in (p, p.with_suffix(".bin")) if f.exists())
+        from benchmarks.peers import _bootstrap  # the 95 % interval PEERS.md reports (500 resamples of the held-out feeds)
+
+        lo, hi = _bootstrap(z.task_metric, ref, new)
         print(json.dumps({"model": ZOO[args.model], "label": label, "held_out": n, "metric": z.task_metric_name, "score": round(s, 5),
-                          "drop": round(1 - s, 5), "size_mb": round(size / 1e6, 2)}), flush=True)
+                          "ci95": [round(lo, 4), round(hi, 4)], "drop": round(1 - s, 5), "size_mb": round(size / 1e6, 2)}), flush=True)
 
 
 def timing(args) -> None:
@@ -205,6 +210,8 @@ def main(argv=None) -> int:
     b = sub.add_parser("build-det-qat")
     b.add_argument("--work", required=True)
     b.add_argument("--budget", type=float, default=600.0)
+    b.add_argument("--max-drop", type=float, default=0.03, help="the qat step's budget (mixed-precision search target)")
+    b.add_argument("--max-steps", type=int, default=None, help="stop training after this many steps")
     b.add_argument("--float-nodes", default="", help="comma-separated ops kept FP32 (mixed search off): a previous run's pick")
     m = sub.add_parser("build-minilm-prune")
     m.add_argument("--work", required=True)
