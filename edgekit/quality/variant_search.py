@@ -83,7 +83,7 @@ def judge_on_device(v: Variant, quick: BenchmarkResult, runner: Any, art: Any, r
     from edgekit.quality.fidelity import device_fidelity, score_of
 
     fid = device_fidelity(ref, quick, runner, art, budget, data.task_metric, data.task_metric_name,
-                          data="eval" if data.eval is not None else "random")
+                          data="eval" if data.eval is not None else "random", reduce=data.device_reduce)
     v.device_fidelity = fid
     v.score = score_of(fid)
     v.status, v.reason = ("meets budget", "scored on the device") if fid.passed else ("violates budget", "on the device: " + "; ".join(fid.failures))
@@ -199,7 +199,8 @@ def search_variants(
             progress(f"variant {label}: quick benchmark on {runner.target}")
             try:
                 dev_feeds = (eval_feeds if eval_feeds is not None else random_feeds_for(data, fidelity_samples)) if on_device else None
-                quick = benchmark(art, profile, runner, data.inputs, runtime=plan.runtime, bench=QUICK_BENCH, **({"eval_feeds": dev_feeds} if on_device else {}))
+                quick = benchmark(art, profile, runner, data.inputs, runtime=plan.runtime, bench=QUICK_BENCH,
+                                  **({"eval_feeds": dev_feeds, "eval_reduce": data.device_reduce} if on_device else {}))
                 v.median_ms = quick.timing.stats.median_ms
                 if on_device:
                     judge_on_device(v, quick, runner, art, ref_outputs(ref, resolved, dev_feeds, profile), budget, data)
