@@ -351,6 +351,9 @@ def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_mat
             variants[i] = v.model_copy(update={"reason": "full INT8 (nothing kept in float) meets the budget: no accuracy search needed"})
             built[i] = (plan, built[i][1])
             return
+        if v.status == "failed" and i not in built:  # the build itself failed: the accuracy search starts from that same build
+            variants[i] = v.model_copy(update={"reason": f"{v.reason} (the full-INT8 build failed, so its accuracy search, which starts from it, was not run)"})
+            return
         best = _best(variants[:i])
         if v.median_ms is not None and best is not None and v.median_ms >= best.median_ms:
             score = f" at score {v.score:.4f}" if v.score is not None else ""
@@ -474,6 +477,21 @@ class _MemoPipeline(Pipeline):
     def _predict(self, art):
         feeds = self.reference_feeds()
         return memo_predict(self._memo, art, feeds, self._feeds_kind, self.profile.threads)
+
+
+def closest_miss(variants: List[Variant], max_drop: float) -> Optional[str]:
+    """When nothing met the budget: the measured variant with the highest score, its speed, and the --max-drop that
+    would have accepted it (rounded up to 0.1 %); None when no variant was both scored and timed."""
+    import math
+
+    scored = [v for v in variants if v.score is not None and v.median_ms is not None and v.method != "reference"]
+    if not scored:
+        return None
+    v = max(scored, key=lambda x: (x.score, -x.median_ms))
+    need = math.ceil(max(0.0, 1.0 - v.score) * 1000 - 1e-9) / 10
+    name = f"{v.runtime}/{v.precision}" + (f" {v.method}" if v.method else "")
+    return (f"{name} scored {v.score:.4f} (drop {1 - v.score:.2%}, budget {max_drop:.2%}) at {v.median_ms:.2f} ms; "
+            f"--max-drop {need:g}% would accept it")
 
 
 def _best(variants: List[Variant]) -> Optional[Variant]:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 from edgekit import __version__
 from edgekit.core import runtimes
 from edgekit.core.artifact import Artifact, load_artifact
-from edgekit.core.errors import EdgekitError, FidelityError, PlanError, StepError, UsageError
+from edgekit.core.errors import EdgekitError, FidelityError, NoVariantError, PlanError, StepError, UsageError
 from edgekit.core.outdir import OutDir
 from edgekit.core.pipeline import DataSources, Pipeline, PipelineResult
 from edgekit.core.plan import Plan, PlanOptions, make_plan
@@ -516,6 +516,8 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
     except EdgekitError as err:
         if outdir is not None and pipeline is not None and pipeline.records:
             _keep_partial(outdir, pipeline, plan, resolved, prof, command or "", err, progress)
+        elif outdir is not None and isinstance(err, NoVariantError):
+            _keep_search(outdir, err, resolved, prof, command or "", progress)
         raise
     finally:
         if runner is not None:
@@ -681,6 +683,19 @@ def _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, f
                 progress(line)
 
 
+def _keep_search(outdir, err: NoVariantError, resolved, prof, command, progress) -> None:
+    """A search that found no variant: keep its measured rows as a failed report.json + report.md in the out dir
+    (what each variant scored, how fast it ran, what training cost); a failure here never masks `err`."""
+    from edgekit.report import write_search_failure
+
+    try:
+        write_search_failure(outdir.stage, err.variants, err.search, resolved, prof, command, error=err.message)
+        outdir.commit()
+        progress(f"kept the {len(err.variants)} variant row(s) of the search in {outdir.shown}/report.json and report.md{outdir.kept_previous()}")
+    except (EdgekitError, OSError) as second:
+        progress(f"could not write the search report to {outdir.shown}: {second}")
+
+
 def _keep_partial(outdir, pipeline, plan, resolved, prof, command, err, progress) -> None:
     """Swap in the failed run's finished steps and a failed report.json; a failure here never masks `err`."""
     from edgekit.report import write_partial
@@ -688,7 +703,7 @@ def _keep_partial(outdir, pipeline, plan, resolved, prof, command, err, progress
     try:
         write_partial(outdir.stage, pipeline, plan, resolved, prof, command, error=err.message, shown=outdir.shown_path)
         outdir.commit()
-        progress(f"kept the finished steps and a failed report.json in {outdir.shown} (an earlier edgekit run there is kept in .previous/)")
+        progress(f"kept the finished steps and a failed report.json in {outdir.shown}{outdir.kept_previous()}")
     except (EdgekitError, OSError) as second:
         progress(f"could not write the partial report to {outdir.shown}: {second}")
 
@@ -719,7 +734,13 @@ def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, sim
             hint = "give training more time with a larger --train-budget, " + hint
         elif not train_budget and any(v.precision == "int8" for v in variants):
             hint = "allow quantization-aware training with --train-budget 10m, " + hint
-        raise EdgekitError(f"no variant of {resolved.label} meets the budget on {prof.name}:\n{lines}", hint=hint)
+        from edgekit.quality.variant_search import closest_miss
+
+        near = closest_miss(variants, md)
+        if near:
+            lines += f"\nclosest: {near}"
+        search = {"max_drop": md, "budget": 1.0 - md, "score": data.task_metric_name or "output cosine", "closest": near}
+        raise NoVariantError(f"no variant of {resolved.label} meets the budget on {prof.name}:\n{lines}", hint=hint, variants=rows, search=search)
     plan, result = best
     plan = plan.model_copy(update={"notes": [*plan.notes, f"chosen by measurement among {len(variants)} variants (see variants in the report)"]})
     return plan, result, rows
