@@ -86,7 +86,7 @@ def rows_of_variants(variants: List[dict], reason_width: Optional[int] = None) -
             "—" if v.get("median_ms") is None else f"{v['median_ms']:.2f} ms" + ("" if v.get("rounds_median_ms") is None else f" (rounds {v['rounds_median_ms']:.2f})"),
             fid_txt or "—",
             _mb(v.get("size_bytes")),
-            _clip(v.get("reason") or "", reason_width),
+            _clip((f"trained {v['train_s']:.0f} s; " if v.get("train_s") else "") + (v.get("reason") or ""), reason_width),
         ))
     return rows
 

@@ -730,7 +730,7 @@ def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, sim
     if best is None:
         lines = "\n".join(f"  {v.runtime}/{v.precision}" + (f" {v.method}" if v.method else "") + f": {v.status} {v.reason}" for v in variants)
         hint = "raise --max-drop, or pick --runtime/--precision explicitly"
-        if any(v.method in ("qat", "lowrank+qat") and v.train_s for v in variants):
+        if any(v.train_s for v in variants):  # QAT, and prune -> distill compounds
             hint = "give training more time with a larger --train-budget, " + hint
         elif not train_budget and any(v.precision == "int8" for v in variants):
             hint = "allow quantization-aware training with --train-budget 10m, " + hint

@@ -49,3 +49,13 @@ def test_closest_miss_names_the_best_scored_variant_and_the_budget_that_accepts_
     assert closest_miss(rows[:1], 0.01) is None  # the FP32 reference is what the search compares against, not a candidate
     rows[2].score = 0.95
     assert "--max-drop 5% would accept it" in closest_miss(rows, 0.01) and "0.9500" in closest_miss(rows, 0.01)
+
+
+def test_the_variant_table_shows_what_training_cost():
+    from edgekit.report.text import rows_of_variants
+
+    qat = Variant(runtime="openvino", precision="int8", method="qat", status="violates budget", score=0.95, median_ms=8.9, train_s=601.4,
+                  reason="text agreement 0.9500 < 0.99")
+    ptq = Variant(runtime="openvino", precision="int8", method="ptq", status="violates budget", score=0.94, median_ms=8.6, reason="x")
+    (q, p) = rows_of_variants([qat.model_dump(mode="json"), ptq.model_dump(mode="json")])
+    assert q[-1] == "trained 601 s; text agreement 0.9500 < 0.99" and p[-1] == "x"
