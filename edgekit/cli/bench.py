@@ -104,17 +104,15 @@ def _names(arts):
 
 
 def _merge(rs):
-    """One BenchmarkResult per artifact for the history: the samples of all rounds, stats recomputed."""
+    """One BenchmarkResult per artifact for the history: the samples of all rounds, stats recomputed by the harness's
+    own latency_stats (the same percentiles and sample std as every single-run figure)."""
     if len(rs) == 1:
         return rs[0]
-    import numpy as np
+    from edgekit.core.registry import harness_module
 
     samples = [x for b in rs for x in b.timing.samples_ms]
-    a = np.asarray(samples)
     first = rs[0]
-    stats = first.timing.stats.model_copy(update={
-        "mean_ms": float(a.mean()), "median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
-        "p99_ms": float(np.percentile(a, 99)), "min_ms": float(a.min()), "max_ms": float(a.max()), "std_ms": float(a.std())})
+    stats = first.timing.stats.model_copy(update=harness_module("bench").latency_stats(samples))
     dur = sum(b.timing.duration_s for b in rs)
     timing = first.timing.model_copy(update={"samples_ms": samples, "stats": stats, "runs": len(samples), "duration_s": dur,
                                              "throughput_ips": len(samples) / dur if dur > 0 else 0.0})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 
 class EdgekitError(Exception):
@@ -87,6 +87,17 @@ class StepSkipped(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class NoVariantError(EdgekitError):
+    """A variant search measured every candidate and none met the budget; `variants` holds their rows (report.json
+    form) so the caller can keep them: minutes or hours of measurements are not lost with the error."""
+
+    def __init__(self, message: str, hint: Optional[str] = None, variants: Optional[List[Dict[str, Any]]] = None,
+                 search: Optional[Dict[str, Any]] = None):
+        super().__init__(message, hint=hint)
+        self.variants = list(variants or [])
+        self.search = dict(search or {})
 
 
 class FidelityError(EdgekitError):

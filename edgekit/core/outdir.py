@@ -130,6 +130,10 @@ class OutDir:
         self.stage = None
         self._unlock()
 
+    def kept_previous(self) -> str:
+        """' (the run it replaced is in DIR/.previous/)' after a commit that kept one, else ''."""
+        return f" (the run it replaced is in {self.shown / PREVIOUS}/)" if (self.final / PREVIOUS).is_dir() else ""
+
     def abort(self) -> None:
         """Drop the staged files (if not committed) and release the lock; --out is left as it was."""
         if self.stage is not None:

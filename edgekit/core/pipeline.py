@@ -51,6 +51,7 @@ class DataSources:
     fingerprint: str = "none"  # identity of calib/eval data (e.g. "zoo:ppocr-det" or a file's sha256)
     user_feed: Optional[Dict[str, Any]] = None  # --inputs FILE.npz: real values for fidelity (first sample) and the benchmark
     eval_count: Optional[int] = None  # size of THE held-out evaluation set (deploy: --fidelity-samples or the zoo model's)
+    device_reduce: Optional[List[str]] = None  # per source output: what an on-device check fetches (harness reduce.py)
     _heldout: Optional[List[Dict[str, Any]]] = field(default=None, repr=False)
 
     def heldout(self, default_count: int = 32) -> Optional[List[Dict[str, Any]]]:

@@ -153,6 +153,7 @@ class FidelityResult(_M):
     interval: Optional[Dict[str, float]] = None  # 95 % bootstrap interval of the score over samples: lo, hi, level
     where: str = "host"  # "host": run in-process here; "device": outputs computed by the harness on the target
     device: Optional[str] = None  # where="device": the machine that ran it, e.g. "aarch64 (emulated)"
+    reduced: Optional[List[str]] = None  # where="device": what was kept of each output there (reference reduced alike)
 
 
 class StepRecord(_M):

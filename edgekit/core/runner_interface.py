@@ -58,6 +58,7 @@ class HarnessSpec(BaseModel):
     runtime_options: Dict[str, Any] = Field(default_factory=dict)
     eval_inputs_file: Optional[str] = _default("eval_inputs_file")  # evaluation mode: held-out feeds (.npz, device path)
     eval_outputs_file: Optional[str] = _default("eval_outputs_file")  # where the harness writes their outputs
+    eval_reduce: Optional[List[str]] = _default("eval_reduce")  # per output (device order): e.g. "topk:2", "gt:0.3"
 
 
 class Runner(ABC):

@@ -223,6 +223,8 @@ def describe(res: FidelityResult) -> str:
     parts.append(f"n={res.samples} ({res.data})")
     if res.where == "device":
         parts.append(f"on the device{' ' + res.device if res.device else ''}")
+    if res.reduced and any(h != "full" for h in res.reduced):
+        parts.append(f"outputs kept there: {', '.join(res.reduced)} (the reference alike)")
     return ", ".join(parts)
 
 
@@ -261,19 +263,63 @@ def outputs_path_for(device_inputs: str, artifact: Artifact, runtime: str) -> st
     return f"{stem}.out-{artifact.sha256[:16]}-{runtime}.npz"
 
 
+def device_reductions(artifact: Artifact, reduce: Optional[Sequence[Optional[str]]]) -> Optional[List[str]]:
+    """The harness's `eval_reduce` (device output order and axes) for `reduce`, one reduction per SOURCE output
+    (DataSources.device_reduce); None when every output is fetched whole. A top-k along the source's last axis is
+    taken along the device axis that becomes it (an NHWC TFLite output is transposed back on the host)."""
+    if not reduce or all(r in (None, "", "full") for r in reduce):
+        return None
+    order: Optional[List[int]] = artifact.metadata.get("output_order")
+    transpose: Dict[str, List[int]] = artifact.metadata.get("output_transpose", {})
+    out = ["full"] * len(reduce)
+    for j, how in enumerate(reduce):
+        how = how or "full"
+        perm = transpose.get(str(j))
+        if how.startswith("topk:") and perm is not None:
+            parts = how.split(":")
+            axis = int(parts[2]) if len(parts) == 3 else -1
+            how = f"topk:{parts[1]}:{perm[axis]}"
+        out[order[j] if order is not None else j] = how
+    return out
+
+
+def _reduce_alike(outputs: Sequence[Outputs], reduce: Sequence[Optional[str]]) -> List[Outputs]:
+    """The host's own outputs (source order/layout) reduced and expanded as the device's were: equal terms."""
+    from edgekit.core.registry import harness_module
+
+    r = harness_module("reduce")
+    return [[r.expand(r.reduce_output(o, how or "full"), how or "full") for o, how in zip(outs, reduce)] for outs in outputs]
+
+
 def read_eval_outputs(path: Path, artifact: Artifact, samples: int) -> List[Outputs]:
-    """The device's outputs (fetched archive) in the source model's output order and layout."""
+    """The device's outputs (fetched archive) in the source model's output order and layout; outputs the harness
+    reduced (`__reduce__`, runners/harness/reduce.py) are expanded back to their shape."""
+    from edgekit.core.registry import harness_module
+
+    r = harness_module("reduce")
     where = f"evaluation outputs {path}"
     try:
         data = np.load(path, allow_pickle=False)
         n = int(data["__samples__"])
         n_out = len(data["__outputs__"])
-        out = [_from_model_outputs(artifact, [np.asarray(data[f"o{j}_s{i}"]) for j in range(n_out)]) for i in range(n)]
+        how = [str(x) for x in data["__reduce__"].tolist()] if "__reduce__" in data.files else ["full"] * n_out
+        prefixes = [[f"o{j}_s{i}" for j in range(n_out)] for i in range(n)]
+        out = [_from_model_outputs(artifact, [r.expand(_parts(data, p), h) for p, h in zip(row, how)]) for row in prefixes]
     except (OSError, ValueError, KeyError) as exc:
         raise EdgekitError(f"{where} are unreadable: {exc}", hint="re-run; if it persists, the harness on the device is out of date") from exc
     if n != samples:
         raise EdgekitError(f"{where} hold {n} samples, {samples} were sent", hint="re-run; the device may have run an older evaluation")
     return out
+
+
+def _parts(data: Any, prefix: str) -> Dict[str, np.ndarray]:
+    """One output's stored parts: the whole array under `prefix`, or reduce.py's parts under `prefix_PART`."""
+    if prefix in data.files:
+        return {"": np.asarray(data[prefix])}
+    parts = {k[len(prefix) + 1:]: np.asarray(data[k]) for k in data.files if k.startswith(prefix + "_")}
+    if not parts:
+        raise KeyError(prefix)
+    return parts
 
 
 def device_label(result: Any) -> str:
@@ -287,9 +333,11 @@ def device_label(result: Any) -> str:
 
 def device_fidelity(ref: Sequence[Outputs], result: Any, runner: Any, artifact: Artifact, budget: FidelityBudget,
                     task_metric: Optional[Callable[[Any, Any], float]] = None, task_metric_name: Optional[str] = None,
-                    data: str = "eval") -> FidelityResult:
+                    data: str = "eval", reduce: Optional[Sequence[Optional[str]]] = None) -> FidelityResult:
     """Score the outputs the harness computed on the device (result.evaluation) against the source model's `ref`
-    outputs on the same held-out feeds, with the same scorer as the host check. The runner fetches the archive."""
+    outputs on the same held-out feeds, with the same scorer as the host check. The runner fetches the archive.
+    Outputs the device reduced (`reduce`, per source output, as sent with the feeds) are compared with `ref` reduced
+    the same way: the task metric is exact, cosine/max|Δ| describe the reduced tensors."""
     import tempfile
 
     ev = result.evaluation
@@ -302,8 +350,17 @@ def device_fidelity(ref: Sequence[Outputs], result: Any, runner: Any, artifact: 
         finally:
             _remove_on_device(runner, ev["outputs_file"])  # outputs are big (PP-OCR rec: ~1 MB a line); fetched once
         new = read_eval_outputs(local, artifact, len(ref))
+    reduced = list(ev.get("reduce") or [])
+    if reduced and any(h != "full" for h in reduced):
+        src = [h or "full" for h in (reduce or [])]
+        if len(src) != len(ref[0] if ref else src):
+            raise EdgekitError(f"the device reduced its outputs ({', '.join(reduced)}) but the host has no matching reductions for the source's outputs",
+                               hint="pass the same reduce= to benchmark() and device_fidelity()")
+        ref = _reduce_alike(ref, src)
+    else:
+        src = None
     res = compare(ref, new, budget, task_metric, task_metric_name, data=data)
-    return res.model_copy(update={"where": "device", "device": device_label(result)})
+    return res.model_copy(update={"where": "device", "device": device_label(result), "reduced": src})
 
 
 def _remove_on_device(runner: Any, path: str) -> None:

@@ -83,7 +83,7 @@ def judge_on_device(v: Variant, quick: BenchmarkResult, runner: Any, art: Any, r
     from edgekit.quality.fidelity import device_fidelity, score_of
 
     fid = device_fidelity(ref, quick, runner, art, budget, data.task_metric, data.task_metric_name,
-                          data="eval" if data.eval is not None else "random")
+                          data="eval" if data.eval is not None else "random", reduce=data.device_reduce)
     v.device_fidelity = fid
     v.score = score_of(fid)
     v.status, v.reason = ("meets budget", "scored on the device") if fid.passed else ("violates budget", "on the device: " + "; ".join(fid.failures))
@@ -199,7 +199,8 @@ def search_variants(
             progress(f"variant {label}: quick benchmark on {runner.target}")
             try:
                 dev_feeds = (eval_feeds if eval_feeds is not None else random_feeds_for(data, fidelity_samples)) if on_device else None
-                quick = benchmark(art, profile, runner, data.inputs, runtime=plan.runtime, bench=QUICK_BENCH, **({"eval_feeds": dev_feeds} if on_device else {}))
+                quick = benchmark(art, profile, runner, data.inputs, runtime=plan.runtime, bench=QUICK_BENCH,
+                                  **({"eval_feeds": dev_feeds, "eval_reduce": data.device_reduce} if on_device else {}))
                 v.median_ms = quick.timing.stats.median_ms
                 if on_device:
                     judge_on_device(v, quick, runner, art, ref_outputs(ref, resolved, dev_feeds, profile), budget, data)
@@ -350,6 +351,9 @@ def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_mat
             variants[i] = v.model_copy(update={"reason": "full INT8 (nothing kept in float) meets the budget: no accuracy search needed"})
             built[i] = (plan, built[i][1])
             return
+        if v.status == "failed" and i not in built:  # the build itself failed: the accuracy search starts from that same build
+            variants[i] = v.model_copy(update={"reason": f"{v.reason} (the full-INT8 build failed, so its accuracy search, which starts from it, was not run)"})
+            return
         best = _best(variants[:i])
         if v.median_ms is not None and best is not None and v.median_ms >= best.median_ms:
             score = f" at score {v.score:.4f}" if v.score is not None else ""
@@ -473,6 +477,21 @@ class _MemoPipeline(Pipeline):
     def _predict(self, art):
         feeds = self.reference_feeds()
         return memo_predict(self._memo, art, feeds, self._feeds_kind, self.profile.threads)
+
+
+def closest_miss(variants: List[Variant], max_drop: float) -> Optional[str]:
+    """When nothing met the budget: the measured variant with the highest score, its speed, and the --max-drop that
+    would have accepted it (rounded up to 0.1 %); None when no variant was both scored and timed."""
+    import math
+
+    scored = [v for v in variants if v.score is not None and v.median_ms is not None and v.method != "reference"]
+    if not scored:
+        return None
+    v = max(scored, key=lambda x: (x.score, -x.median_ms))
+    need = math.ceil(max(0.0, 1.0 - v.score) * 1000 - 1e-9) / 10
+    name = f"{v.runtime}/{v.precision}" + (f" {v.method}" if v.method else "")
+    return (f"{name} scored {v.score:.4f} (drop {1 - v.score:.2%}, budget {max_drop:.2%}) at {v.median_ms:.2f} ms; "
+            f"--max-drop {need:g}% would accept it")
 
 
 def _best(variants: List[Variant]) -> Optional[Variant]:

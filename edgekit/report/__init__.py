@@ -7,7 +7,7 @@ the history store (history.py) and compare (compare.py). Statistics themselves l
 Callers import from this package; heavy modules (html, history) are imported only where used.
 """
 
-from edgekit.report.outputs import build_report, manifest_beside, write_outputs, write_partial
+from edgekit.report.outputs import build_report, manifest_beside, write_outputs, write_partial, write_search_failure
 from edgekit.report.text import bench_rows, render_terminal, step_rows, to_markdown, variant_rows
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "variant_rows",
     "write_outputs",
     "write_partial",
+    "write_search_failure",
 ]

@@ -11,7 +11,7 @@ from edgekit import __version__
 from edgekit.core.fsutil import atomic_copy, atomic_write_text
 from edgekit.core.results import DeployReport, now_iso
 from edgekit.report.html import write_html
-from edgekit.report.text import to_markdown
+from edgekit.report.text import search_failure_markdown, to_markdown
 
 
 def build_report(command, resolved, profile, plan, result, bench, target, timings) -> DeployReport:
@@ -118,6 +118,16 @@ def manifest_beside(path: Path):
         if sha256_file(path) in {h for p, h in hashes.items() if Path(p).name == path.name}:
             return m, data
     return None, None
+
+
+def write_search_failure(out_dir: Path, variants: List[Dict[str, Any]], search: Dict[str, Any], resolved, profile, command: str,
+                         error: str = "") -> None:
+    """After a variant search that found nothing within the budget: a failed report.json holding every measured
+    variant (scores, latencies, training time, reasons) and the closest miss, and the same as report.md."""
+    doc = {"status": "failed", "error": error, "edgekit_version": __version__, "created": now_iso(), "command": command,
+           "model": resolved.label, "profile": profile.name, "search": search, "variants": variants}
+    atomic_write_text(out_dir / "report.json", json.dumps(doc, indent=2, default=str))
+    atomic_write_text(out_dir / "report.md", search_failure_markdown(doc))
 
 
 def write_partial(out_dir: Path, pipeline, plan, resolved, profile, command: str, error: str = "", shown=str) -> None:

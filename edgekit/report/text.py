@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from edgekit.core.results import BenchmarkResult, DeployReport
 from edgekit.quality.fidelity import describe
@@ -72,8 +72,13 @@ def _unprefixed(step: str, note: str) -> str:
 
 
 def variant_rows(report: DeployReport, reason_width: Optional[int] = None) -> List[tuple]:
+    return rows_of_variants(report.variants, reason_width)
+
+
+def rows_of_variants(variants: List[dict], reason_width: Optional[int] = None) -> List[tuple]:
+    """One table row per variant (report.json form): name (* on the Pareto front), status, median, score, size, reason."""
     rows = []
-    for v in report.variants:
+    for v in variants:
         fid_txt = variant_score(v)
         rows.append((
             f"{v['runtime']}/{v['precision']}" + (f" {v['method']}" if v.get("method") else "") + (" *" if v.get("pareto") else ""),
@@ -81,7 +86,7 @@ def variant_rows(report: DeployReport, reason_width: Optional[int] = None) -> Li
             "—" if v.get("median_ms") is None else f"{v['median_ms']:.2f} ms" + ("" if v.get("rounds_median_ms") is None else f" (rounds {v['rounds_median_ms']:.2f})"),
             fid_txt or "—",
             _mb(v.get("size_bytes")),
-            _clip(v.get("reason") or "", reason_width),
+            _clip((f"trained {v['train_s']:.0f} s; " if v.get("train_s") else "") + (v.get("reason") or ""), reason_width),
         ))
     return rows
 
@@ -197,6 +202,20 @@ def md_cell(value) -> str:
 
 def _md_row(row) -> str:
     return "| " + " | ".join(md_cell(c) for c in row) + " |"
+
+
+def search_failure_markdown(doc: Dict[str, Any]) -> str:
+    """report.md of a variant search that found nothing within the budget: the error, the closest miss, every row."""
+    s = doc.get("search") or {}
+    lines = ["# edgekit deploy report — no variant met the budget", "", f"- model: `{doc['model']}`", f"- profile: `{doc['profile']}`",
+             f"- command: `{doc['command']}`", f"- created: {doc['created']} (edgekit {doc['edgekit_version']})",
+             f"- budget: {s.get('score', 'score')} drop ≤ {float(s.get('max_drop', 0.0)):.2%}"]
+    if s.get("closest"):
+        lines.append(f"- closest: {s['closest']}")
+    lines += ["", "## Variants measured on the target", "", "| variant | status | median | fidelity | size | reason |", "|---|---|---|---|---|---|"]
+    lines += [_md_row(row) for row in rows_of_variants(doc.get("variants") or [])]
+    lines += ["", "## Error", "", "```", str(doc.get("error", "")), "```", ""]
+    return "\n".join(lines)
 
 
 def to_markdown(report: DeployReport) -> str:

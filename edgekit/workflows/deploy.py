@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 from edgekit import __version__
 from edgekit.core import runtimes
 from edgekit.core.artifact import Artifact, load_artifact
-from edgekit.core.errors import EdgekitError, FidelityError, PlanError, StepError, UsageError
+from edgekit.core.errors import EdgekitError, FidelityError, NoVariantError, PlanError, StepError, UsageError
 from edgekit.core.outdir import OutDir
 from edgekit.core.pipeline import DataSources, Pipeline, PipelineResult
 from edgekit.core.plan import Plan, PlanOptions, make_plan
@@ -124,6 +124,7 @@ def _build_data(model, shapes, calib, calib_preprocess, calib_samples) -> DataSo
             task_metric=zoo.task_metric if zoo is not None else None,
             task_metric_name=zoo.task_metric_name if zoo is not None else None,
             fingerprint=fingerprint,
+            device_reduce=zoo.device_reduction() if zoo is not None else None,
         )
     if zoo is not None:
         # --shape also shapes the zoo's calibration/held-out samples (a 320x320 deploy is checked on 320x320 pages);
@@ -136,6 +137,7 @@ def _build_data(model, shapes, calib, calib_preprocess, calib_samples) -> DataSo
             task_metric=zoo.task_metric,
             task_metric_name=zoo.task_metric_name,
             fingerprint=f"zoo:{zoo.name}" + (f"@{sorted(zshapes.items())}" if zshapes else ""),
+            device_reduce=zoo.device_reduction(),
         )
     return DataSources(inputs=inputs)
 
@@ -275,10 +277,12 @@ def benchmark(
     progress: Optional[Progress] = None,
     feed: Optional[Dict[str, Any]] = None,
     eval_feeds: Optional[Sequence[Dict[str, Any]]] = None,
+    eval_reduce: Optional[List[str]] = None,
 ) -> BenchmarkResult:
     """Push and time `artifact`; `feed` (--inputs, source names/layout) replaces the harness's random inputs.
     With `eval_feeds` (source names/layout) the harness also runs them after timing (evaluation mode) and leaves
-    their outputs on the device (result.evaluation.outputs_file) for edgekit.quality.fidelity.device_fidelity."""
+    their outputs on the device (result.evaluation.outputs_file) for edgekit.quality.fidelity.device_fidelity,
+    each source output reduced as `eval_reduce` says (DataSources.device_reduce: what the task metric needs)."""
     rt = runtime_for(artifact, runtime)
     from edgekit.core.resources import check_benchmark_memory
     from edgekit.fleet.lock import hold_runner_board
@@ -286,11 +290,12 @@ def benchmark(
     check_benchmark_memory(_device_inputs(artifact, inputs), _model_bytes(artifact), profile.memory_mb, profile.name, host_too=runner.target == "local")
     # one benchmark per board at a time, across edgekit processes (a sweep, another deploy): figures never share a board
     with hold_runner_board(runner, holder=f"edgekit benchmark of {artifact.path.name}", on_wait=progress):
-        return _benchmark_on(artifact, profile, runner, inputs, rt, bench, progress, feed, eval_feeds)
+        return _benchmark_on(artifact, profile, runner, inputs, rt, bench, progress, feed, eval_feeds, eval_reduce)
 
 
 def _benchmark_on(artifact: Artifact, profile: DeviceProfile, runner: Runner, inputs: Sequence[InputSpec], rt: str, bench: Optional[Dict[str, Any]],
-                  progress: Optional[Progress], feed: Optional[Dict[str, Any]], eval_feeds: Optional[Sequence[Dict[str, Any]]]) -> BenchmarkResult:
+                  progress: Optional[Progress], feed: Optional[Dict[str, Any]], eval_feeds: Optional[Sequence[Dict[str, Any]]],
+                  eval_reduce: Optional[List[str]] = None) -> BenchmarkResult:
     if progress:
         progress(f"pushing {artifact.path.name} to {runner.target}")
     device_path = runner.push(artifact)
@@ -299,12 +304,13 @@ def _benchmark_on(artifact: Artifact, profile: DeviceProfile, runner: Runner, in
         device_inputs = _push_feed(artifact, feed, runner)
     spec = harness_spec(artifact, device_path, profile, rt, inputs, bench or {}, inputs_file=device_inputs)
     if eval_feeds:
-        from edgekit.quality.fidelity import outputs_path_for, write_eval_feeds
+        from edgekit.quality.fidelity import device_reductions, outputs_path_for, write_eval_feeds
 
         if progress:
             progress(f"pushing {len(eval_feeds)} held-out evaluation samples to {runner.target} (run after timing, outside it)")
         device_eval = _push_local_file(write_eval_feeds(artifact, eval_feeds, _work_dir("eval")), runner, "eval")
-        spec = spec.model_copy(update={"eval_inputs_file": device_eval, "eval_outputs_file": outputs_path_for(device_eval, artifact, rt)})
+        spec = spec.model_copy(update={"eval_inputs_file": device_eval, "eval_outputs_file": outputs_path_for(device_eval, artifact, rt),
+                                       "eval_reduce": device_reductions(artifact, eval_reduce)})
     if progress:
         progress(f"benchmarking on {runner.target} with {rt} ({spec.threads} threads, ≥{spec.min_runs} runs and ≥{spec.min_seconds:g} s)")
     result = runner.run_harness(spec)
@@ -502,7 +508,7 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
         if run_benchmark and runner is not None:
             t0 = time.perf_counter()
             bench_result = benchmark(result.artifact, prof, runner, data.inputs, runtime=plan.runtime, bench=bench, progress=progress, feed=data.user_feed,
-                                     eval_feeds=eval_feeds)
+                                     eval_feeds=eval_feeds, eval_reduce=data.device_reduce)
             timings["benchmark_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         check = fidelity_check(resolved, result, bench_result, runner, data, eval_feeds, max_drop, plan.runtime, progress, pipeline)
@@ -510,6 +516,8 @@ def _deploy(model, prof, outdir, t_start, *, host, ssh, runtime, precision, max_
     except EdgekitError as err:
         if outdir is not None and pipeline is not None and pipeline.records:
             _keep_partial(outdir, pipeline, plan, resolved, prof, command or "", err, progress)
+        elif outdir is not None and isinstance(err, NoVariantError):
+            _keep_search(outdir, err, resolved, prof, command or "", progress)
         raise
     finally:
         if runner is not None:
@@ -555,7 +563,8 @@ def fidelity_check(resolved, result, bench_result, runner, data, feeds, max_drop
             " (the Android demo app has no evaluation mode)" if bench_result.runner == "adb" else "")
     else:
         progress(f"scoring the device's outputs on {len(feeds)} held-out samples against the source model ({metric})")
-        dev_res = device_fidelity(ref, bench_result, runner, final, budget, data.task_metric, data.task_metric_name, data=kind)
+        dev_res = device_fidelity(ref, bench_result, runner, final, budget, data.task_metric, data.task_metric_name, data=kind,
+                                  reduce=data.device_reduce)
     budget_score = 1.0 - md
     decided = "host" if host_ok else "device"
     rows = [check_row("host", host_res, budget_score, metric, host_why), check_row("device", dev_res, budget_score, metric, dev_why)]
@@ -674,6 +683,19 @@ def _run_with_fallback(plan, options, resolved, prof, data, runner, cache_dir, f
                 progress(line)
 
 
+def _keep_search(outdir, err: NoVariantError, resolved, prof, command, progress) -> None:
+    """A search that found no variant: keep its measured rows as a failed report.json + report.md in the out dir
+    (what each variant scored, how fast it ran, what training cost); a failure here never masks `err`."""
+    from edgekit.report import write_search_failure
+
+    try:
+        write_search_failure(outdir.stage, err.variants, err.search, resolved, prof, command, error=err.message)
+        outdir.commit()
+        progress(f"kept the {len(err.variants)} variant row(s) of the search in {outdir.shown}/report.json and report.md{outdir.kept_previous()}")
+    except (EdgekitError, OSError) as second:
+        progress(f"could not write the search report to {outdir.shown}: {second}")
+
+
 def _keep_partial(outdir, pipeline, plan, resolved, prof, command, err, progress) -> None:
     """Swap in the failed run's finished steps and a failed report.json; a failure here never masks `err`."""
     from edgekit.report import write_partial
@@ -681,7 +703,7 @@ def _keep_partial(outdir, pipeline, plan, resolved, prof, command, err, progress
     try:
         write_partial(outdir.stage, pipeline, plan, resolved, prof, command, error=err.message, shown=outdir.shown_path)
         outdir.commit()
-        progress(f"kept the finished steps and a failed report.json in {outdir.shown} (an earlier edgekit run there is kept in .previous/)")
+        progress(f"kept the finished steps and a failed report.json in {outdir.shown}{outdir.kept_previous()}")
     except (EdgekitError, OSError) as second:
         progress(f"could not write the partial report to {outdir.shown}: {second}")
 
@@ -708,11 +730,17 @@ def _auto(resolved, prof, data, runner, runtime, precisions, max_drop, host, sim
     if best is None:
         lines = "\n".join(f"  {v.runtime}/{v.precision}" + (f" {v.method}" if v.method else "") + f": {v.status} {v.reason}" for v in variants)
         hint = "raise --max-drop, or pick --runtime/--precision explicitly"
-        if any(v.method in ("qat", "lowrank+qat") and v.train_s for v in variants):
+        if any(v.train_s for v in variants):  # QAT, and prune -> distill compounds
             hint = "give training more time with a larger --train-budget, " + hint
         elif not train_budget and any(v.precision == "int8" for v in variants):
             hint = "allow quantization-aware training with --train-budget 10m, " + hint
-        raise EdgekitError(f"no variant of {resolved.label} meets the budget on {prof.name}:\n{lines}", hint=hint)
+        from edgekit.quality.variant_search import closest_miss
+
+        near = closest_miss(variants, md)
+        if near:
+            lines += f"\nclosest: {near}"
+        search = {"max_drop": md, "budget": 1.0 - md, "score": data.task_metric_name or "output cosine", "closest": near}
+        raise NoVariantError(f"no variant of {resolved.label} meets the budget on {prof.name}:\n{lines}", hint=hint, variants=rows, search=search)
     plan, result = best
     plan = plan.model_copy(update={"notes": [*plan.notes, f"chosen by measurement among {len(variants)} variants (see variants in the report)"]})
     return plan, result, rows

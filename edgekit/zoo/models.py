@@ -74,6 +74,11 @@ class ZooModel:
         """A human-readable reading of one sample's outputs, for reports."""
         return None
 
+    def device_reduction(self) -> Optional[List[str]]:
+        """Per output, what the task metric needs of it (runners/harness/reduce.py), so an on-device check fetches
+        that instead of the whole tensor; None: every output whole."""
+        return None
+
     def notes(self) -> List[str]:
         """Visible notes about data fallbacks (e.g. no CJK font installed)."""
         return []
@@ -159,6 +164,9 @@ class PPOCRDet(ZooModel):
     def notes(self):
         return zoo_data.data_notes() if self.is_installed() else []
 
+    def device_reduction(self):
+        return [f"gt:{self.thresh!r}"]  # the IoU reads only map > thresh: 1 bit per pixel instead of a float
+
     def describe(self, outputs):
         m = metrics.binary_mask(np.squeeze(np.asarray(outputs[0])), self.thresh)
         return {"text_pixels": int(m.sum()), "text_fraction": float(m.mean())}
@@ -207,6 +215,9 @@ class PPOCRRec(ZooModel):
 
     def describe(self, outputs):
         return self.decode(outputs)
+
+    def device_reduction(self):
+        return ["topk:2"]  # CTC greedy decoding reads the argmax per timestep: 2 of 6625 classes (~1 MB -> 640 B a line)
 
     def notes(self):
         return zoo_data.data_notes() if self.is_installed() else []

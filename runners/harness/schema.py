@@ -33,6 +33,7 @@ SPEC_FIELDS = {
     "energy_options": (dict, {}),  # sensor overrides (sysfs root, sensor command), e.g. for captured layouts
     # evaluation mode (evaluate.py): held-out feeds in, the runtime's outputs out, both .npz on the device
     "eval_inputs_file": ((str, type(None)), None), "eval_outputs_file": ((str, type(None)), None),
+    "eval_reduce": ((list, type(None)), None),  # per output (device order): what to keep of it (reduce.py), None: all
 }
 REQUIRED_FIELDS = ("model_path", "model_format", "runtime")
 INPUT_FIELDS = ("name", "shape", "dtype", "low", "high")

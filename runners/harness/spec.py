@@ -5,6 +5,7 @@ import json
 from . import adapters, energy
 from .common import numpy
 from .errors import SpecError
+from .reduce import parse as parse_reduction
 from .schema import INPUT_FIELDS, REQUIRED_FIELDS, SPEC_FIELDS
 
 
@@ -50,6 +51,11 @@ def validate_spec(doc):
         raise SpecError("min_runs and min_seconds are both 0: nothing would be timed")
     if bool(spec["eval_inputs_file"]) != bool(spec["eval_outputs_file"]):
         raise SpecError("spec fields 'eval_inputs_file' and 'eval_outputs_file' go together (one is missing)")
+    if spec["eval_reduce"] is not None:
+        if not spec["eval_inputs_file"]:
+            raise SpecError("spec field 'eval_reduce' needs 'eval_inputs_file' (it reduces evaluation outputs)")
+        for how in spec["eval_reduce"]:
+            parse_reduction(how)
     inputs = []
     for i, item in enumerate(spec["inputs"]):
         if not isinstance(item, dict):

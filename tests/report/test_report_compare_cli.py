@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
 from reporthelp import QUICK, edgekit_cli, light_model
@@ -102,3 +103,5 @@ def test_bench_rounds_interleaves_and_reports_pairs(cli, tmp_path):
     hist = json.loads(cli("history", "--history", str(h), "--json").stdout)
     assert len(hist) == 2 and hist[0]["session"] == hist[1]["session"] and hist[0]["round_medians"] == doc["artifacts"][0]["round_medians_ms"]
     assert hist[0]["runs"] == sum(len(x["timing"]["samples_ms"]) for x in doc["results"][0])
+    merged = [t for x in doc["results"][0] for t in x["timing"]["samples_ms"]]  # the history row: every round's samples
+    assert hist[0]["median_ms"] == pytest.approx(float(np.median(merged))) and hist[0]["p90_ms"] == pytest.approx(float(np.percentile(merged, 90)))
