@@ -401,3 +401,19 @@ def test_qat_fast_trainer_with_cached_teacher_and_frozen_ranges_lowers_the_loss_
     with torch.no_grad():
         fq = np.concatenate([student(torch.from_numpy(f["x"]))[0].numpy() for f in feeds])
     assert np.abs(fq - _ort(out.path, feeds)).max() < 2e-3
+
+
+def test_qat_tail_auto_trains_the_whole_network_when_no_quantized_op_is_above_the_cut(small_onnx, tmp_path):
+    """With the head (fc Gemm, MatMul) kept FP32, the layers above the auto cut hold no fake quantizer: training only
+    them cannot recover the INT8 convolutions, so every quantized op trains (with the cached teacher)."""
+    probe = OnnxModule(onnx.load(str(small_onnx)), "small")
+    above = [n.name for n in probe.nodes if n.op_type in ("Gemm", "MatMul")]
+    ctx = minimal_context(tmp_path)
+    ctx.calib_data = lambda n: _feeds(min(n, 8), 0)
+    msgs = []
+    ctx.progress = msgs.append
+    QatStep().run(load_artifact(small_onnx), QatConfig(max_steps=3, train_samples=8, init_samples=8, batch_size=8, float_nodes=above), ctx)
+    rec = ctx.report["qat"]
+    assert rec["quantized_ops"] == 3 and rec["trained"] == "every quantized op" and rec["tail"] is None
+    assert rec["teacher_cache"]["topk"] == 16
+    assert any("no quantized op is above" in m for m in msgs)
