@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,23 +28,54 @@ def batches(feeds: List[Dict[str, np.ndarray]], names: Sequence[str], batch_size
             yield [np.concatenate([c[n] for c in chunk], axis=0) for n in names]
 
 
-def distill_loss(torch, student: Sequence[Any], teacher: Sequence[Any], logits: Sequence[bool], hard_weight: float = 0.0):
+def topk_logprobs(logits: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The teacher's `k` most likely classes per position and their log-probabilities (log-softmax over every class):
+    a compact cache of a softmax output (a 6625-class CTC line is 2 KB per position dense, 6 x k bytes here)."""
+    x = logits.astype(np.float32)
+    m = x.max(-1, keepdims=True)
+    logp = x - (m + np.log(np.exp(x - m).sum(-1, keepdims=True)))
+    idx = np.argpartition(-logp, min(k, logp.shape[-1] - 1), axis=-1)[..., :k]
+    lp = np.take_along_axis(logp, idx, -1)
+    order = np.argsort(-lp, axis=-1)
+    return np.take_along_axis(idx, order, -1).astype(np.int32), np.take_along_axis(lp, order, -1).astype(np.float32)
+
+
+def distill_loss(torch, student: Sequence[Any], teacher: Sequence[Any], logits: Sequence[bool], hard_weight: float = 0.0,
+                 margin_weight: float = 0.0):
     """KL(teacher || student) on softmax logits, variance-normalised MSE otherwise; summed over outputs.
 
+    A teacher logit output is a tensor of logits, or a pair (class indices, log-probabilities) of its top-k classes per
+    position (`topk_logprobs`: the KL is then summed over those k classes, whose mass is ~1 for a confident model).
     `hard_weight` > 0 adds that times the cross-entropy against the teacher's top-1 class at every position (hard
     labels). KL is ~0 where the teacher is confident and small where its top-2 margin is small, yet those are exactly
     the positions where quantization noise flips the decoded class (a CTC line, a label): the hard-label term keeps
-    pushing the student's margin for the teacher's class there."""
+    pushing the student's margin for the teacher's class there. `margin_weight` > 0 weights each position by
+    1 + margin_weight x (1 - (p1 - p2)) (p1, p2: the teacher's top-2 probabilities), i.e. up to 1 + margin_weight
+    where the teacher itself is unsure."""
     F = torch.nn.functional
     total = 0.0
     for s, t, is_logit in zip(student, teacher, logits):
         s = s.float()
-        t = t.float()
         if is_logit:
-            total = total + F.kl_div(F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1), log_target=True, reduction="none").sum(-1).mean()
+            logq = F.log_softmax(s, dim=-1)
+            if isinstance(t, (tuple, list)):  # cached top-k of the teacher
+                idx, logp = t[0].long(), t[1].float()
+                kl = (logp.exp() * (logp - logq.gather(-1, idx))).sum(-1)
+            else:
+                logp_all = F.log_softmax(t.float(), dim=-1)
+                kl = F.kl_div(logq, logp_all, log_target=True, reduction="none").sum(-1)
+                logp, idx = logp_all.topk(2, dim=-1)
+            top1 = idx[..., 0]
+            w = None
+            if margin_weight > 0 and logp.shape[-1] >= 2:
+                p = logp[..., :2].exp()
+                w = 1.0 + margin_weight * (1.0 - (p[..., 0] - p[..., 1]))
+            total = total + (kl.mean() if w is None else (kl * w).sum() / w.sum())
             if hard_weight > 0:
-                total = total + hard_weight * F.cross_entropy(s.reshape(-1, s.shape[-1]), t.argmax(-1).reshape(-1))
+                ce = -logq.gather(-1, top1.unsqueeze(-1)).squeeze(-1)
+                total = total + hard_weight * (ce.mean() if w is None else (ce * w).sum() / w.sum())
         else:
+            t = t.float()
             total = total + F.mse_loss(s, t) / (t.var() + 1e-8)
     return total
 
@@ -53,14 +84,19 @@ def train(torch, step_name: str, label: str, student: Callable[[List[Any]], Sequ
           param_groups: List[Dict[str, Any]], feed_batches: Iterator[List[np.ndarray]], logits: Sequence[bool], *,
           budget_s: float, max_steps: Optional[int] = None, say: Callable[[str], None] = lambda m: None, what: str = "fine-tune",
           validate: Optional[Callable[[], float]] = None, validate_every_s: float = 90.0, state: Any = None,
-          hard_weight: float = 0.0) -> Dict[str, Any]:
+          hard_weight: float = 0.0, margin_weight: float = 0.0, optimizer: str = "adam", momentum: float = 0.9) -> Dict[str, Any]:
     """Adam on `param_groups` until `budget_s` seconds (at least one step); returns steps, time and loss first/last.
 
     With `validate` (a held-out score, higher is better) and `state` (save()/load()), the model is scored before training
     and every `validate_every_s` seconds of training and at the end; the best checkpoint is restored (early stopping:
     training that overfits its samples cannot make the result worse than the best validated state). Validation time
     is not counted against `budget_s`."""
-    opt = torch.optim.Adam(param_groups)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(param_groups, momentum=momentum)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(param_groups)
+    else:
+        raise StepError(step_name, f"unknown optimizer '{optimizer}'", hint="use adam or sgd")
     losses: List[float] = []
     t0 = time.perf_counter()
     last_say = t0
@@ -95,7 +131,7 @@ def train(torch, step_name: str, label: str, student: Callable[[List[Any]], Sequ
         batch = [torch.from_numpy(np.ascontiguousarray(b)) for b in next(feed_batches)]
         with torch.no_grad():
             target = teacher(batch)
-        loss = distill_loss(torch, student(batch), target, logits, hard_weight)
+        loss = distill_loss(torch, student(batch), target, logits, hard_weight, margin_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()

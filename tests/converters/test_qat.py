@@ -426,3 +426,76 @@ def test_qat_validation_scores_with_the_plans_runtime(small_onnx, tmp_path, monk
         ref = [[r] for r in _ort(small_onnx, val)[:, None]]
         got = [[np.asarray(compiled(f)[0])[0]] for f in val]
         assert abs(_closeness(ref, got) - rec["validation"][-1]["score"]) < 1e-3
+def test_topk_teacher_kl_equals_the_dense_kl_when_k_covers_every_class():
+    from edgekit.converters.finetune import distill_loss, topk_logprobs
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(2, 5, 10, generator=g)
+    t = torch.randn(2, 5, 10, generator=g) * 3
+    idx, logp = topk_logprobs(t.numpy(), 10)
+    assert idx.shape == (2, 5, 10) and (np.diff(logp, axis=-1) <= 0).all()  # sorted, most likely first
+    for hard in (0.0, 1.0):
+        for margin in (0.0, 2.0):
+            dense = distill_loss(torch, [s], [t], [True], hard, margin)
+            cached = distill_loss(torch, [s], [(torch.from_numpy(idx), torch.from_numpy(logp))], [True], hard, margin)
+            assert torch.allclose(dense, cached, atol=1e-5), (hard, margin)
+    # k = 3 of 10 classes: the student matching the teacher exactly still has ~0 loss, a wrong student does not
+    idx3, logp3 = topk_logprobs(t.numpy(), 3)
+    same = distill_loss(torch, [t], [(torch.from_numpy(idx3), torch.from_numpy(logp3))], [True])
+    other = distill_loss(torch, [s], [(torch.from_numpy(idx3), torch.from_numpy(logp3))], [True])
+    assert float(same) < 1e-4 < float(other)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_qat_fast_trainer_with_cached_teacher_and_frozen_ranges_lowers_the_loss_and_exports_faithfully(small_onnx, tmp_path, optimizer):
+    """The fast trainer (planned forward, teacher's top-k cached once on ONNX Runtime, activation ranges frozen after
+    init) lowers the distillation loss on a fixed batch, leaves the activation scales as initialised, and the QDQ export
+    computes what the fake-quantized torch model computes."""
+    import edgekit.converters.qat as qat
+
+    seen = {}
+    real_export = qat.QatStep._export
+
+    def spy(model, student, acts, quantized, out_path):
+        seen.update(student=student, scales={k: float(a.scale) for k, a in acts.items()})
+        return real_export(model, student, acts, quantized, out_path)
+
+    ctx = minimal_context(tmp_path)
+    ctx.calib_data = lambda n: _feeds(min(n, 8), 0)
+    cfg = QatConfig(max_steps=25, train_budget_s=600, train_samples=8, init_samples=8, batch_size=8, teacher_topk=4, tail="off",
+                    learn_act_ranges=False, optimizer=optimizer, lr=1e-3 if optimizer == "adam" else 3e-2)
+    qat.QatStep._export = staticmethod(spy)
+    try:
+        out = QatStep().run(load_artifact(small_onnx), cfg, ctx)
+    finally:
+        qat.QatStep._export = staticmethod(real_export)
+    rec = ctx.report["qat"]
+    assert rec["steps"] == 25 and rec["loss_last"] < 0.95 * rec["loss_first"]
+    assert rec["teacher_cache"]["topk"] == 4 and rec["optimizer"] == optimizer and rec["learn_act_ranges"] is False
+    student = seen["student"]
+    assert student.fast and student._plans
+    q = onnx.load(str(out.path))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
+    for name, scale in seen["scales"].items():
+        assert float(inits[name.replace("/", "_") + "_act_scale"]) == pytest.approx(scale)
+    student.output_override = {}
+    feeds = _feeds(4, 2)
+    with torch.no_grad():
+        fq = np.concatenate([student(torch.from_numpy(f["x"]))[0].numpy() for f in feeds])
+    assert np.abs(fq - _ort(out.path, feeds)).max() < 2e-3
+
+
+def test_qat_tail_auto_trains_the_whole_network_when_no_quantized_op_is_above_the_cut(small_onnx, tmp_path):
+    """With the head (fc Gemm, MatMul) kept FP32, the layers above the auto cut hold no fake quantizer: training only
+    them cannot recover the INT8 convolutions, so every quantized op trains (with the cached teacher)."""
+    probe = OnnxModule(onnx.load(str(small_onnx)), "small")
+    above = [n.name for n in probe.nodes if n.op_type in ("Gemm", "MatMul")]
+    ctx = minimal_context(tmp_path)
+    ctx.calib_data = lambda n: _feeds(min(n, 8), 0)
+    msgs = []
+    ctx.progress = msgs.append
+    QatStep().run(load_artifact(small_onnx), QatConfig(max_steps=3, train_samples=8, init_samples=8, batch_size=8, float_nodes=above), ctx)
+    rec = ctx.report["qat"]
+    assert rec["quantized_ops"] == 3 and rec["trained"] == "every quantized op" and rec["tail"] is None
+    assert rec["teacher_cache"]["topk"] == 16
+    assert any("no quantized op is above" in m for m in msgs)
