@@ -85,7 +85,8 @@ def train(torch, step_name: str, label: str, student: Callable[[List[Any]], Sequ
           budget_s: float, max_steps: Optional[int] = None, say: Callable[[str], None] = lambda m: None, what: str = "fine-tune",
           validate: Optional[Callable[[], float]] = None, validate_every_s: float = 90.0, state: Any = None,
           hard_weight: float = 0.0, margin_weight: float = 0.0, optimizer: str = "adam", momentum: float = 0.9) -> Dict[str, Any]:
-    """Adam on `param_groups` until `budget_s` seconds (at least one step); returns steps, time and loss first/last.
+    """Adam on `param_groups` within `budget_s` seconds (at least one step; no step is started that would, at the
+    median duration of the steps so far, end past the budget); returns steps, time and loss first/last.
 
     With `validate` (a held-out score, higher is better) and `state` (save()/load()), the model is scored before training
     and every `validate_every_s` seconds of training and at the end; the best checkpoint is restored (early stopping:
@@ -104,6 +105,7 @@ def train(torch, step_name: str, label: str, student: Callable[[List[Any]], Sequ
     history: List[Dict[str, Any]] = []
     best: Dict[str, Any] = {}
     paused = 0.0
+    durations: List[float] = []  # training steps only (validation is paused time)
 
     def checkpoint() -> None:
         nonlocal paused
@@ -120,7 +122,7 @@ def train(torch, step_name: str, label: str, student: Callable[[List[Any]], Sequ
     last_val = time.perf_counter() - paused
     while True:
         elapsed = time.perf_counter() - t0 - paused
-        if step and (elapsed >= budget_s or (max_steps is not None and step >= max_steps)):
+        if step and (elapsed + float(np.median(durations)) > budget_s or (max_steps is not None and step >= max_steps)):
             break
         if validate is not None and time.perf_counter() - paused - last_val >= validate_every_s:
             checkpoint()
@@ -128,6 +130,7 @@ def train(torch, step_name: str, label: str, student: Callable[[List[Any]], Sequ
             if best["score"] >= 1.0:
                 say(f"{step_name}: {what} validation score is 1.0: stopping early")
                 break
+        s0 = time.perf_counter()
         batch = [torch.from_numpy(np.ascontiguousarray(b)) for b in next(feed_batches)]
         with torch.no_grad():
             target = teacher(batch)
@@ -141,6 +144,7 @@ def train(torch, step_name: str, label: str, student: Callable[[List[Any]], Sequ
             raise StepError(step_name, f"{what} of {label} diverged (loss {val} at step {step})", hint="lower the learning rate")
         losses.append(val)
         now = time.perf_counter()
+        durations.append(now - s0)
         if now - last_say >= 10.0:
             last_say = now
             say(f"{step_name}: {what} step {step}, distillation loss {np.mean(losses[-20:]):.5f} (first {losses[0]:.5f}), "

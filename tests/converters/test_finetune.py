@@ -58,3 +58,25 @@ def test_finetune_module_recovers_a_pruned_module():
     rec = finetune_module(torch, pruned, src, feeds, ["x"], budget_s=600, max_steps=40, lr=3e-3, batch_size=8)
     assert rec["steps"] == 40 and rec["loss_last"] < rec["loss_first"]
     assert all(p.requires_grad is False for p in src.parameters())  # the source is only read
+
+
+def test_training_starts_no_step_that_would_end_past_its_budget():
+    """Each step takes ~0.3 s (the teacher waits): with a 1.0 s budget, a loop that only checks the elapsed time
+    starts a 4th step at 0.9 s and ends at ~1.2 s; the budget is a limit, so training stops after 3 steps."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from edgekit.converters.finetune import train
+
+    student = torch.nn.Linear(4, 3)
+
+    def teacher(batch):
+        time.sleep(0.3)
+        return [torch.zeros(batch[0].shape[0], 3)]
+
+    feeds = iter(lambda: [np.ones((2, 4), dtype=np.float32)], None)
+    rec = train(torch, "test", "linear", lambda b: [student(b[0])], teacher, [{"params": list(student.parameters()), "lr": 1e-3}],
+                feeds, [False], budget_s=1.0)
+    assert 2 <= rec["steps"] <= 3 and rec["train_s"] <= 1.0
