@@ -109,3 +109,28 @@ def _no_tool_env_downloads(request, monkeypatch):
         pytest.fail(f"{request.node.nodeid} would create the onnx2tf tool env (~2.6 GB): mark it onnx2tf and opt-in")
 
     monkeypatch.setattr(onnx2tf_env, "_create", refuse)
+
+
+@pytest.fixture
+def lock_from_another_thread():
+    """attempt(board, timeout_s) -> the BoardBusy errors another thread of this process got trying to take `board`
+    (empty: it got the board)."""
+    import threading
+
+    from edgekit.fleet.lock import BoardBusy, BoardLock
+
+    def attempt(board: str, timeout_s: float) -> list:
+        errors = []
+
+        def other():
+            try:
+                BoardLock(board, timeout_s=timeout_s).acquire()
+            except BoardBusy as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        return errors
+
+    return attempt

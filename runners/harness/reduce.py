@@ -74,8 +74,3 @@ def expand(parts, how):
     out = np.broadcast_to(floor, moved_shape).copy()
     np.put_along_axis(out, idx, vals, axis=-1)
     return np.moveaxis(out, -1, axis)
-
-
-def reduced_bytes(parts):
-    """Bytes of the kept parts (what is stored and fetched, before compression)."""
-    return sum(int(numpy().asarray(a).nbytes) for a in parts.values())

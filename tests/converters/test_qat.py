@@ -142,12 +142,17 @@ def test_qat_export_matches_the_trained_fake_quant_model(small_onnx, tmp_path):
     finally:
         qat.QatStep._export = staticmethod(real_export)
     student = seen["student"]
+    _assert_export_matches_fake_quant(student, out.path)
+
+
+
+def _assert_export_matches_fake_quant(student, path) -> None:
+    """The exported QDQ model (run by ONNX Runtime) computes what the trained student's fake-quant forward computed."""
     student.output_override = {}
     feeds = _feeds(4, 2)
     with torch.no_grad():
         fq = np.concatenate([student(torch.from_numpy(f["x"]))[0].numpy() for f in feeds])
-    assert np.abs(fq - _ort(out.path, feeds)).max() < 2e-3
-
+    assert np.abs(fq - _ort(path, feeds)).max() < 2e-3
 
 def test_qat_needs_calibration_data_and_a_float_model(small_onnx, tmp_path):
     ctx = minimal_context(tmp_path)
@@ -478,11 +483,7 @@ def test_qat_fast_trainer_with_cached_teacher_and_frozen_ranges_lowers_the_loss_
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
     for name, scale in seen["scales"].items():
         assert float(inits[name.replace("/", "_") + "_act_scale"]) == pytest.approx(scale)
-    student.output_override = {}
-    feeds = _feeds(4, 2)
-    with torch.no_grad():
-        fq = np.concatenate([student(torch.from_numpy(f["x"]))[0].numpy() for f in feeds])
-    assert np.abs(fq - _ort(out.path, feeds)).max() < 2e-3
+    _assert_export_matches_fake_quant(student, out.path)
 
 
 def test_qat_tail_auto_trains_the_whole_network_when_no_quantized_op_is_above_the_cut(small_onnx, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import threading
 import sys
 import textwrap
 from pathlib import Path
@@ -142,7 +141,7 @@ def test_ray_missing_names_the_extra(tmp_path, monkeypatch):
     assert "pip install 'edgekit[fleet]'" in str(ei.value)
 
 
-def test_board_lock_excludes_another_process_and_frees_on_its_death(tmp_path):
+def test_board_lock_excludes_another_process_and_frees_on_its_death(tmp_path, lock_from_another_thread):
     holder = subprocess.Popen([sys.executable, "-c", "import sys;from edgekit.fleet.lock import BoardLock\n"
                                "l=BoardLock('ssh:pi1', holder='other sweep');l.acquire();print('locked',flush=True);sys.stdin.read()"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -158,18 +157,7 @@ def test_board_lock_excludes_another_process_and_frees_on_its_death(tmp_path):
         holder.wait()
     with BoardLock("ssh:pi1", timeout_s=5):
         # also exclusive between two threads of one process (a thread that holds it re-enters: tests/runners/test_board_lock_deploy.py)
-        errors = []
-
-        def second_thread():
-            try:
-                BoardLock("ssh:pi1", timeout_s=0.2).acquire()
-            except BoardBusy as exc:
-                errors.append(exc)
-
-        t = threading.Thread(target=second_thread)
-        t.start()
-        t.join()
-        assert errors, "another thread of the same process must not get a held board"
+        assert lock_from_another_thread("ssh:pi1", 0.2), "another thread of the same process must not get a held board"
 
 
 def test_store_resets_cells_left_running(tmp_path):

@@ -14,7 +14,7 @@ import onnx
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from edgekit.fleet.lock import BoardBusy, BoardLock
+from edgekit.fleet.lock import BoardLock
 
 
 def _model(path):
@@ -52,24 +52,14 @@ def test_deploy_to_a_locked_board_waits_then_fails_clearly(ssh_env, tmp_path, cl
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-def test_the_lock_is_reentrant_for_its_thread_only(tmp_path, monkeypatch):
+def test_the_lock_is_reentrant_for_its_thread_only(tmp_path, monkeypatch, lock_from_another_thread):
     monkeypatch.setenv("EDGEKIT_DATA_DIR", str(tmp_path))
     outer = BoardLock("ssh:board-x", timeout_s=0.2)
     outer.acquire()
     try:
         with BoardLock("ssh:board-x", timeout_s=0.2):  # a sweep cell's benchmark() re-enters its own lock
             pass
-        errors = []
-
-        def other():
-            try:
-                BoardLock("ssh:board-x", timeout_s=0.3).acquire()
-            except BoardBusy as exc:
-                errors.append(exc)
-
-        t = threading.Thread(target=other)
-        t.start()
-        t.join()
+        errors = lock_from_another_thread("ssh:board-x", 0.3)
         assert errors and "ssh:board-x is locked" in errors[0].message, "another thread must still wait for the board"
     finally:
         outer.release()
