@@ -72,6 +72,9 @@ class QatConfig(StepConfig):
                                    "initialised from data (the cheaper fused fake-quant op runs)")
     margin_weight: float = Field(0.0, ge=0.0, description="weight positions where the teacher's top-2 probabilities are "
                                  "close by up to 1 + this in the distillation loss (0 = every position alike)")
+    act_range: Literal["minmax", "mse"] = Field(
+        "minmax", description="activation range initialisation: minmax = global min/max over the init samples; mse = the "
+        "shrunk min/max with the lowest quantization MSE on sampled values (converters/equalize.py; min/max is a candidate)")
     seed: int = 0
     threads: Optional[int] = Field(None, gt=0, description="torch threads for training (default: all cores)")
 
@@ -125,9 +128,13 @@ def _prepare(path: Path):
 class _ActQuant:
     """Per-tensor activation fake-quantizer with learnable scale/zero point (LSQ), ranges initialised from data."""
 
-    def __init__(self, torch, symmetric: bool):
+    def __init__(self, torch, symmetric: bool, range_method: str = "minmax", sample_k: int = 8192):
         self.torch = torch
         self.symmetric = symmetric
+        self.range_method = range_method
+        self.sample_k = sample_k
+        self.samples: List[np.ndarray] = []
+        self.range_search: Optional[Dict[str, float]] = None
         self.qmin, self.qmax = (-128, 127) if symmetric else (0, 255)
         self.mins: List[float] = []
         self.maxs: List[float] = []
@@ -142,6 +149,12 @@ class _ActQuant:
         lo = float(np.min(self.mins)) if self.mins else 0.0
         hi = float(np.max(self.maxs)) if self.maxs else 1.0
         lo, hi = min(lo, 0.0), max(hi, 0.0)
+        if self.range_method == "mse" and self.samples:
+            from edgekit.converters.equalize import search_range
+
+            lo, hi, mse, base = search_range(np.concatenate(self.samples), lo, hi, self.qmin, self.qmax, self.symmetric)
+            self.range_search = {"mse": mse, "mse_minmax": base}
+            self.samples = []
         if self.symmetric:
             scale = max(abs(lo), abs(hi)) / 127.0
             zp = 0.0
@@ -160,6 +173,10 @@ class _ActQuant:
         if self.observing:
             self.mins.append(float(x.detach().min()))
             self.maxs.append(float(x.detach().max()))
+            if self.range_method == "mse":
+                from edgekit.converters.equalize import sample_values
+
+                self.samples.append(sample_values(x.detach().numpy(), self.sample_k, np.random.default_rng(len(self.samples))))
             return x
         # through .data: an in-place clamp of the parameter itself bumps its autograd version, and a quantizer shared
         # by two consumers (one activation feeding two convs, as in PP-OCR det) then breaks backward() ("modified by an
@@ -302,6 +319,12 @@ def _ort_outputs(path: Path, names: List[str], feeds: List[Dict[str, np.ndarray]
     for f in feeds:
         out.append([r.astype(dtype) for r in sess.run(names, {k: f[k] for k in inputs})])
     return out
+
+
+def _mse_ratio(acts) -> Optional[float]:
+    """Mean over activation quantizers of (quantization MSE of the searched range) / (MSE of min/max); None = no search."""
+    r = [a.range_search["mse"] / a.range_search["mse_minmax"] for a in acts.values() if a.range_search and a.range_search["mse_minmax"] > 0]
+    return round(float(np.mean(r)), 4) if r else None
 
 
 class _State:
@@ -492,7 +515,7 @@ class QatStep(Step):
                 continue
             w = student.value_of(node.input[1])
             axis = weight_axis(node, attrs, w.dim())
-            act = acts.setdefault(node.input[0], _ActQuant(torch, symmetric))
+            act = acts.setdefault(node.input[0], _ActQuant(torch, symmetric, cfg.act_range))
             student.hooks[(node.name, 0)] = act
             student.hooks[(node.name, 1)] = _WeightQuant(torch, axis)
             quantized.append({"node": node.name, "op": node.op_type, "weight": node.input[1], "axis": axis, "act": node.input[0]})
@@ -639,6 +662,7 @@ class QatStep(Step):
             "mixed_precision": mixed_rec, "validated_with": validator.runtime if validator is not None else None,
             "openvino_kept_float": sorted(set(openvino_unsafe_nodes(student.nodes)) - set(cfg.float_nodes)) if cfg.target == "openvino" else [],
             "optimizer": cfg.optimizer, "lr": cfg.lr, "learn_act_ranges": cfg.learn_act_ranges,
+            "act_range": cfg.act_range, "act_range_mse_ratio": _mse_ratio(acts),
             "fast": cfg.fast, "teacher_cache": teacher_cache, "hard_label_weight": cfg.hard_label_weight, "margin_weight": cfg.margin_weight,
         }
         ctx.report["qat"] = record
