@@ -188,7 +188,7 @@ def test_qat_mixed_precision_keeps_the_most_sensitive_ops_in_fp32(small_onnx, tm
     ctx.calib_data = lambda n: _feeds(min(n, 32), 0)
     ctx.task_metric = _closeness
     out = QatStep().run(load_artifact(small_onnx), QatConfig(max_steps=2, max_drop=0.0, train_samples=24, val_samples=8, init_samples=8,
-                                                            batch_size=4, max_search_evals=6), ctx)
+                                                            batch_size=4, max_search_evals=6, search="greedy"), ctx)
     rec = ctx.report["qat"]
     mixed = rec["mixed_precision"]
     assert rec["val_samples"] == 8 and rec["train_samples"] == 24  # validation samples are not trained on
@@ -412,7 +412,7 @@ def test_qat_validation_scores_with_the_plans_runtime(small_onnx, tmp_path, monk
 
     calls = []
     real = qat._openvino_outputs
-    monkeypatch.setattr(qat, "_openvino_outputs", lambda path, feeds, threads: calls.append(len(feeds)) or real(path, feeds, threads))
+    monkeypatch.setattr(qat, "_openvino_outputs", lambda path, feeds, threads, hint=None: calls.append(len(feeds)) or real(path, feeds, threads, hint))
     ctx = minimal_context(tmp_path)
     pool = _feeds(24, 0)
     ctx.calib_data = lambda n: pool[:n]
@@ -500,3 +500,57 @@ def test_qat_tail_auto_trains_the_whole_network_when_no_quantized_op_is_above_th
     assert rec["quantized_ops"] == 3 and rec["trained"] == "every quantized op" and rec["tail"] is None
     assert rec["teacher_cache"]["topk"] == 16
     assert any("no quantized op is above" in m for m in msgs)
+
+
+def _agreement(ref, new):
+    """A discrete task metric like lines identical: the share of samples whose classes ranked by probability are in
+    FP32's order (the small model's classes are close, so INT8 reorders some)."""
+    return float(np.mean([list(np.argsort(r[0].ravel())) == list(np.argsort(n[0].ravel())) for r, n in zip(ref, new)]))
+
+
+def test_qat_build_up_search_ranks_every_op_quantizes_the_chosen_set_and_skips_training_when_it_meets_the_budget(small_onnx, tmp_path):
+    """Softmax output -> the build-up search (auto): every weighted op is ranked by the damage it does alone, the chosen
+    set is what the exported QDQ quantizes (the rest read float weights), the validation score of the export is the
+    search's, and when the mixed model meets the budget on validation no training step runs."""
+    pytest.importorskip("openvino")
+    ctx = minimal_context(tmp_path)
+    pool = _feeds(40, 3)
+    ctx.calib_data = lambda n: pool[:n]
+    ctx.task_metric = _agreement
+    cfg = QatConfig(max_steps=1, max_drop=0.0, search_margin=0.0, train_samples=16, val_samples=24, init_samples=8, batch_size=4,
+                    float_precision="f32", tail="off")
+    out = QatStep().run(load_artifact(small_onnx), cfg, ctx)
+    rec = ctx.report["qat"]
+    mixed = rec["mixed_precision"]
+    assert mixed["search"] == "build-up" and rec["val_samples"] == 24 and mixed["accepted_at"] == 1.0, mixed
+    assert set(mixed["damage_alone"]) == set(mixed["quantized"]) | set(mixed["kept_float"]) and len(mixed["damage_alone"]) == 5
+    assert list(mixed["damage_alone"].values()) == sorted(mixed["damage_alone"].values())
+    phases = [v["phase"] for v in mixed["variants"]]
+    assert phases[0] == "baseline" and phases.count("damage") == 5 and mixed["evaluations"] <= 5 + 16
+    assert _int8_weight_names(out.path) == {q for q in _weights_of(out.path, mixed["quantized"])}
+    q = onnx.load(str(out.path))
+    consumers = {n.name: n for n in q.graph.node}
+    inits = {i.name: i for i in q.graph.initializer}
+    for name in mixed["kept_float"]:
+        assert inits[consumers[name].input[1]].data_type == onnx.TensorProto.FLOAT
+    # the f32 hint the float parts were validated with travels with the artifact to the session options
+    from edgekit.core.runtimes import runtime_options_for
+
+    assert mixed["hint"] == "f32" and out.metadata["inference_precision_hint"] == "f32"
+    from edgekit.converters.openvino import OpenVinoConfig, OpenVinoStep
+
+    ir = OpenVinoStep().run(out, OpenVinoConfig(precision="int8"), minimal_context(tmp_path, "ov"))
+    assert ir.metadata["inference_precision_hint"] == "f32" and ir.metadata["int8_from"] == "qdq"
+    assert runtime_options_for("openvino", "int8", ir.metadata) == {"inference_precision_hint": "f32"}
+    assert runtime_options_for("openvino", "int8", {}) == {}  # other INT8 artifacts: OpenVINO's default
+    if mixed["met_budget"]:
+        assert mixed["score"] == 1.0 and rec["steps"] == 0 and rec["trained"].startswith("nothing")
+        assert rec["validation"] is None
+    else:
+        assert rec["steps"] == 1
+
+
+def _weights_of(path, nodes):
+    q = onnx.load(str(path))
+    by = {n.name: n for n in q.graph.node}
+    return {by[n].input[1][: -len("_dq")] for n in nodes}
