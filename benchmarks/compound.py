@@ -81,7 +81,12 @@ def score(args) -> Dict[str, float]:
             top2 = np.sort(r, axis=-1)[:, -2:]
             margin = top2[:, 1] - top2[:, 0]
             flips = r.argmax(-1) != g.argmax(-1)
+            # "fragile" lines: FP32's own top-1/top-2 margin falls below 0.01 at some timestep (any perturbation may flip them)
+            line_min = [float(np.min(np.diff(np.sort(o.reshape(-1, o.shape[-1]), -1)[:, -2:], axis=-1))) for o in ref_out]
+            differ = [i for i, (a, b) in enumerate(zip(ref, got)) if a != b]
             rec.update(timesteps=int(len(r)), flipped_timesteps=int(flips.sum()),
+                       fp32_fragile_lines=int(sum(m < 0.01 for m in line_min)),
+                       differing_lines_fp32_min_margin=[round(line_min[i], 3) for i in differ],
                        fp32_margin_at_flips_q10_q50_q90=[round(float(q), 3) for q in np.quantile(margin[flips], [0.1, 0.5, 0.9])] if flips.any() else None,
                        fp32_margin_median_all=round(float(np.median(margin)), 3),
                        lines_differing=[{"fp32": a, "int8": b} for a, b in zip(ref, got) if a != b][: args.margins])

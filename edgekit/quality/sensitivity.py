@@ -20,6 +20,11 @@ Search (bounded by `max_evaluations` build+score calls, every one recorded as a 
      first) while the budget still holds, so fewer nodes stay in float.
 The chosen variant is the one meeting the budget with the fewest excluded nodes (best score on ties); when
 none meets it, `chosen` is None and the caller must fail or report it — never pick it silently.
+
+`build_up_quantized` searches from the other end (every candidate ranked by the damage it does quantized alone, then
+the longest least-damage-first set that meets the budget), for task metrics too coarse to rank single nodes by (lines
+identical moves by whole lines); `distribution_damage` is the fine-grained proxy it ranks by for class-distribution
+outputs (flipped top-1 positions, KL).
 """
 
 from __future__ import annotations
@@ -339,7 +344,7 @@ def build_up_quantized(
             damage[c] = v.details["damage"]
             alone_ok[c] = v.meets_budget
     except _Budget:
-        reason = f"evaluation budget spent while ranking ({len(damage)} of {len(candidates)} ranked; the rest stay in float); "
+        reason = f"search budget (evaluations or seconds) spent while ranking ({len(damage)} of {len(candidates)} ranked; the rest stay in float); "
     ranked = sorted((c for c in damage if alone_ok[c]), key=lambda c: (damage[c], order[c]))
     sens = {c: round(damage[c], 8) for c in sorted(damage, key=lambda c: (damage[c], order[c]))}
     if not ranked:
@@ -362,5 +367,5 @@ def build_up_quantized(
                 chosen_set.append(c)
         reason += f"build-up: {len(chosen_set)} of {len(candidates)} quantized meet the budget"
     except _Budget:
-        reason += "evaluation budget spent during the build-up"
+        reason += "search budget (evaluations or seconds) spent during the build-up"
     return result(reason, sens)

@@ -90,3 +90,19 @@ def test_build_up_with_no_op_meeting_the_budget_alone_chooses_nothing():
     names, build, measure, _ = _toy([2.0, 3.0, 4.0])
     res = build_up_quantized(names, build, measure, max_drop=0.01)
     assert res.chosen is None and "no candidate" in res.stop_reason
+
+
+def test_build_up_starts_no_evaluation_past_its_time_limit(monkeypatch):
+    import edgekit.quality.sensitivity as sens
+
+    clock = [0.0]
+    monkeypatch.setattr(sens.time, "perf_counter", lambda: clock[0])
+    names, build, measure, calls = _toy([0.0, 0.0, 5.0, 0.0, 0.0, 0.0])
+
+    def slow(q):  # every evaluation takes 10 s of the fake clock
+        clock[0] += 10.0
+        return measure(q)
+
+    res = build_up_quantized(names, build, slow, max_drop=0.01, max_seconds=25.0)
+    assert len(calls) == 3  # started at t = 0, 10, 20; none after 25 s
+    assert "ranked" in res.stop_reason and set(names) - set(res.chosen.excluded_nodes) in ({"op0"}, {"op1"}, {"op0", "op1"})
