@@ -554,3 +554,35 @@ def _weights_of(path, nodes):
     q = onnx.load(str(path))
     by = {n.name: n for n in q.graph.node}
     return {by[n].input[1][: -len("_dq")] for n in nodes}
+
+
+@pytest.mark.parametrize("bf16_breaks", [True, False])
+def test_qat_float_precision_auto_runs_float_parts_f32_only_when_the_default_precision_alone_misses(small_onnx, tmp_path, monkeypatch, bf16_breaks):
+    """float_precision auto: the FP32 source is scored under OpenVINO's default inference precision first. Here that run
+    is replaced by the exact FP32 outputs, or by outputs whose class order is reversed (what bf16 does to near-ties, in
+    the extreme), so the decision does not depend on this CPU having bf16: f32 is chosen and recorded only in the second case."""
+    pytest.importorskip("openvino")
+    import edgekit.converters.qat as qat
+
+    real = qat._openvino_outputs
+    source_calls = []
+
+    def fake(path, feeds, threads, hint=None):
+        if str(path) == str(small_onnx):
+            source_calls.append(hint)
+            ref = [[r[None]] for r in _ort(small_onnx, feeds)]
+            return [[o[0][..., ::-1].copy()] for o in ref] if bf16_breaks else ref
+        return real(path, feeds, threads, hint)
+
+    monkeypatch.setattr(qat, "_openvino_outputs", fake)
+    ctx = minimal_context(tmp_path)
+    pool = _feeds(40, 3)
+    ctx.calib_data = lambda n: pool[:n]
+    ctx.task_metric = _agreement
+    out = QatStep().run(load_artifact(small_onnx), QatConfig(max_steps=1, max_drop=0.0, search_margin=0.0, train_samples=16, val_samples=24,
+                                                            init_samples=8, batch_size=4, tail="off", max_search_evals=2), ctx)
+    mixed = ctx.report["qat"]["mixed_precision"]
+    assert source_calls == [None]  # one check, under the default precision
+    assert mixed["float_precision"] == "auto" and mixed["fp32_default_hint_score"] == (0.0 if bf16_breaks else 1.0)
+    assert mixed["hint"] == ("f32" if bf16_breaks else None)
+    assert out.metadata.get("inference_precision_hint") == ("f32" if bf16_breaks else None)
