@@ -62,17 +62,23 @@ def _pairs(items: List[str]) -> List[Tuple[str, str]]:
 def score(args) -> Dict[str, float]:
     from edgekit.zoo.datasets import decode_rec, rapidocr_model, rec_samples
 
-    feeds = [s.feeds for s in rec_samples("eval", args.n, 0)]
+    samples = rec_samples("eval", args.n, 0)
+    feeds = [s.feeds for s in samples]
+    truth = [str(s.label) for s in samples]
     ref_sess, _ = _session("ref-fp32", str(rapidocr_model("rec")))
     ref_out = [ref_sess.run(f)[0] for f in feeds]
     ref = [decode_rec([o])[0] for o in ref_out]
     res = {}
+    if args.truth:
+        print(json.dumps({"label": "fp32 (ONNX Runtime, the reference)", "lines": len(feeds), **_vs_truth(ref, truth)}), flush=True)
     for label, path in _pairs(args.artifacts):
         sess, rt = _session(label, path)
         outs = [sess.run(f)[0] for f in feeds]
         got = [decode_rec([o])[0] for o in outs]
         res[label] = round(float(np.mean([a == b for a, b in zip(ref, got)])), 4)
         rec = {"label": label, "runtime": rt, "lines": len(feeds), "identical": res[label]}
+        if args.truth:
+            rec.update(_vs_truth(got, truth))
         if args.margins:
             # where do lines flip: timesteps whose top-1 class differs from FP32, and FP32's own top-1 - top-2
             # probability margin there (a small margin = FP32 itself was unsure)
@@ -81,12 +87,36 @@ def score(args) -> Dict[str, float]:
             top2 = np.sort(r, axis=-1)[:, -2:]
             margin = top2[:, 1] - top2[:, 0]
             flips = r.argmax(-1) != g.argmax(-1)
+            # "fragile" lines: FP32's own top-1/top-2 margin falls below 0.01 at some timestep (any perturbation may flip them)
+            line_min = [float(np.min(np.diff(np.sort(o.reshape(-1, o.shape[-1]), -1)[:, -2:], axis=-1))) for o in ref_out]
+            differ = [i for i, (a, b) in enumerate(zip(ref, got)) if a != b]
             rec.update(timesteps=int(len(r)), flipped_timesteps=int(flips.sum()),
+                       fp32_fragile_lines=int(sum(m < 0.01 for m in line_min)),
+                       differing_lines_fp32_min_margin=[round(line_min[i], 3) for i in differ],
                        fp32_margin_at_flips_q10_q50_q90=[round(float(q), 3) for q in np.quantile(margin[flips], [0.1, 0.5, 0.9])] if flips.any() else None,
                        fp32_margin_median_all=round(float(np.median(margin)), 3),
                        lines_differing=[{"fp32": a, "int8": b} for a, b in zip(ref, got) if a != b][: args.margins])
         print(json.dumps(rec), flush=True)
     return res
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance (characters)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def _vs_truth(got: List[str], truth: List[str]) -> Dict[str, float]:
+    """Accuracy against the rendered text itself (what a user reads), beside agreement with FP32: exact lines (spaces
+    at the ends ignored) and the character error rate (edit distance / characters of the truth, pooled)."""
+    exact = float(np.mean([g.strip() == t.strip() for g, t in zip(got, truth)]))
+    cer = sum(_edits(g.strip(), t.strip()) for g, t in zip(got, truth)) / max(1, sum(len(t.strip()) for t in truth))
+    return {"truth_exact_lines": round(exact, 4), "truth_cer": round(cer, 5)}
 
 
 def round_medians(sessions: List[Tuple[str, Any]], feed: Dict[str, Any], rounds: int, runs: int) -> Dict[str, List[float]]:
@@ -133,6 +163,8 @@ def main(argv=None) -> int:
     s.add_argument("--n", type=int, default=200)
     s.add_argument("--margins", type=int, default=0, metavar="K", help="also print flipped timesteps, FP32's top-1/top-2 margin at "
                    "them, and the first K differing lines")
+    s.add_argument("--truth", action="store_true", help="also score every artifact (and the FP32 reference) against the "
+                   "rendered text: exact lines and character error rate")
     t = sub.add_parser("time")
     t.add_argument("artifacts", nargs="+")
     t.add_argument("--rounds", type=int, default=7)

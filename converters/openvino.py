@@ -83,7 +83,8 @@ class OpenVinoStep(Step):
             msg = "openvino: the input carries QuantizeLinear/DequantizeLinear (QAT); converted as it is, no NNCF"
             ctx.note(msg)
             xml = _save(ov, _convert(ov, artifact, cfg), work / "model.xml", compress_fp16=False)
-            return _artifact(xml, "int8", artifact, cfg, [msg], extra_meta={"int8_from": "qdq"})
+            hint = {k: artifact.metadata[k] for k in ("inference_precision_hint",) if artifact.metadata.get(k)}  # QAT's validated float precision
+            return _artifact(xml, "int8", artifact, cfg, [msg], extra_meta={"int8_from": "qdq", **hint})
         if cfg.precision == "int8" and ctx.calib_data is None:
             raise CalibrationError(
                 "step 'openvino': INT8 needs calibration data, and none was given",

@@ -50,10 +50,29 @@ class QatConfig(StepConfig):
     mixed: Literal["auto", "off"] = Field(
         "auto", description="auto: with max_drop and a task metric, a sensitivity search on validation samples keeps the most "
         "sensitive weighted ops in FP32 until the budget holds, before training (mixed precision)")
-    val_samples: int = Field(64, ge=0, description="calibration samples held out of training: mixed-precision search and "
-                             "early stopping (the best checkpoint on them is kept); 0 = no validation")
+    val_samples: Optional[int] = Field(None, ge=0, description="calibration samples held out of training: mixed-precision "
+                                       "search and early stopping (the best checkpoint on them is kept); 0 = no validation; default: "
+                                       "256 for models with class-distribution (Softmax) outputs, whose task metrics move by whole "
+                                       "lines or labels (64 PP-OCR rec lines ranked ops by 0-2 lines and over-fitted), else 64")
     validate_every_s: float = Field(90.0, gt=0, description="seconds of training between validation checkpoints")
-    max_search_evals: int = Field(14, gt=0, description="build+score evaluations of the mixed-precision search")
+    search: Literal["auto", "build-up", "greedy"] = Field(
+        "auto", description="mixed-precision search: build-up = rank every weighted op by the damage it does quantized alone "
+        "(a fine-grained proxy: the share of output positions whose top-1 class differs from FP32's, KL as tie-break), then quantize the longest least-damage-first prefix that "
+        "meets the budget on validation (edgekit.quality.sensitivity.build_up_quantized); greedy = keep the most sensitive ops "
+        "in FP32 until the budget holds (keep_sensitive_nodes_in_float); auto = build-up for models with Softmax outputs, greedy otherwise")
+    search_margin: float = Field(0.5, ge=0.0, lt=1.0, description="build-up: fraction of max_drop held in reserve on validation "
+                                 "(0.5: max_drop 0.01 must hold at >= 0.995 on validation), for the gap to unseen data")
+    max_search_evals: Optional[int] = Field(None, gt=0, description="build+score evaluations of the mixed-precision search "
+                                            "(default: 14 greedy; weighted ops + 16 build-up)")
+    search_budget_s: float = Field(900.0, gt=0, description="build-up: no search evaluation starts after this many seconds")
+    float_precision: Literal["auto", "f32", "default"] = Field(
+        "auto", description="openvino target: precision of the float parts of the INT8 model. OpenVINO runs them in bf16 on "
+        "CPUs with AVX512-BF16/AMX unless the f32 inference hint is given (PP-OCR rec in FP32 under it kept 0.975 of validation lines). "
+        "f32 = validate and deploy with the f32 hint (recorded in the artifact: inference_precision_hint); default = OpenVINO's "
+        "default; auto = f32 when the FP32 model under the default hint already misses the search's budget on validation")
+    train: Literal["auto", "on", "off"] = Field(
+        "auto", description="training after the mixed-precision search: auto = skip it when the search met the budget on "
+        "validation (the mixed model is exported untrained), on = always (early stopping keeps the best), off = never")
     tail: str = Field(
         "auto", description="auto: train only the part of the network above the last tensor that cuts the graph before its "
         "first weighted MatMul/Gemm (e.g. PP-OCR rec's SVTR neck and CTC head above the conv backbone), on that tensor cached "
@@ -347,14 +366,16 @@ class _State:
                 self.acts[k].zero_point.copy_(zp)
 
 
-def _openvino_outputs(path: Path, feeds: List[Dict[str, np.ndarray]], threads: int) -> List[List[np.ndarray]]:
+def _openvino_outputs(path: Path, feeds: List[Dict[str, np.ndarray]], threads: int, hint: Optional[str] = None) -> List[List[np.ndarray]]:
     """Run a QDQ ONNX model the way the openvino step + deploy run it: converted to an IR (FakeQuantize -> INT8
-    kernels) and compiled for CPU with deploy's session options for an INT8 artifact (core/runtimes.py)."""
+    kernels) and compiled for CPU with deploy's session options for an INT8 artifact (core/runtimes.py), and with
+    `hint` as its recorded inference_precision_hint when given."""
     import openvino as ov
 
     from edgekit.core.runtimes import _openvino_options
 
-    opts = {k.upper(): v for k, v in _openvino_options("int8").items()}
+    meta = {"inference_precision_hint": hint} if hint else {}
+    opts = {k.upper(): v for k, v in _openvino_options("int8", meta).items()}
     compiled = ov.Core().compile_model(ov.convert_model(str(path)), "CPU", {"INFERENCE_NUM_THREADS": int(threads), **opts})
     names = [i.get_any_name() for i in compiled.inputs]
     req = compiled.create_infer_request()
@@ -368,9 +389,10 @@ def _openvino_outputs(path: Path, feeds: List[Dict[str, np.ndarray]], threads: i
 class _Validator:
     """Scores QDQ exports on validation samples held out of the training data (never the search's eval data), on the
     plan's runtime (OpenVINO for an openvino target: the IR it builds from the QDQ model; ONNX Runtime otherwise): the
-    task metric against the FP32 model's outputs when the model has one, else mean cosine."""
+    task metric against the FP32 model's outputs when the model has one, else mean cosine. For Softmax outputs it also
+    measures the damage proxy (edgekit.quality.sensitivity.distribution_damage) the build-up search ranks ops by."""
 
-    def __init__(self, step, artifact, model, student, acts, quantized, val_feeds, ctx, cfg, say):
+    def __init__(self, step, artifact, model, student, acts, quantized, val_feeds, ctx, cfg, say, dist_outputs=()):
         from edgekit.quality.fidelity import predict
 
         self.step, self.model, self.student, self.acts, self.quantized = step, model, student, acts, quantized
@@ -380,20 +402,47 @@ class _Validator:
         self.n = 0
         self.metric = "task score" if ctx.task_metric is not None else "mean cosine"
         self.runtime = runtime_of(cfg)
+        self.dist_outputs = list(dist_outputs)  # indices of the outputs that are class distributions (Softmax)
+        self.hint: Optional[str] = None  # OpenVINO inference_precision_hint the exports are validated (and deployed) with
+        self.source = artifact.path
 
-    def score_path(self, path: Path) -> float:
+    def _outputs(self, path: Path):
         from edgekit.quality.fidelity import predict
 
         if self.runtime == "openvino":
-            outs = _openvino_outputs(path, self.feeds, self.threads)
-        else:
-            outs = predict(load_artifact(path, precision="int8"), self.feeds, threads=self.threads)
+            return _openvino_outputs(path, self.feeds, self.threads, self.hint)
+        return predict(load_artifact(path, precision="int8"), self.feeds, threads=self.threads)
+
+    def _score(self, outs) -> float:
         if self.ctx.task_metric is not None:
             return float(self.ctx.task_metric(self.ref, outs))
         from edgekit.core.steps import FidelityBudget
         from edgekit.quality.fidelity import compare
 
         return float(compare(self.ref, outs, FidelityBudget(min_cosine=0.0)).cosine_mean)
+
+    def _damage(self, outs) -> Dict[str, float]:
+        from edgekit.quality.sensitivity import distribution_damage
+
+        k = self.dist_outputs
+        return distribution_damage([[r[i] for i in k] for r in self.ref], [[o[i] for i in k] for o in outs])
+
+    def score_path(self, path: Path) -> float:
+        return self._score(self._outputs(path))
+
+    def measure_path(self, path: Path) -> Tuple[float, float]:
+        """(task score, damage proxy). With Softmax outputs the proxy is the share of positions whose top-1 class differs
+        from FP32's, plus 0.001 x the mean KL as a tie-break (on PP-OCR rec, 320 validation lines, ops quantized one at a
+        time: Spearman 0.93 with lines identical for flips, 0.84 for KL alone, which misses the CTC head's flips at
+        near-ties); else 1 - mean cosine."""
+        outs = self._outputs(path)
+        if self.dist_outputs:
+            d = self._damage(outs)
+            return self._score(outs), d["flip_rate"] + 1e-3 * d["kl"]
+        from edgekit.core.steps import FidelityBudget
+        from edgekit.quality.fidelity import compare
+
+        return self._score(outs), 1.0 - float(compare(self.ref, outs, FidelityBudget(min_cosine=0.0)).cosine_mean)
 
     def _path(self) -> Path:
         self.n += 1
@@ -409,10 +458,29 @@ class _Validator:
         finally:
             path.unlink(missing_ok=True)
 
-    def mixed_precision(self) -> Dict[str, Any]:
-        """Bounded sensitivity search (edgekit.quality.sensitivity) over the weighted ops before training: keep the
-        fewest ops in FP32 that bring the validation score within max_drop; when none does, keep the best found."""
-        from edgekit.quality.sensitivity import keep_sensitive_nodes_in_float
+    def choose_hint(self, threshold: float) -> Dict[str, Any]:
+        """OpenVINO target, float_precision: decide the inference_precision_hint of the INT8 model's float parts. auto:
+        the FP32 model itself under OpenVINO's default hint (bf16 on CPUs that have it) is scored on the validation
+        samples; when that alone misses `threshold`, every export is validated, and the artifact deployed, with f32."""
+        mode = self.cfg.float_precision
+        if self.runtime != "openvino":
+            return {"float_precision": "not openvino"}
+        if mode != "auto":
+            self.hint = "f32" if mode == "f32" else None
+            return {"float_precision": mode, "hint": self.hint}
+        self.hint = None
+        default = self.score_path(self.source)
+        self.hint = "f32" if default < threshold else None
+        self.say(f"qat: the FP32 model under OpenVINO's default inference precision scores {default:.4f} on validation "
+                 f"({'below' if self.hint else 'within'} {threshold:.4f}): float parts of the INT8 model run "
+                 f"{'f32 (inference_precision_hint recorded in the artifact)' if self.hint else 'at the default precision'}")
+        return {"float_precision": "auto", "fp32_default_hint_score": round(default, 5), "hint": self.hint}
+
+    def mixed_precision(self, mode: str) -> Dict[str, Any]:
+        """Bounded mixed-precision search over the weighted ops before training (edgekit.quality.sensitivity): `build-up`
+        quantizes the longest least-damage-first set of ops that meets the budget with the search margin; `greedy` keeps
+        the fewest ops in FP32 that bring the validation score within max_drop; when none does, the best found is kept."""
+        from edgekit.quality.sensitivity import build_up_quantized, keep_sensitive_nodes_in_float
 
         names = [q["node"] for q in self.quantized]
         by_name = {q["node"]: q for q in self.quantized}
@@ -423,20 +491,46 @@ class _Validator:
             QatStep.export_subset(self.model, self.student, self.acts, [by_name[n] for n in names if n not in keep], path)
             return path
 
+        def scored(fn):
+            def run(path: Path):
+                try:
+                    return fn(path)
+                finally:
+                    path.unlink(missing_ok=True)
+            return run
+
         t0 = time.perf_counter()
-        self.say(f"qat: mixed-precision search over {len(names)} weighted ops on {len(self.feeds)} validation samples "
-                 f"(≤ {self.cfg.max_search_evals} evaluations, {self.metric} in {self.runtime})")
-        res = keep_sensitive_nodes_in_float(names, build, self.score_path, max_drop=float(self.cfg.max_drop),
-                                            max_evaluations=self.cfg.max_search_evals, progress=self.say)
+        max_drop = float(self.cfg.max_drop)
+        if mode == "build-up":
+            drop = max_drop * (1.0 - self.cfg.search_margin)
+            hint_rec = self.choose_hint(1.0 - drop)
+            evals = self.cfg.max_search_evals or len(names) + 16
+            self.say(f"qat: mixed-precision build-up over {len(names)} weighted ops on {len(self.feeds)} validation samples "
+                     f"(≤ {evals} evaluations, ≤ {self.cfg.search_budget_s:.0f} s; ops ranked by the damage each does alone, accepted at "
+                     f"{self.metric} ≥ {1 - drop:.4f} in {self.runtime})")
+            res = build_up_quantized(names, build, scored(self.measure_path), max_drop=drop, max_evaluations=evals,
+                                     max_seconds=self.cfg.search_budget_s, progress=self.say)
+        else:
+            drop, hint_rec = max_drop, self.choose_hint(1.0 - max_drop) if self.cfg.float_precision != "auto" else {"float_precision": "default"}
+            evals = self.cfg.max_search_evals or 14
+            self.say(f"qat: mixed-precision search over {len(names)} weighted ops on {len(self.feeds)} validation samples "
+                     f"(≤ {evals} evaluations, {self.metric} in {self.runtime})")
+            res = keep_sensitive_nodes_in_float(names, build, scored(self.score_path), max_drop=drop, max_evaluations=evals, progress=self.say)
         full = next((v for v in res.variants if not v.excluded_nodes), None)
         pick = res.chosen or res.best
         if len(pick.excluded_nodes) >= len(names):
             pick = full or pick
-        rec = {"full_int8_score": full.score if full else None, "score": pick.score, "kept_float": list(pick.excluded_nodes),
-               "met_budget": res.chosen is not None, "evaluations": len(res.variants), "seconds": round(time.perf_counter() - t0, 1),
-               "stop_reason": res.stop_reason, "samples": len(self.feeds), "metric": self.metric}
+        rec = {"search": mode, "full_int8_score": full.score if full else None, "score": pick.score, "kept_float": list(pick.excluded_nodes),
+               "quantized": [n for n in names if n not in set(pick.excluded_nodes)],
+               "met_budget": res.chosen is not None, "accepted_at": round(1.0 - drop, 6), "evaluations": len(res.variants),
+               "seconds": round(time.perf_counter() - t0, 1), "stop_reason": res.stop_reason, "samples": len(self.feeds),
+               "metric": self.metric, "proxy": "flipped top-1 positions (+ 0.001 x KL) vs FP32" if (mode == "build-up" and self.dist_outputs) else
+               ("1 - cosine" if mode == "build-up" else None), "damage_alone": res.sensitivity if mode == "build-up" else None,
+               "sensitivity": res.sensitivity if mode != "build-up" else None, **hint_rec,
+               "variants": [{"phase": v.phase, "float": len(v.excluded_nodes), "score": round(v.score, 5),
+                             **({"damage": round(v.details["damage"], 8)} if "damage" in v.details else {})} for v in res.variants]}
         self.say(f"qat: mixed precision keeps {len(pick.excluded_nodes)} of {len(names)} weighted ops in FP32: validation "
-                 f"{self.metric} {rec['full_int8_score']} (all INT8) -> {pick.score:.4f} ({rec['seconds']:.0f} s)")
+                 f"{self.metric} {rec['full_int8_score']} (all INT8) -> {pick.score:.4f} ({rec['seconds']:.0f} s, {rec['evaluations']} evaluations)")
         return rec
 
 
@@ -524,10 +618,12 @@ class QatStep(Step):
                             hint="QAT needs weighted layers; deploy this model in FP32")
 
         names = student.input_names
-        pool = [{k: np.asarray(v) for k, v in f.items()} for f in ctx.calib_data(cfg.train_samples + cfg.val_samples)]
+        n_val_want = cfg.val_samples if cfg.val_samples is not None else (256 if any(logits) else 64)
+        pool = [{k: np.asarray(v) for k, v in f.items()} for f in ctx.calib_data(cfg.train_samples + n_val_want)]
         if not pool:
             raise CalibrationError(f"step 'qat': the calibration data of {label} is empty", hint="pass --calib DIR with at least one sample")
-        n_val = min(cfg.val_samples, len(pool) // 4)
+        # the full validation set when the calibration data holds it beside the training samples, else a quarter of it
+        n_val = n_val_want if len(pool) >= cfg.train_samples + n_val_want else min(n_val_want, len(pool) // 4)
         feeds, val_feeds = (pool[:-n_val], pool[-n_val:]) if n_val else (pool, [])
         missing = [n for n in names if n not in feeds[0]]
         if missing:
@@ -543,10 +639,12 @@ class QatStep(Step):
                 a.scale.requires_grad_(False)
                 a.zero_point.requires_grad_(False)
 
-        validator = _Validator(self, artifact, model, student, acts, quantized, val_feeds, ctx, cfg, say) if val_feeds else None
+        dist_outputs = [k for k, is_logit in enumerate(logits) if is_logit]
+        validator = _Validator(self, artifact, model, student, acts, quantized, val_feeds, ctx, cfg, say, dist_outputs) if val_feeds else None
         mixed_rec = None
         if validator is not None and cfg.mixed == "auto" and cfg.max_drop is not None:
-            mixed_rec = validator.mixed_precision()
+            mode = cfg.search if cfg.search != "auto" else ("build-up" if dist_outputs else "greedy")
+            mixed_rec = validator.mixed_precision(mode)
             if mixed_rec.get("kept_float"):
                 kept = set(mixed_rec["kept_float"])
                 for q in [q for q in quantized if q["node"] in kept]:
@@ -567,7 +665,13 @@ class QatStep(Step):
             split = None
         teacher_cache = None
         tail_rec = None
-        if split is not None:
+        skip_train = cfg.train == "off" or (cfg.train == "auto" and bool(mixed_rec and mixed_rec["met_budget"]))
+        if skip_train:
+            split = None
+            why = "train: off" if cfg.train == "off" else f"the mixed-precision model already meets the budget on validation ({mixed_rec['score']:.4f})"
+            say(f"qat: no training ({why}): exporting the mixed-precision model")
+            trained = {"steps": 0, "train_s": 0.0, "loss_first": None, "loss_last": None, "skipped": why}
+        elif split is not None:
             # train the part above `split` on cached inputs: features of the quantized lower part, teacher outputs
             t_cache = time.perf_counter()
             tpath = Path(cfg.teacher) if cfg.teacher else artifact.path
@@ -657,7 +761,7 @@ class QatStep(Step):
             "loss_first": trained["loss_first"], "loss_last": trained["loss_last"],
             "distilled": ("logits before Softmax (KL" + (f" + {cfg.hard_label_weight:g} x cross-entropy on the teacher's top-1)" if cfg.hard_label_weight else ")")
                           if any(logits) else "outputs (variance-normalised MSE)"),
-            "trained": f"layers above {split} (cached inputs)" if split else "every quantized op", "tail": tail_rec,
+            "trained": trained.get("skipped") and f"nothing: {trained['skipped']}" or (f"layers above {split} (cached inputs)" if split else "every quantized op"), "tail": tail_rec,
             "val_samples": len(val_feeds), "validation": trained.get("validation"), "best_step": trained.get("best_step"),
             "mixed_precision": mixed_rec, "validated_with": validator.runtime if validator is not None else None,
             "openvino_kept_float": sorted(set(openvino_unsafe_nodes(student.nodes)) - set(cfg.float_nodes)) if cfg.target == "openvino" else [],
@@ -666,9 +770,17 @@ class QatStep(Step):
             "fast": cfg.fast, "teacher_cache": teacher_cache, "hard_label_weight": cfg.hard_label_weight, "margin_weight": cfg.margin_weight,
         }
         ctx.report["qat"] = record
-        ctx.note(f"qat: trained {step} steps in {train_s:.0f} s (budget {cfg.train_budget_s:.0f} s); distillation loss "
-                 f"{record['loss_first']:.5f} -> {record['loss_last']:.5f}; {n_q} ops quantized for {cfg.target}")
-        return load_artifact(out_path, precision="int8", metadata={"quantized": "qdq", "qat": record})
+        if trained.get("skipped"):
+            ctx.note(f"qat: not trained ({trained['skipped']}); {n_q} ops quantized for {cfg.target}")
+        else:
+            ctx.note(f"qat: trained {step} steps in {train_s:.0f} s (budget {cfg.train_budget_s:.0f} s); distillation loss "
+                     f"{record['loss_first']:.5f} -> {record['loss_last']:.5f}; {n_q} ops quantized for {cfg.target}")
+        meta: Dict[str, Any] = {"quantized": "qdq", "qat": record}
+        hint = validator.hint if validator is not None else None
+        if hint:
+            meta["inference_precision_hint"] = hint  # the float parts were validated at f32: run them so (core/runtimes.py)
+            ctx.note(f"qat: the INT8 model's float parts run with OpenVINO's {hint} inference hint (recorded in the artifact)")
+        return load_artifact(out_path, precision="int8", metadata=meta)
 
     @staticmethod
     def _groups(params, acts: Dict[str, "_ActQuant"], cfg: QatConfig) -> List[Dict[str, Any]]:

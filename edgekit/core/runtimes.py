@@ -26,7 +26,7 @@ def _no_steps(precision: str, options: Any, profile: Any, notes: List[str]) -> L
     return []
 
 
-def _no_options(precision: Optional[str]) -> Dict[str, Any]:
+def _no_options(precision: Optional[str], metadata: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     return {}
 
 
@@ -46,7 +46,7 @@ class Runtime:
     convert_step: Optional[str] = None  # the step that converts ONNX to its native format, if it cannot run ONNX
     skip_simplify: Optional[str] = None  # the plan note when onnxsim must not run before it
     compile_steps: Callable[[str, Any, Any, List[str]], List[StepRecipe]] = _no_steps  # ONNX -> what it runs
-    session_options: Callable[[Optional[str]], Dict[str, Any]] = _no_options  # harness runtime_options by precision
+    session_options: Callable[..., Dict[str, Any]] = _no_options  # harness runtime_options by (precision, artifact metadata)
     precisions_from_accelerator: bool = False  # a profile allows only what an accelerator listing it executes
 
     @property
@@ -101,11 +101,16 @@ def _openvino_steps(precision: str, options: Any, profile: Any, notes: List[str]
     return [("openvino", {"precision": precision, **_budget(options)}, reason)]
 
 
-def _openvino_options(precision: Optional[str]) -> Dict[str, Any]:
+def _openvino_options(precision: Optional[str], metadata: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """OpenVINO's CPU plugin runs an FP32 IR in bf16 when the CPU has AVX512-BF16/AMX (its default
     INFERENCE_PRECISION_HINT); measured on this project's Xeon: PP-OCR rec text changed on 4.5 % of lines.
-    An artifact edgekit calls fp32 is therefore compiled with the f32 hint, on the host and on the device."""
-    return {"inference_precision_hint": "f32"} if precision == "fp32" else {}
+    An artifact edgekit calls fp32 is therefore compiled with the f32 hint, on the host and on the device. An INT8
+    artifact whose float parts were validated at f32 (the QAT step's mixed-precision search records
+    `inference_precision_hint: f32` in its metadata when bf16 alone would miss the budget) gets the same hint."""
+    if precision == "fp32":
+        return {"inference_precision_hint": "f32"}
+    hint = (metadata or {}).get("inference_precision_hint")
+    return {"inference_precision_hint": str(hint)} if hint else {}
 
 
 def _tflite_steps(precision: str, options: Any, profile: Any, notes: List[str]) -> List[StepRecipe]:
@@ -187,10 +192,10 @@ def host_checkable(fmt: str) -> bool:
     return r is not None and r.host_fidelity
 
 
-def runtime_options_for(runtime: str, precision: Optional[str]) -> Dict[str, Any]:
-    """Harness/session options that make `runtime` compute at the artifact's precision."""
+def runtime_options_for(runtime: str, precision: Optional[str], metadata: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Harness/session options that make `runtime` compute at the artifact's precision (and as its metadata records)."""
     r = RUNTIMES.get(runtime)
-    return r.session_options(precision) if r is not None else {}
+    return r.session_options(precision, metadata) if r is not None else {}
 
 
 def in_probe(probe: Mapping[str, Any]) -> List[str]:

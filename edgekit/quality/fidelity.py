@@ -91,7 +91,7 @@ def predict(artifact: Artifact, feeds: Sequence[Feeds], threads: int = 2) -> Lis
 
     # the same adapter the device runs, opened in-process with the options the device will use
     try:
-        session = harness_module("adapters").open_session(rt.harness_adapter, str(artifact.path), threads, rt.session_options(artifact.precision))
+        session = harness_module("adapters").open_session(rt.harness_adapter, str(artifact.path), threads, rt.session_options(artifact.precision, artifact.metadata))
         results = []
         for feed in feeds:
             outs = session.run(_to_model_feed(artifact, feed))

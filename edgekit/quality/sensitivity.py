@@ -20,6 +20,11 @@ Search (bounded by `max_evaluations` build+score calls, every one recorded as a 
      first) while the budget still holds, so fewer nodes stay in float.
 The chosen variant is the one meeting the budget with the fewest excluded nodes (best score on ties); when
 none meets it, `chosen` is None and the caller must fail or report it — never pick it silently.
+
+`build_up_quantized` searches from the other end (every candidate ranked by the damage it does quantized alone, then
+the longest least-damage-first set that meets the budget), for task metrics too coarse to rank single nodes by (lines
+identical moves by whole lines); `distribution_damage` is the fine-grained proxy it ranks by for class-distribution
+outputs (flipped top-1 positions, KL).
 """
 
 from __future__ import annotations
@@ -232,4 +237,135 @@ def keep_sensitive_nodes_in_float(
             reason += "; refinement stopped: evaluation budget spent"
         else:
             reason += f"; refined to {len(keep)} node(s)"
+    return result(reason, sens)
+
+
+def distribution_damage(ref_outputs: Sequence[Sequence[Any]], new_outputs: Sequence[Sequence[Any]]) -> Dict[str, float]:
+    """A continuous proxy of how far a quantized model's class distributions moved from FP32's, for models whose outputs
+    are per-position probability distributions (e.g. a CTC recogniser's Softmax: [batch, time, classes]).
+
+    Per sample and output, the positions are the rows over the last axis. Returns `positions`, `flips` (positions whose
+    argmax differs from the reference's), `flip_rate` and `kl` (mean KL(ref || new) per position, with probabilities
+    clipped at 1e-7). Lines identical (the task metric) moves by whole lines; `flips` and `kl` move by single positions,
+    so they rank small differences between variants that lines cannot."""
+    import numpy as np
+
+    positions = flips = 0
+    kl_sum = 0.0
+    for ref, new in zip(ref_outputs, new_outputs):
+        for r, n in zip(ref, new):
+            r = np.asarray(r, dtype=np.float64)
+            n = np.asarray(n, dtype=np.float64)
+            if r.shape != n.shape or r.ndim < 1 or r.shape[-1] < 2:
+                raise EdgekitError(f"distribution_damage: output shapes {r.shape} and {n.shape} are not matching class distributions",
+                                   hint="use it on Softmax outputs of the same model")
+            r2 = r.reshape(-1, r.shape[-1])
+            n2 = n.reshape(-1, n.shape[-1])
+            positions += r2.shape[0]
+            flips += int((r2.argmax(-1) != n2.argmax(-1)).sum())
+            rp = np.clip(r2, 1e-7, None)
+            npr = np.clip(n2, 1e-7, None)
+            kl_sum += float(np.sum(rp * (np.log(rp) - np.log(npr))))
+    if not positions:
+        raise EdgekitError("distribution_damage: no outputs to compare", hint="give at least one sample")
+    return {"positions": positions, "flips": flips, "flip_rate": flips / positions, "kl": kl_sum / positions}
+
+
+def build_up_quantized(
+    candidates: Sequence[str],
+    build: Callable[[List[str]], Any],
+    measure: Callable[[Any], Any],
+    *,
+    max_drop: float,
+    max_evaluations: int = 64,
+    max_seconds: Optional[float] = None,
+    progress: Optional[Callable[[str], None]] = None,
+) -> SearchResult:
+    """Forward (build-up) mixed-precision search: the most ops quantized such that the score still meets the budget.
+
+    `build(excluded)` makes the variant with `excluded` kept in float (the same contract as
+    keep_sensitive_nodes_in_float); `measure(X)` returns `(score, damage)`: the task score (1.0 = identical to FP32,
+    the acceptance test) and a continuous damage proxy (lower = closer to FP32, e.g. distribution_damage's kl) used to
+    rank the candidates.
+      1. baseline: every candidate quantized; stop if it meets the budget;
+      2. damage: each candidate quantized alone (all others in float), ranked by its damage (ties: graph order);
+         a candidate whose score alone misses the budget is never quantized;
+      3. build-up: binary search for the longest prefix of the ranking (least damage first) that meets the budget;
+      4. extend: each later candidate in ranking order is added if the set still meets the budget with it.
+    Bounded by `max_evaluations` build+score calls and `max_seconds` (no evaluation starts after it; a candidate not ranked when they run out stays in float). The
+    chosen variant is the one meeting the budget with the fewest nodes in float; `sensitivity` maps each ranked
+    candidate to its damage alone. Greedy removal from the all-quantized end (keep_sensitive_nodes_in_float) stops at
+    the first set that meets the budget on the validation samples; building up ranks every op on its own first."""
+    if max_drop < 0:
+        raise EdgekitError(f"max_drop must be >= 0, got {max_drop}", hint="e.g. --max-drop 0.5% (= 0.005)")
+    if max_evaluations < 1:
+        raise EdgekitError(f"max_evaluations must be >= 1, got {max_evaluations}")
+    candidates = list(dict.fromkeys(candidates))
+    order = {name: i for i, name in enumerate(candidates)}
+    variants: List[Variant] = []
+    cache: Dict[FrozenSet[str], Variant] = {}
+    t_start = time.perf_counter()
+
+    def evaluate(quantized: Sequence[str], phase: str, name: str) -> Variant:
+        q = set(quantized)
+        excluded = [c for c in candidates if c not in q]
+        key = frozenset(excluded)
+        if key in cache:
+            return cache[key]
+        if len(variants) >= max_evaluations or (max_seconds is not None and variants and time.perf_counter() - t_start > max_seconds):
+            raise _Budget("evaluation budget spent")
+        t0 = time.perf_counter()
+        art = build(excluded)
+        s, dmg = measure(art)
+        v = Variant(name=name, excluded_nodes=excluded, score=float(s), drop=1.0 - float(s), meets_budget=(1.0 - float(s)) <= max_drop + 1e-12,
+                    phase=phase, seconds=round(time.perf_counter() - t0, 3), details={"damage": float(dmg), "quantized": len(q)})
+        variants.append(v)
+        cache[key] = v
+        if progress:
+            progress(f"variant {name}: score {v.score:.5f} (budget {1 - max_drop:.5f}), damage {dmg:.3g}, {len(q)} of {len(candidates)} quantized")
+        return v
+
+    def result(reason: str, sens: Dict[str, float]) -> SearchResult:
+        meeting = [v for v in variants if v.meets_budget and len(v.excluded_nodes) < len(candidates)]
+        chosen = min(meeting, key=lambda v: (len(v.excluded_nodes), -v.score)) if meeting else None
+        return SearchResult(variants=variants, chosen=chosen, max_drop=max_drop, stop_reason=reason, sensitivity=sens)
+
+    if not candidates:
+        raise EdgekitError("build_up_quantized: no candidate nodes", hint="give the weighted nodes that may be quantized")
+    base = evaluate(candidates, "baseline", "all-quantized")
+    if base.meets_budget:
+        return result("baseline meets the budget", {})
+    damage: Dict[str, float] = {}
+    alone_ok: Dict[str, bool] = {}
+    reason = ""
+    try:
+        for c in candidates:
+            v = evaluate([c], "damage", f"only {c}")
+            damage[c] = v.details["damage"]
+            alone_ok[c] = v.meets_budget
+    except _Budget:
+        reason = f"search budget (evaluations or seconds) spent while ranking ({len(damage)} of {len(candidates)} ranked; the rest stay in float); "
+    ranked = sorted((c for c in damage if alone_ok[c]), key=lambda c: (damage[c], order[c]))
+    sens = {c: round(damage[c], 8) for c in sorted(damage, key=lambda c: (damage[c], order[c]))}
+    if not ranked:
+        return result(reason + "no candidate meets the budget when quantized alone", sens)
+    # 3. longest passing prefix, by bisection (prefix 1 passed alone; the full set is the baseline's, which missed)
+    lo, hi = 1, (len(ranked) if len(ranked) == len(candidates) else len(ranked) + 1)  # prefix lo passes; prefix hi fails or is past the end
+    try:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            v = evaluate(ranked[:mid], "build-up", f"build-up {mid} (+{ranked[mid - 1]})")
+            if v.meets_budget:
+                lo = mid
+            else:
+                hi = mid
+        chosen_set = list(ranked[:lo])
+        # 4. extend with later candidates that still fit
+        for c in ranked[lo:]:
+            v = evaluate(chosen_set + [c], "extend", f"extend (+{c})")
+            if v.meets_budget:
+                chosen_set.append(c)
+        reason += f"build-up: {len(chosen_set)} of {len(candidates)} quantized meet the budget"
+    except _Budget:
+        reason += "search budget (evaluations or seconds) spent during the build-up"
     return result(reason, sens)

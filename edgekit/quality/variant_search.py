@@ -54,6 +54,7 @@ class Variant(BaseModel):
     score: Optional[float] = None  # task score (else mean cosine) vs the source on held-out data (a PTQ step that
     # failed its budget: the best score its own held-out search measured)
     train_s: Optional[float] = None  # training time of QAT / fine-tuning steps
+    mixed_precision: Optional[Dict[str, Any]] = None  # QAT's mixed-precision search: chosen set, proxy, evaluations
     pareto: bool = False  # not dominated in (latency, score, size) among the variants measured
     device_fidelity: Optional[FidelityResult] = None  # outputs computed on the target (mandatory for TensorRT)
 
@@ -176,6 +177,8 @@ def search_variants(
         tuned = next(((r.details.get("prune") or {}).get("finetune") for r in result.records if r.step == "prune" and isinstance(getattr(r, "details", None), dict)), None)
         if train or tuned:
             v.train_s = (train or tuned).get("train_s")
+        if train and train.get("mixed_precision"):
+            v.mixed_precision = train["mixed_precision"]
         if eval_feeds is not None or art.format != resolved.artifact.format or plan.steps:
             from edgekit.core.shapes import random_feeds
 

@@ -238,7 +238,7 @@ def harness_spec(artifact: Artifact, device_path: str, profile: DeviceProfile, r
         energy_interval_ms=profile.energy.interval_ms,
         idle_seconds=bench.get("idle_seconds", 2.0) if profile.energy.source != "none" else 0.0,
         thermal_zones=profile.thermal_zones,
-        runtime_options=runtimes.runtime_options_for(runtime, artifact.precision),
+        runtime_options=runtimes.runtime_options_for(runtime, artifact.precision, artifact.metadata),
     )
 
 

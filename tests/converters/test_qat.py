@@ -146,6 +146,34 @@ def test_qat_export_matches_the_trained_fake_quant_model(small_onnx, tmp_path):
 
 
 
+def test_qat_act_range_mse_is_recorded_never_worse_than_minmax_and_exports_faithfully(small_onnx, tmp_path):
+    """act_range mse: every activation quantizer's searched range has a quantization MSE <= min/max's on its samples
+    (report.json records the mean ratio), and the QDQ export still computes what the fake-quant model computed."""
+    import edgekit.converters.qat as qat
+
+    seen = {}
+    real_export = qat.QatStep._export
+
+    def spy(model, student, acts, quantized, out_path):
+        seen["student"], seen["acts"] = student, acts
+        return real_export(model, student, acts, quantized, out_path)
+
+    ctx = minimal_context(tmp_path)
+    ctx.calib_data = lambda n: _feeds(min(n, 8), 0)
+    qat.QatStep._export = staticmethod(spy)
+    try:
+        out = QatStep().run(load_artifact(small_onnx), QatConfig(max_steps=1, train_samples=8, init_samples=8, batch_size=4,
+                                                                 act_range="mse", val_samples=0), ctx)
+    finally:
+        qat.QatStep._export = staticmethod(real_export)
+    rec = ctx.report["qat"]
+    assert rec["act_range"] == "mse"
+    searched = [a.range_search for a in seen["acts"].values()]
+    assert searched and all(r is not None and r["mse"] <= r["mse_minmax"] for r in searched)
+    assert rec["act_range_mse_ratio"] is not None and rec["act_range_mse_ratio"] <= 1.0
+    _assert_export_matches_fake_quant(seen["student"], out.path)
+
+
 def _assert_export_matches_fake_quant(student, path) -> None:
     """The exported QDQ model (run by ONNX Runtime) computes what the trained student's fake-quant forward computed."""
     student.output_override = {}
@@ -188,7 +216,7 @@ def test_qat_mixed_precision_keeps_the_most_sensitive_ops_in_fp32(small_onnx, tm
     ctx.calib_data = lambda n: _feeds(min(n, 32), 0)
     ctx.task_metric = _closeness
     out = QatStep().run(load_artifact(small_onnx), QatConfig(max_steps=2, max_drop=0.0, train_samples=24, val_samples=8, init_samples=8,
-                                                            batch_size=4, max_search_evals=6), ctx)
+                                                            batch_size=4, max_search_evals=6, search="greedy"), ctx)
     rec = ctx.report["qat"]
     mixed = rec["mixed_precision"]
     assert rec["val_samples"] == 8 and rec["train_samples"] == 24  # validation samples are not trained on
@@ -412,7 +440,7 @@ def test_qat_validation_scores_with_the_plans_runtime(small_onnx, tmp_path, monk
 
     calls = []
     real = qat._openvino_outputs
-    monkeypatch.setattr(qat, "_openvino_outputs", lambda path, feeds, threads: calls.append(len(feeds)) or real(path, feeds, threads))
+    monkeypatch.setattr(qat, "_openvino_outputs", lambda path, feeds, threads, hint=None: calls.append(len(feeds)) or real(path, feeds, threads, hint))
     ctx = minimal_context(tmp_path)
     pool = _feeds(24, 0)
     ctx.calib_data = lambda n: pool[:n]
@@ -500,3 +528,89 @@ def test_qat_tail_auto_trains_the_whole_network_when_no_quantized_op_is_above_th
     assert rec["quantized_ops"] == 3 and rec["trained"] == "every quantized op" and rec["tail"] is None
     assert rec["teacher_cache"]["topk"] == 16
     assert any("no quantized op is above" in m for m in msgs)
+
+
+def _agreement(ref, new):
+    """A discrete task metric like lines identical: the share of samples whose classes ranked by probability are in
+    FP32's order (the small model's classes are close, so INT8 reorders some)."""
+    return float(np.mean([list(np.argsort(r[0].ravel())) == list(np.argsort(n[0].ravel())) for r, n in zip(ref, new)]))
+
+
+def test_qat_build_up_search_ranks_every_op_quantizes_the_chosen_set_and_skips_training_when_it_meets_the_budget(small_onnx, tmp_path):
+    """Softmax output -> the build-up search (auto): every weighted op is ranked by the damage it does alone, the chosen
+    set is what the exported QDQ quantizes (the rest read float weights), the validation score of the export is the
+    search's, and when the mixed model meets the budget on validation no training step runs."""
+    pytest.importorskip("openvino")
+    ctx = minimal_context(tmp_path)
+    pool = _feeds(40, 3)
+    ctx.calib_data = lambda n: pool[:n]
+    ctx.task_metric = _agreement
+    cfg = QatConfig(max_steps=1, max_drop=0.0, search_margin=0.0, train_samples=16, val_samples=24, init_samples=8, batch_size=4,
+                    float_precision="f32", tail="off")
+    out = QatStep().run(load_artifact(small_onnx), cfg, ctx)
+    rec = ctx.report["qat"]
+    mixed = rec["mixed_precision"]
+    assert mixed["search"] == "build-up" and rec["val_samples"] == 24 and mixed["accepted_at"] == 1.0, mixed
+    assert set(mixed["damage_alone"]) == set(mixed["quantized"]) | set(mixed["kept_float"]) and len(mixed["damage_alone"]) == 5
+    assert list(mixed["damage_alone"].values()) == sorted(mixed["damage_alone"].values())
+    phases = [v["phase"] for v in mixed["variants"]]
+    assert phases[0] == "baseline" and phases.count("damage") == 5 and mixed["evaluations"] <= 5 + 16
+    assert _int8_weight_names(out.path) == {q for q in _weights_of(out.path, mixed["quantized"])}
+    q = onnx.load(str(out.path))
+    consumers = {n.name: n for n in q.graph.node}
+    inits = {i.name: i for i in q.graph.initializer}
+    for name in mixed["kept_float"]:
+        assert inits[consumers[name].input[1]].data_type == onnx.TensorProto.FLOAT
+    # the f32 hint the float parts were validated with travels with the artifact to the session options
+    from edgekit.core.runtimes import runtime_options_for
+
+    assert mixed["hint"] == "f32" and out.metadata["inference_precision_hint"] == "f32"
+    from edgekit.converters.openvino import OpenVinoConfig, OpenVinoStep
+
+    ir = OpenVinoStep().run(out, OpenVinoConfig(precision="int8"), minimal_context(tmp_path, "ov"))
+    assert ir.metadata["inference_precision_hint"] == "f32" and ir.metadata["int8_from"] == "qdq"
+    assert runtime_options_for("openvino", "int8", ir.metadata) == {"inference_precision_hint": "f32"}
+    assert runtime_options_for("openvino", "int8", {}) == {}  # other INT8 artifacts: OpenVINO's default
+    if mixed["met_budget"]:
+        assert mixed["score"] == 1.0 and rec["steps"] == 0 and rec["trained"].startswith("nothing")
+        assert rec["validation"] is None
+    else:
+        assert rec["steps"] == 1
+
+
+def _weights_of(path, nodes):
+    q = onnx.load(str(path))
+    by = {n.name: n for n in q.graph.node}
+    return {by[n].input[1][: -len("_dq")] for n in nodes}
+
+
+@pytest.mark.parametrize("bf16_breaks", [True, False])
+def test_qat_float_precision_auto_runs_float_parts_f32_only_when_the_default_precision_alone_misses(small_onnx, tmp_path, monkeypatch, bf16_breaks):
+    """float_precision auto: the FP32 source is scored under OpenVINO's default inference precision first. Here that run
+    is replaced by the exact FP32 outputs, or by outputs whose class order is reversed (what bf16 does to near-ties, in
+    the extreme), so the decision does not depend on this CPU having bf16: f32 is chosen and recorded only in the second case."""
+    pytest.importorskip("openvino")
+    import edgekit.converters.qat as qat
+
+    real = qat._openvino_outputs
+    source_calls = []
+
+    def fake(path, feeds, threads, hint=None):
+        if str(path) == str(small_onnx):
+            source_calls.append(hint)
+            ref = [[r[None]] for r in _ort(small_onnx, feeds)]
+            return [[o[0][..., ::-1].copy()] for o in ref] if bf16_breaks else ref
+        return real(path, feeds, threads, hint)
+
+    monkeypatch.setattr(qat, "_openvino_outputs", fake)
+    ctx = minimal_context(tmp_path)
+    pool = _feeds(40, 3)
+    ctx.calib_data = lambda n: pool[:n]
+    ctx.task_metric = _agreement
+    out = QatStep().run(load_artifact(small_onnx), QatConfig(max_steps=1, max_drop=0.0, search_margin=0.0, train_samples=16, val_samples=24,
+                                                            init_samples=8, batch_size=4, tail="off", max_search_evals=2), ctx)
+    mixed = ctx.report["qat"]["mixed_precision"]
+    assert source_calls == [None]  # one check, under the default precision
+    assert mixed["float_precision"] == "auto" and mixed["fp32_default_hint_score"] == (0.0 if bf16_breaks else 1.0)
+    assert mixed["hint"] == ("f32" if bf16_breaks else None)
+    assert out.metadata.get("inference_precision_hint") == ("f32" if bf16_breaks else None)

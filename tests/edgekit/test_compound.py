@@ -96,6 +96,9 @@ def test_search_with_train_budget_lists_qat_and_compound_variants(tmp_path):
     assert qat.status == "violates budget" and qat.score is not None and 0.5 < qat.score < 1.0
     assert qat.median_ms is not None and qat.train_s is not None and qat.train_s <= 10
     assert any(m.startswith("qat: trained") for m in seen)  # training progress reaches the caller
+    # the QAT step's mixed-precision search (a zero budget: it runs) is recorded with the variant in report.json
+    assert qat.mixed_precision is not None and qat.mixed_precision["evaluations"] >= 2
+    assert set(qat.mixed_precision["quantized"]).isdisjoint(qat.mixed_precision["kept_float"])
     lowrank = by[("fp32", "lowrank")]
     assert lowrank.steps[0] == "lowrank" and lowrank.score is not None and lowrank.median_ms is not None
     compounds = [v for v in variants if v.method in ("lowrank+int8", "lowrank+ptq", "lowrank+qat")]
