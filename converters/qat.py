@@ -93,7 +93,7 @@ class QatConfig(StepConfig):
                                  "close by up to 1 + this in the distillation loss (0 = every position alike)")
     act_range: Literal["minmax", "mse"] = Field(
         "minmax", description="activation range initialisation: minmax = global min/max over the init samples; mse = the "
-        "shrunk min/max with the lowest quantization MSE on sampled values (converters/equalize.py; min/max is a candidate)")
+        "shrunk min/max with the lowest quantization MSE on sampled values (converters/act_range.py; min/max is a candidate)")
     seed: int = 0
     threads: Optional[int] = Field(None, gt=0, description="torch threads for training (default: all cores)")
 
@@ -169,7 +169,7 @@ class _ActQuant:
         hi = float(np.max(self.maxs)) if self.maxs else 1.0
         lo, hi = min(lo, 0.0), max(hi, 0.0)
         if self.range_method == "mse" and self.samples:
-            from edgekit.converters.equalize import search_range
+            from edgekit.converters.act_range import search_range
 
             lo, hi, mse, base = search_range(np.concatenate(self.samples), lo, hi, self.qmin, self.qmax, self.symmetric)
             self.range_search = {"mse": mse, "mse_minmax": base}
@@ -193,7 +193,7 @@ class _ActQuant:
             self.mins.append(float(x.detach().min()))
             self.maxs.append(float(x.detach().max()))
             if self.range_method == "mse":
-                from edgekit.converters.equalize import sample_values
+                from edgekit.converters.act_range import sample_values
 
                 self.samples.append(sample_values(x.detach().numpy(), self.sample_k, np.random.default_rng(len(self.samples))))
             return x
