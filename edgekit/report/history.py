@@ -166,7 +166,7 @@ class History:
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            self._rollback()
             raise
         c.execute("PRAGMA journal_mode = WAL")
 
@@ -202,8 +202,18 @@ class History:
             yield self.conn
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
+
+    def _rollback(self) -> None:
+        """Undo the open transaction, if there still is one: a Ctrl-C (KeyboardInterrupt) can land after COMMIT has
+        already ended it, and a failing ROLLBACK must not replace the exception being raised (it turned Ctrl-C during
+        a sweep into "cannot write to history ... cannot rollback - no transaction is active", exit 1)."""
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the original exception says what went wrong
 
     # ---- writing
     def append(self, record: Dict[str, Any]) -> int:

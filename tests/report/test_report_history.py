@@ -43,6 +43,39 @@ def test_append_and_query_round_trip(tmp_path, real_result):
     assert len(blob) < 8 * len(real_result.timing.samples_ms) + 64  # stored compressed, not as JSON text
 
 
+class _InterruptedAt:
+    """The history's connection, with a Ctrl-C (KeyboardInterrupt) arriving right after the statement `at` ran, as a
+    SIGINT can: the statement itself took effect (COMMIT ended the transaction; INSERT left one open)."""
+
+    def __init__(self, conn, at: str):
+        self._conn, self._at = conn, at
+
+    def execute(self, sql, *args):
+        cur = self._conn.execute(sql, *args)
+        if sql.strip().upper().startswith(self._at):
+            raise KeyboardInterrupt
+        return cur
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize("at, rows_after", [("COMMIT", 1), ("INSERT", 0)])
+def test_ctrl_c_during_a_write_stays_a_ctrl_c_and_leaves_a_consistent_file(tmp_path, real_result, at, rows_after):
+    # Ctrl-C after COMMIT used to run ROLLBACK on no transaction, and that sqlite3 error replaced the KeyboardInterrupt:
+    # `edgekit sweep` interrupted by Ctrl-C exited 1 with "cannot write to history ... cannot rollback" instead of 130
+    path = tmp_path / "h.sqlite"
+    with History.open(path) as h:
+        real_conn = h.conn
+        h.conn = _InterruptedAt(real_conn, at)
+        with pytest.raises(KeyboardInterrupt):
+            h.append(_record(real_result, model="m"))
+        h.conn = real_conn
+        assert not real_conn.in_transaction
+        assert len(h.query()) == rows_after
+        assert h.append(_record(real_result, model="m2")) == rows_after + 1  # the file still takes writes
+
+
 def test_migrates_a_version_1_file_and_keeps_its_rows(tmp_path, real_result):
     path = tmp_path / "v1.sqlite"
     con = sqlite3.connect(path)
