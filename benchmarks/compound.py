@@ -100,22 +100,13 @@ def score(args) -> Dict[str, float]:
     return res
 
 
-def _edits(a: str, b: str) -> int:
-    """Levenshtein distance (characters)."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def _vs_truth(got: List[str], truth: List[str]) -> Dict[str, float]:
     """Accuracy against the rendered text itself (what a user reads), beside agreement with FP32: exact lines (spaces
     at the ends ignored) and the character error rate (edit distance / characters of the truth, pooled)."""
+    from edgekit.quality.metrics import edit_distance
+
     exact = float(np.mean([g.strip() == t.strip() for g, t in zip(got, truth)]))
-    cer = sum(_edits(g.strip(), t.strip()) for g, t in zip(got, truth)) / max(1, sum(len(t.strip()) for t in truth))
+    cer = sum(edit_distance(g.strip(), t.strip()) for g, t in zip(got, truth)) / max(1, sum(len(t.strip()) for t in truth))
     return {"truth_exact_lines": round(exact, 4), "truth_cer": round(cer, 5)}
 
 
