@@ -413,13 +413,16 @@ class _Validator:
             return _openvino_outputs(path, self.feeds, self.threads, self.hint)
         return predict(load_artifact(path, precision="int8"), self.feeds, threads=self.threads)
 
-    def _score(self, outs) -> float:
-        if self.ctx.task_metric is not None:
-            return float(self.ctx.task_metric(self.ref, outs))
+    def _cosine(self, outs) -> float:
         from edgekit.core.steps import FidelityBudget
         from edgekit.quality.fidelity import compare
 
         return float(compare(self.ref, outs, FidelityBudget(min_cosine=0.0)).cosine_mean)
+
+    def _score(self, outs) -> float:
+        if self.ctx.task_metric is not None:
+            return float(self.ctx.task_metric(self.ref, outs))
+        return self._cosine(outs)
 
     def _damage(self, outs) -> Dict[str, float]:
         from edgekit.quality.sensitivity import distribution_damage
@@ -439,10 +442,8 @@ class _Validator:
         if self.dist_outputs:
             d = self._damage(outs)
             return self._score(outs), d["flip_rate"] + 1e-3 * d["kl"]
-        from edgekit.core.steps import FidelityBudget
-        from edgekit.quality.fidelity import compare
-
-        return self._score(outs), 1.0 - float(compare(self.ref, outs, FidelityBudget(min_cosine=0.0)).cosine_mean)
+        cos = self._cosine(outs)
+        return (float(self.ctx.task_metric(self.ref, outs)) if self.ctx.task_metric is not None else cos), 1.0 - cos
 
     def _path(self) -> Path:
         self.n += 1
