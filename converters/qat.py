@@ -94,6 +94,11 @@ class QatConfig(StepConfig):
     act_range: Literal["minmax", "mse"] = Field(
         "minmax", description="activation range initialisation: minmax = global min/max over the init samples; mse = the "
         "shrunk min/max with the lowest quantization MSE on sampled values (converters/act_range.py; min/max is a candidate)")
+    weight_round: Literal["gptq", "nearest"] = Field(
+        "gptq", description="INT8 weight rounding: gptq = each covered layer's weights quantized one input column at a time, "
+        "the rest moved to cancel the layer's output error on calibration inputs (converters/gptq.py; Conv group 1, MatMul/Gemm "
+        "2-D; same INT8 grid); nearest = round each weight on its own")
+    gptq_samples: int = Field(64, gt=0, description="calibration samples whose layer inputs GPTQ's statistics are taken from")
     seed: int = 0
     threads: Optional[int] = Field(None, gt=0, description="torch threads for training (default: all cores)")
 
@@ -223,12 +228,20 @@ def weight_scale(torch, w, axis: int):
 
 
 class _WeightQuant:
-    def __init__(self, torch, axis: int):
+    """Per-channel symmetric INT8 weight fake-quant. With GPTQ (`offset`, `scale`): quantizes weight + offset on the fixed
+    scale, which at the FP32 weight is exactly GPTQ's integers; training moves the weight around that point."""
+
+    def __init__(self, torch, axis: int, offset=None, scale=None):
         self.torch = torch
         self.axis = axis
+        self.offset = offset
+        self.scale = scale
 
     def __call__(self, w):
         torch = self.torch
+        if self.scale is not None:
+            zp = torch.zeros(self.scale.shape, dtype=torch.int32)
+            return torch.fake_quantize_per_channel_affine(w + self.offset, self.scale, zp, self.axis, -127, 127)
         scale = weight_scale(torch, w, self.axis).float()
         zp = torch.zeros(scale.shape, dtype=torch.int32)
         return torch.fake_quantize_per_channel_affine(w, scale, zp, self.axis, -127, 127)
@@ -544,7 +557,7 @@ class QatStep(Step):
     produces = "onnx"
     Config = QatConfig
     requires = (("torch", "torch"),)
-    source_modules = ("edgekit.converters.onnx_torch", "edgekit.converters.finetune")
+    source_modules = ("edgekit.converters.onnx_torch", "edgekit.converters.finetune", "edgekit.converters.gptq")
 
     def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
         cfg = config if isinstance(config, QatConfig) else QatConfig.model_validate(config.model_dump())
@@ -639,6 +652,20 @@ class QatStep(Step):
             if not cfg.learn_act_ranges:
                 a.scale.requires_grad_(False)
                 a.zero_point.requires_grad_(False)
+        gptq_rec = None
+        if cfg.weight_round == "gptq":
+            from edgekit.converters.gptq import gptq_offsets
+
+            t_g = time.perf_counter()
+            found = gptq_offsets(torch, student, quantized, feeds[: cfg.gptq_samples], names, progress=say)
+            for q in quantized:
+                if q["node"] in found:
+                    off, sc = found[q["node"]][:2]
+                    q["w_offset"], q["w_scale"] = off, sc
+                    student.hooks[(q["node"], 1)] = _WeightQuant(torch, q["axis"], torch.from_numpy(off), torch.from_numpy(sc))
+            ratios = [r / g for _, _, r, g in found.values() if g > 0]
+            gptq_rec = {"ops": len(found), "samples": min(cfg.gptq_samples, len(feeds)), "seconds": round(time.perf_counter() - t_g, 1),
+                        "output_error_ratio_median": round(float(np.median(ratios)), 2) if ratios else None}
 
         dist_outputs = [k for k, is_logit in enumerate(logits) if is_logit]
         validator = _Validator(self, artifact, model, student, acts, quantized, val_feeds, ctx, cfg, say, dist_outputs) if val_feeds else None
@@ -767,7 +794,7 @@ class QatStep(Step):
             "mixed_precision": mixed_rec, "validated_with": validator.runtime if validator is not None else None,
             "openvino_kept_float": sorted(set(openvino_unsafe_nodes(student.nodes)) - set(cfg.float_nodes)) if cfg.target == "openvino" else [],
             "optimizer": cfg.optimizer, "lr": cfg.lr, "learn_act_ranges": cfg.learn_act_ranges,
-            "act_range": cfg.act_range, "act_range_mse_ratio": _mse_ratio(acts),
+            "act_range": cfg.act_range, "act_range_mse_ratio": _mse_ratio(acts), "weight_round": cfg.weight_round, "gptq": gptq_rec,
             "fast": cfg.fast, "teacher_cache": teacher_cache, "hard_label_weight": cfg.hard_label_weight, "margin_weight": cfg.margin_weight,
         }
         ctx.report["qat"] = record
@@ -830,7 +857,11 @@ class QatStep(Step):
                 qweights.pop(wname, None)
                 continue
             axis = q["axis"]
-            scale = weight_scale(torch, torch.from_numpy(arr), axis).numpy().astype(np.float32)
+            if "w_scale" in q:  # GPTQ: the weight + its offset on GPTQ's fixed scale (= GPTQ's integers when untrained)
+                scale = np.asarray(q["w_scale"], dtype=np.float32)
+                arr = arr + q["w_offset"]
+            else:
+                scale = weight_scale(torch, torch.from_numpy(arr), axis).numpy().astype(np.float32)
             shape = [1] * arr.ndim
             shape[axis] = -1
             wq = np.clip(np.round(arr / scale.reshape(shape)), -127, 127).astype(np.int8)
