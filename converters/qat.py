@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -65,6 +65,9 @@ class QatConfig(StepConfig):
     max_search_evals: Optional[int] = Field(None, gt=0, description="build+score evaluations of the mixed-precision search "
                                             "(default: 14 greedy; weighted ops + 16 build-up)")
     search_budget_s: float = Field(900.0, gt=0, description="build-up: no search evaluation starts after this many seconds")
+    search_weight: Literal["macs", "none"] = Field(
+        "macs", description="build-up: macs = rank ops by damage per multiply-accumulate moved to INT8 and keep the passing set "
+        "with the most INT8 multiply-accumulates (what makes the model faster); none = rank by damage alone, keep the most ops")
     float_precision: Literal["auto", "f32", "default"] = Field(
         "auto", description="openvino target: precision of the float parts of the INT8 model. OpenVINO runs them in bf16 on "
         "CPUs with AVX512-BF16/AMX unless the f32 inference hint is given (PP-OCR rec in FP32 under it kept 0.975 of validation lines). "
@@ -399,6 +402,45 @@ def _openvino_outputs(path: Path, feeds: List[Dict[str, np.ndarray]], threads: i
     return out
 
 
+def op_macs(torch, student, quantized: Sequence[Dict[str, Any]], feed: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """Multiply-accumulates per inference of each quantized op, from its input shape on one sample (one forward)."""
+    attrs = {n.name: (n, a) for n, a in zip(student.nodes, student.node_attrs)}
+    out: Dict[str, float] = {}
+
+    def shape_of(q):
+        node, a = attrs[q["node"]]
+        w = tuple(student.value_of(q["weight"]).shape)
+
+        def hook(x):
+            xs = tuple(x.shape)
+            if node.op_type in ("Conv", "ConvTranspose") and len(xs) >= 3 and len(w) == len(xs):
+                spatial = xs[2:]
+                k = w[2:]
+                g = int(a.get("group", 1))
+                if node.op_type == "ConvTranspose":
+                    out[q["node"]] = float(np.prod(xs)) * (w[1] * float(np.prod(k)))
+                    return x
+                pads = list(a.get("pads", [0] * (2 * len(k))))
+                strides = list(a.get("strides", [1] * len(k)))
+                dil = list(a.get("dilations", [1] * len(k)))
+                o = [max(1, (spatial[i] + pads[i] + pads[i + len(k)] - dil[i] * (k[i] - 1) - 1) // strides[i] + 1) for i in range(len(k))]
+                out[q["node"]] = float(xs[0] * w[0] * np.prod(o)) * (xs[1] // g) * float(np.prod(k))
+            elif len(w) == 2 and len(xs) >= 1:
+                n_out = w[1] if q["axis"] == 1 else w[0]
+                out[q["node"]] = float(np.prod(xs)) * n_out
+            return x
+        return hook
+
+    saved = student.hooks
+    student.hooks = {(q["node"], 0): shape_of(q) for q in quantized}
+    try:
+        with torch.no_grad():
+            student(*[torch.from_numpy(np.ascontiguousarray(feed[n])) for n in student.input_names])
+    finally:
+        student.hooks = saved
+    return out
+
+
 class _Validator:
     """Scores QDQ exports on validation samples held out of the training data (never the search's eval data), on the
     plan's runtime (OpenVINO for an openvino target: the IR it builds from the QDQ model; ONNX Runtime otherwise): the
@@ -515,6 +557,7 @@ class _Validator:
 
         t0 = time.perf_counter()
         max_drop = float(self.cfg.max_drop)
+        weights: Optional[Dict[str, float]] = None
         if mode == "build-up":
             drop = max_drop * (1.0 - self.cfg.search_margin)
             hint_rec = self.choose_hint(1.0 - drop)
@@ -522,8 +565,16 @@ class _Validator:
             self.say(f"qat: mixed-precision build-up over {len(names)} weighted ops on {len(self.feeds)} validation samples "
                      f"(≤ {evals} evaluations, ≤ {self.cfg.search_budget_s:.0f} s; ops ranked by the damage each does alone, accepted at "
                      f"{self.metric} ≥ {1 - drop:.4f} in {self.runtime})")
+            import torch
+
+            weights = op_macs(torch, self.student, self.quantized, self.feeds[0]) if self.cfg.search_weight == "macs" else None
+            if weights:
+                total = sum(weights.values()) or 1.0
+                top = sorted(weights, key=lambda n: -weights[n])[:3]
+                self.say("qat: ops ranked by damage per multiply-accumulate moved to INT8 (costliest: "
+                         + ", ".join(f"{n} {weights[n] / total:.0%}" for n in top) + ")")
             res = build_up_quantized(names, build, scored(self.measure_path), max_drop=drop, max_evaluations=evals,
-                                     max_seconds=self.cfg.search_budget_s, progress=self.say)
+                                     max_seconds=self.cfg.search_budget_s, progress=self.say, weights=weights or None)
         else:
             drop, hint_rec = max_drop, self.choose_hint(1.0 - max_drop) if self.cfg.float_precision != "auto" else {"float_precision": "default"}
             evals = self.cfg.max_search_evals or 14
@@ -541,6 +592,8 @@ class _Validator:
                "metric": self.metric, "proxy": "flipped top-1 positions (+ 0.001 x KL) vs FP32" if (mode == "build-up" and self.dist_outputs) else
                ("1 - cosine" if mode == "build-up" else None), "damage_alone": res.sensitivity if mode == "build-up" else None,
                "sensitivity": res.sensitivity if mode != "build-up" else None, **hint_rec,
+               "weight": self.cfg.search_weight if mode == "build-up" else None,
+               "int8_macs_share": round(sum(weights.get(n, 0.0) for n in names if n not in set(pick.excluded_nodes)) / (sum(weights.values()) or 1.0), 4) if weights else None,
                "variants": [{"phase": v.phase, "float": len(v.excluded_nodes), "score": round(v.score, 5),
                              **({"damage": round(v.details["damage"], 8)} if "damage" in v.details else {})} for v in res.variants]}
         self.say(f"qat: mixed precision keeps {len(pick.excluded_nodes)} of {len(names)} weighted ops in FP32: validation "

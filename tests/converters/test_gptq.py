@@ -105,3 +105,20 @@ def test_qat_weight_round_nearest_exports_plain_rounding(small_onnx, tmp_path): 
         shape = [1] * k.ndim
         shape[axis] = -1
         assert np.array_equal(k, np.clip(np.round(fp32[w] / scale.reshape(shape)), -127, 127))
+
+
+def test_op_macs_of_each_quantized_op_from_its_input_shape(small_onnx):  # noqa: F811
+    from edgekit.converters.onnx_torch import OnnxModule, weight_axis
+    from edgekit.converters.qat import op_macs
+
+    student = OnnxModule(onnx.load(str(small_onnx)), "small").eval()
+    quantized = []
+    for node, attrs in zip(student.nodes, student.node_attrs):
+        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in student.param_names:
+            w = student.value_of(node.input[1])
+            quantized.append({"node": node.name, "weight": node.input[1], "axis": weight_axis(node, attrs, w.dim()), "op": node.op_type})
+    macs = op_macs(torch, student, quantized, _feeds(1, 0)[0])
+    got = sorted(macs.values())
+    # c1 3->16 3x3 pad 1 on 16x16; dw 16 groups 3x3; c2 16->24 3x3 stride 2 -> 8x8; fc 24->32; head 32->10
+    want = sorted([16 * 16 * 16 * 27, 16 * 16 * 16 * 9, 24 * 8 * 8 * 16 * 9, 24 * 32, 32 * 10])
+    assert got == [float(v) for v in want]
