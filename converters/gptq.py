@@ -96,7 +96,8 @@ def gptq_offsets(
 ) -> Dict[str, Tuple[np.ndarray, np.ndarray, float, float]]:
     """GPTQ for every covered op of `quantized` on the FP32 model's own layer inputs over `feeds`.
 
-    Returns {node name: (offset, scale, output error RTN, output error GPTQ)}: `offset` = GPTQ's INT8 weight − the
+    Returns {node name: (offset, scale, output error RTN, output error GPTQ)}; a layer where GPTQ's output error on H is
+    not below round-to-nearest's is left out (it keeps plain rounding): `offset` = GPTQ's INT8 weight − the
     FP32 weight (in the weight's layout), `scale` the per-output-channel scale. The QAT step keeps the FP32 weight as
     the trainable parameter and quantizes weight + offset on the fixed scale, so at the FP32 weight the export is
     exactly GPTQ's integers, and ops later kept in FP32 keep their original weights."""
@@ -145,7 +146,10 @@ def gptq_offsets(
         Wg = K * scale[:, None]
         rtn = torch.clamp(torch.round(W / scale[:, None]), -127, 127) * scale[:, None]
         err = lambda Wq: float(torch.einsum("oi,ij,oj->", Wq - W, H, Wq - W))  # noqa: E731
-        out[q["node"]] = ((back(Wg) - w.double()).float().numpy(), scale.float().numpy(), err(rtn), err(Wg))
+        e_rtn, e_gptq = err(rtn), err(Wg)
+        if not e_gptq <= e_rtn:  # an ill-conditioned H (or NaN) can make GPTQ worse: that layer keeps plain rounding
+            continue
+        out[q["node"]] = ((back(Wg) - w.double()).float().numpy(), scale.float().numpy(), e_rtn, e_gptq)
     if progress:
         gains = [r / g for _, _, r, g in out.values() if g > 0]
         progress(f"qat: GPTQ weight rounding of {len(out)} of {len(quantized)} weighted ops on {len(feeds)} samples: layer output "

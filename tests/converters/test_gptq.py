@@ -122,3 +122,19 @@ def test_op_macs_of_each_quantized_op_from_its_input_shape(small_onnx):  # noqa:
     # c1 3->16 3x3 pad 1 on 16x16; dw 16 groups 3x3; c2 16->24 3x3 stride 2 -> 8x8; fc 24->32; head 32->10
     want = sorted([16 * 16 * 16 * 27, 16 * 16 * 16 * 9, 24 * 8 * 8 * 16 * 9, 24 * 32, 32 * 10])
     assert got == [float(v) for v in want]
+
+
+def test_a_layer_where_gptq_does_worse_than_rounding_keeps_rounding(small_onnx, tmp_path, monkeypatch):  # noqa: F811
+    """GPTQ's answer is only taken where its layer output error is below round-to-nearest's (an ill-conditioned H made
+    it worse on a probe); here GPTQ is made to return rounding plus one step everywhere."""
+    import edgekit.converters.gptq as g
+
+    real = g.gptq_matrix
+
+    def off_by_one(torch_, W, H, damp=0.01):
+        K, scale = real(torch_, W, H, damp)
+        return torch.clamp(torch.round(W.double() / scale[:, None]) + 1, -127, 127), scale
+
+    monkeypatch.setattr(g, "gptq_matrix", off_by_one)
+    out, rec, seen = _run(small_onnx, tmp_path, "w", weight_round="gptq")
+    assert rec["gptq"]["ops"] == 0 and not any("w_scale" in q for q in seen["quantized"])
