@@ -21,9 +21,13 @@ def console(stderr: bool = False):
 
 
 def profile_option(required: bool = True, default: Optional[str] = None):
+    # Click >= 8.3 treats an explicit default=None as a value, so a required option given default=None is never
+    # "missing" (the command then ran with profile None: "unknown device profile 'None'"); pass a default only when
+    # there is one.
+    extra = {} if default is None else {"default": default}
     return click.option(
-        "--profile", "-p", "profile", required=required and default is None, default=default,
-        help="Device profile: a bundled name (edgekit profiles list) or a path to your own YAML.",
+        "--profile", "-p", "profile", required=required and default is None,
+        help="Device profile: a bundled name (edgekit profiles list) or a path to your own YAML.", **extra,
     )
 
 

@@ -96,3 +96,21 @@ def test_bad_shape_option(cli, ppocr_det_path):
 
 def test_symbolic_dims_need_a_shape(cli, ppocr_det_path):
     _assert_clean_error(cli("bench", str(ppocr_det_path), "--profile", "x86-cpu"), "symbolic", "--shape x=")
+
+
+@pytest.mark.parametrize("argv", [
+    ("plan", "zoo:ppocr-det"),
+    ("deploy", "zoo:ppocr-det", "--no-bench"),
+    ("bench", "model.onnx"),
+    ("compress", "zoo:ppocr-rec", "--method", "lowrank", "--energy", "0.9", "--out", "lr"),
+    ("setup", "--host", "pi@board"),
+])
+def test_forgotten_profile_is_named_by_click(cli, tmp_path, argv):
+    """--profile is required: forgetting it says so before any work (it used to run with profile None and fail with
+    "unknown device profile 'None'" under Click >= 8.3, where an explicit default=None counts as a value)."""
+    p = cli(*argv, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert "Missing option '--profile'" in p.stderr, p.stderr
+    assert "None" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert list(tmp_path.iterdir()) == []
+
