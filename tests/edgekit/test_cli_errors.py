@@ -114,3 +114,15 @@ def test_forgotten_profile_is_named_by_click(cli, tmp_path, argv):
     assert "None" not in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert list(tmp_path.iterdir()) == []
 
+
+def test_percent_option_without_percent_sign_is_refused_with_the_fix(cli, tmp_path, ppocr_det_path):
+    """'--fail-if-slower 5' was read as 500 %: a CI gate that can never fail, exit 0. '--max-drop 1' was refused as
+    'must be between 0 and 100%'. Both now say what the number meant and what to write."""
+    gate = cli("compare", "1", "2", "--history", str(tmp_path / "h.sqlite"), "--fail-if-slower", "5")
+    _assert_clean_error(gate, "--fail-if-slower '5'", "500%", "write 5%")
+    drop = cli("deploy", str(ppocr_det_path), "--profile", "x86-cpu", "--max-drop", "1", "--no-bench", "--out", str(tmp_path / "o"))
+    _assert_clean_error(drop, "--max-drop '1'", "write 1%")
+    assert not (tmp_path / "o").exists()
+    ok = cli("plan", str(ppocr_det_path), "--profile", "x86-cpu", "--precision", "int8", "--max-drop", "0.01", "--json")
+    assert ok.returncode == 0, ok.stderr
+
