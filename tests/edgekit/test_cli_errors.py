@@ -126,3 +126,10 @@ def test_percent_option_without_percent_sign_is_refused_with_the_fix(cli, tmp_pa
     ok = cli("plan", str(ppocr_det_path), "--profile", "x86-cpu", "--precision", "int8", "--max-drop", "0.01", "--json")
     assert ok.returncode == 0, ok.stderr
 
+
+@pytest.mark.parametrize("command", ["deploy", "plan", "bench", "compare", "compress", "distill", "history", "sweep"])
+def test_help_shows_no_escaped_percent(cli, command):
+    """Click does not %-format help text: a '%%' written for it is shown literally ("(default 1%%)")."""
+    p = cli(command, "--help")
+    assert p.returncode == 0, p.stderr
+    assert "%%" not in p.stdout, [line for line in p.stdout.splitlines() if "%%" in line]
