@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -65,6 +65,9 @@ class QatConfig(StepConfig):
     max_search_evals: Optional[int] = Field(None, gt=0, description="build+score evaluations of the mixed-precision search "
                                             "(default: 14 greedy; weighted ops + 16 build-up)")
     search_budget_s: float = Field(900.0, gt=0, description="build-up: no search evaluation starts after this many seconds")
+    search_weight: Literal["macs", "none"] = Field(
+        "macs", description="build-up: macs = rank ops by damage per multiply-accumulate moved to INT8 and keep the passing set "
+        "with the most INT8 multiply-accumulates (what makes the model faster); none = rank by damage alone, keep the most ops")
     float_precision: Literal["auto", "f32", "default"] = Field(
         "auto", description="openvino target: precision of the float parts of the INT8 model. OpenVINO runs them in bf16 on "
         "CPUs with AVX512-BF16/AMX unless the f32 inference hint is given (PP-OCR rec in FP32 under it kept 0.975 of validation lines). "
@@ -94,6 +97,11 @@ class QatConfig(StepConfig):
     act_range: Literal["minmax", "mse"] = Field(
         "minmax", description="activation range initialisation: minmax = global min/max over the init samples; mse = the "
         "shrunk min/max with the lowest quantization MSE on sampled values (converters/act_range.py; min/max is a candidate)")
+    weight_round: Literal["gptq", "nearest"] = Field(
+        "gptq", description="INT8 weight rounding: gptq = each covered layer's weights quantized one input column at a time, "
+        "the rest moved to cancel the layer's output error on calibration inputs (converters/gptq.py; Conv group 1, MatMul/Gemm "
+        "2-D; same INT8 grid); nearest = round each weight on its own")
+    gptq_samples: int = Field(64, gt=0, description="calibration samples whose layer inputs GPTQ's statistics are taken from")
     seed: int = 0
     threads: Optional[int] = Field(None, gt=0, description="torch threads for training (default: all cores)")
 
@@ -223,12 +231,20 @@ def weight_scale(torch, w, axis: int):
 
 
 class _WeightQuant:
-    def __init__(self, torch, axis: int):
+    """Per-channel symmetric INT8 weight fake-quant. With GPTQ (`offset`, `scale`): quantizes weight + offset on the fixed
+    scale, which at the FP32 weight is exactly GPTQ's integers; training moves the weight around that point."""
+
+    def __init__(self, torch, axis: int, offset=None, scale=None):
         self.torch = torch
         self.axis = axis
+        self.offset = offset
+        self.scale = scale
 
     def __call__(self, w):
         torch = self.torch
+        if self.scale is not None:
+            zp = torch.zeros(self.scale.shape, dtype=torch.int32)
+            return torch.fake_quantize_per_channel_affine(w + self.offset, self.scale, zp, self.axis, -127, 127)
         scale = weight_scale(torch, w, self.axis).float()
         zp = torch.zeros(scale.shape, dtype=torch.int32)
         return torch.fake_quantize_per_channel_affine(w, scale, zp, self.axis, -127, 127)
@@ -386,6 +402,45 @@ def _openvino_outputs(path: Path, feeds: List[Dict[str, np.ndarray]], threads: i
     return out
 
 
+def op_macs(torch, student, quantized: Sequence[Dict[str, Any]], feed: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """Multiply-accumulates per inference of each quantized op, from its input shape on one sample (one forward)."""
+    attrs = {n.name: (n, a) for n, a in zip(student.nodes, student.node_attrs)}
+    out: Dict[str, float] = {}
+
+    def shape_of(q):
+        node, a = attrs[q["node"]]
+        w = tuple(student.value_of(q["weight"]).shape)
+
+        def hook(x):
+            xs = tuple(x.shape)
+            if node.op_type in ("Conv", "ConvTranspose") and len(xs) >= 3 and len(w) == len(xs):
+                spatial = xs[2:]
+                k = w[2:]
+                g = int(a.get("group", 1))
+                if node.op_type == "ConvTranspose":
+                    out[q["node"]] = float(np.prod(xs)) * (w[1] * float(np.prod(k)))
+                    return x
+                pads = list(a.get("pads", [0] * (2 * len(k))))
+                strides = list(a.get("strides", [1] * len(k)))
+                dil = list(a.get("dilations", [1] * len(k)))
+                o = [max(1, (spatial[i] + pads[i] + pads[i + len(k)] - dil[i] * (k[i] - 1) - 1) // strides[i] + 1) for i in range(len(k))]
+                out[q["node"]] = float(xs[0] * w[0] * np.prod(o)) * (xs[1] // g) * float(np.prod(k))
+            elif len(w) == 2 and len(xs) >= 1:
+                n_out = w[1] if q["axis"] == 1 else w[0]
+                out[q["node"]] = float(np.prod(xs)) * n_out
+            return x
+        return hook
+
+    saved = student.hooks
+    student.hooks = {(q["node"], 0): shape_of(q) for q in quantized}
+    try:
+        with torch.no_grad():
+            student(*[torch.from_numpy(np.ascontiguousarray(feed[n])) for n in student.input_names])
+    finally:
+        student.hooks = saved
+    return out
+
+
 class _Validator:
     """Scores QDQ exports on validation samples held out of the training data (never the search's eval data), on the
     plan's runtime (OpenVINO for an openvino target: the IR it builds from the QDQ model; ONNX Runtime otherwise): the
@@ -502,6 +557,7 @@ class _Validator:
 
         t0 = time.perf_counter()
         max_drop = float(self.cfg.max_drop)
+        weights: Optional[Dict[str, float]] = None
         if mode == "build-up":
             drop = max_drop * (1.0 - self.cfg.search_margin)
             hint_rec = self.choose_hint(1.0 - drop)
@@ -509,8 +565,16 @@ class _Validator:
             self.say(f"qat: mixed-precision build-up over {len(names)} weighted ops on {len(self.feeds)} validation samples "
                      f"(≤ {evals} evaluations, ≤ {self.cfg.search_budget_s:.0f} s; ops ranked by the damage each does alone, accepted at "
                      f"{self.metric} ≥ {1 - drop:.4f} in {self.runtime})")
+            import torch
+
+            weights = op_macs(torch, self.student, self.quantized, self.feeds[0]) if self.cfg.search_weight == "macs" else None
+            if weights:
+                total = sum(weights.values()) or 1.0
+                top = sorted(weights, key=lambda n: -weights[n])[:3]
+                self.say("qat: ops ranked by damage per multiply-accumulate moved to INT8 (costliest: "
+                         + ", ".join(f"{n} {weights[n] / total:.0%}" for n in top) + ")")
             res = build_up_quantized(names, build, scored(self.measure_path), max_drop=drop, max_evaluations=evals,
-                                     max_seconds=self.cfg.search_budget_s, progress=self.say)
+                                     max_seconds=self.cfg.search_budget_s, progress=self.say, weights=weights or None)
         else:
             drop, hint_rec = max_drop, self.choose_hint(1.0 - max_drop) if self.cfg.float_precision != "auto" else {"float_precision": "default"}
             evals = self.cfg.max_search_evals or 14
@@ -528,6 +592,8 @@ class _Validator:
                "metric": self.metric, "proxy": "flipped top-1 positions (+ 0.001 x KL) vs FP32" if (mode == "build-up" and self.dist_outputs) else
                ("1 - cosine" if mode == "build-up" else None), "damage_alone": res.sensitivity if mode == "build-up" else None,
                "sensitivity": res.sensitivity if mode != "build-up" else None, **hint_rec,
+               "weight": self.cfg.search_weight if mode == "build-up" else None,
+               "int8_macs_share": round(sum(weights.get(n, 0.0) for n in names if n not in set(pick.excluded_nodes)) / (sum(weights.values()) or 1.0), 4) if weights else None,
                "variants": [{"phase": v.phase, "float": len(v.excluded_nodes), "score": round(v.score, 5),
                              **({"damage": round(v.details["damage"], 8)} if "damage" in v.details else {})} for v in res.variants]}
         self.say(f"qat: mixed precision keeps {len(pick.excluded_nodes)} of {len(names)} weighted ops in FP32: validation "
@@ -544,7 +610,7 @@ class QatStep(Step):
     produces = "onnx"
     Config = QatConfig
     requires = (("torch", "torch"),)
-    source_modules = ("edgekit.converters.onnx_torch", "edgekit.converters.finetune")
+    source_modules = ("edgekit.converters.onnx_torch", "edgekit.converters.finetune", "edgekit.converters.gptq")
 
     def run(self, artifact: Artifact, config: StepConfig, ctx: StepContext) -> Artifact:
         cfg = config if isinstance(config, QatConfig) else QatConfig.model_validate(config.model_dump())
@@ -639,6 +705,20 @@ class QatStep(Step):
             if not cfg.learn_act_ranges:
                 a.scale.requires_grad_(False)
                 a.zero_point.requires_grad_(False)
+        gptq_rec = None
+        if cfg.weight_round == "gptq":
+            from edgekit.converters.gptq import gptq_offsets
+
+            t_g = time.perf_counter()
+            found = gptq_offsets(torch, student, quantized, feeds[: cfg.gptq_samples], names, progress=say)
+            for q in quantized:
+                if q["node"] in found:
+                    off, sc = found[q["node"]][:2]
+                    q["w_offset"], q["w_scale"] = off, sc
+                    student.hooks[(q["node"], 1)] = _WeightQuant(torch, q["axis"], torch.from_numpy(off), torch.from_numpy(sc))
+            ratios = [r / g for _, _, r, g in found.values() if g > 0]
+            gptq_rec = {"ops": len(found), "samples": min(cfg.gptq_samples, len(feeds)), "seconds": round(time.perf_counter() - t_g, 1),
+                        "output_error_ratio_median": round(float(np.median(ratios)), 2) if ratios else None}
 
         dist_outputs = [k for k, is_logit in enumerate(logits) if is_logit]
         validator = _Validator(self, artifact, model, student, acts, quantized, val_feeds, ctx, cfg, say, dist_outputs) if val_feeds else None
@@ -767,7 +847,7 @@ class QatStep(Step):
             "mixed_precision": mixed_rec, "validated_with": validator.runtime if validator is not None else None,
             "openvino_kept_float": sorted(set(openvino_unsafe_nodes(student.nodes)) - set(cfg.float_nodes)) if cfg.target == "openvino" else [],
             "optimizer": cfg.optimizer, "lr": cfg.lr, "learn_act_ranges": cfg.learn_act_ranges,
-            "act_range": cfg.act_range, "act_range_mse_ratio": _mse_ratio(acts),
+            "act_range": cfg.act_range, "act_range_mse_ratio": _mse_ratio(acts), "weight_round": cfg.weight_round, "gptq": gptq_rec,
             "fast": cfg.fast, "teacher_cache": teacher_cache, "hard_label_weight": cfg.hard_label_weight, "margin_weight": cfg.margin_weight,
         }
         ctx.report["qat"] = record
@@ -830,7 +910,11 @@ class QatStep(Step):
                 qweights.pop(wname, None)
                 continue
             axis = q["axis"]
-            scale = weight_scale(torch, torch.from_numpy(arr), axis).numpy().astype(np.float32)
+            if "w_scale" in q:  # GPTQ: the weight + its offset on GPTQ's fixed scale (= GPTQ's integers when untrained)
+                scale = np.asarray(q["w_scale"], dtype=np.float32)
+                arr = arr + q["w_offset"]
+            else:
+                scale = weight_scale(torch, torch.from_numpy(arr), axis).numpy().astype(np.float32)
             shape = [1] * arr.ndim
             shape[axis] = -1
             wq = np.clip(np.round(arr / scale.reshape(shape)), -127, 127).astype(np.int8)

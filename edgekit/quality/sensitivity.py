@@ -280,6 +280,7 @@ def build_up_quantized(
     max_evaluations: int = 64,
     max_seconds: Optional[float] = None,
     progress: Optional[Callable[[str], None]] = None,
+    weights: Optional[Dict[str, float]] = None,
 ) -> SearchResult:
     """Forward (build-up) mixed-precision search: the most ops quantized such that the score still meets the budget.
 
@@ -295,7 +296,11 @@ def build_up_quantized(
     Bounded by `max_evaluations` build+score calls and `max_seconds` (no evaluation starts after it; a candidate not ranked when they run out stays in float). The
     chosen variant is the one meeting the budget with the fewest nodes in float; `sensitivity` maps each ranked
     candidate to its damage alone. Greedy removal from the all-quantized end (keep_sensitive_nodes_in_float) stops at
-    the first set that meets the budget on the validation samples; building up ranks every op on its own first."""
+    the first set that meets the budget on the validation samples; building up ranks every op on its own first.
+
+    With `weights` (what quantizing each candidate gains, e.g. its multiply-accumulates: the speed a user wants), the
+    ranking is damage per unit of weight (the greedy order of the knapsack "most weight within the budget") and the
+    chosen variant is the one meeting the budget with the most weight quantized; a candidate without a weight counts 0."""
     if max_drop < 0:
         raise EdgekitError(f"max_drop must be >= 0, got {max_drop}", hint="e.g. --max-drop 0.5% (= 0.005)")
     if max_evaluations < 1:
@@ -325,9 +330,13 @@ def build_up_quantized(
             progress(f"variant {name}: score {v.score:.5f} (budget {1 - max_drop:.5f}), damage {dmg:.3g}, {len(q)} of {len(candidates)} quantized")
         return v
 
+    def gained(v: Variant) -> float:
+        out = set(v.excluded_nodes)
+        return sum(float(weights.get(c, 0.0)) for c in candidates if c not in out) if weights is not None else 0.0
+
     def result(reason: str, sens: Dict[str, float]) -> SearchResult:
         meeting = [v for v in variants if v.meets_budget and len(v.excluded_nodes) < len(candidates)]
-        chosen = min(meeting, key=lambda v: (len(v.excluded_nodes), -v.score)) if meeting else None
+        chosen = min(meeting, key=lambda v: (-gained(v), len(v.excluded_nodes), -v.score)) if meeting else None
         return SearchResult(variants=variants, chosen=chosen, max_drop=max_drop, stop_reason=reason, sensitivity=sens)
 
     if not candidates:
@@ -345,7 +354,12 @@ def build_up_quantized(
             alone_ok[c] = v.meets_budget
     except _Budget:
         reason = f"search budget (evaluations or seconds) spent while ranking ({len(damage)} of {len(candidates)} ranked; the rest stay in float); "
-    ranked = sorted((c for c in damage if alone_ok[c]), key=lambda c: (damage[c], order[c]))
+    if weights is not None:
+        total = sum(max(0.0, float(weights.get(c, 0.0))) for c in candidates) or 1.0
+        share = {c: max(0.0, float(weights.get(c, 0.0))) / total for c in candidates}
+        ranked = sorted((c for c in damage if alone_ok[c]), key=lambda c: (damage[c] / max(share[c], 1e-9), order[c]))
+    else:
+        ranked = sorted((c for c in damage if alone_ok[c]), key=lambda c: (damage[c], order[c]))
     sens = {c: round(damage[c], 8) for c in sorted(damage, key=lambda c: (damage[c], order[c]))}
     if not ranked:
         return result(reason + "no candidate meets the budget when quantized alone", sens)

@@ -106,3 +106,25 @@ def test_build_up_starts_no_evaluation_past_its_time_limit(monkeypatch):
     res = build_up_quantized(names, build, slow, max_drop=0.01, max_seconds=25.0)
     assert len(calls) == 3  # started at t = 0, 10, 20; none after 25 s
     assert "ranked" in res.stop_reason and set(names) - set(res.chosen.excluded_nodes) in ({"op0"}, {"op1"}, {"op0", "op1"})
+
+
+def test_build_up_with_weights_spends_the_budget_on_what_gains_most():
+    # six light ops of damage 0.2 line each (weight 1) and one heavy op of damage 1.0 line (weight 50); 1.2 lines allowed.
+    # By damage alone all six light ops fit (1.2 lines) and the heavy one does not; by damage per weight the heavy op
+    # comes first and one light op still fits beside it: 51 of 56 weight quantized instead of 6.
+    damage = [0.2, 0.2, 0.2, 1.0, 0.2, 0.2, 0.2]
+    names, build, measure, _ = _toy(damage)
+    weights = {n: (50.0 if n == "op3" else 1.0) for n in names}
+    plain = build_up_quantized(names, build, measure, max_drop=0.012, max_evaluations=40)
+    assert set(names) - set(plain.chosen.excluded_nodes) == {"op0", "op1", "op2", "op4", "op5", "op6"}
+    names, build, measure, _ = _toy(damage)
+    res = build_up_quantized(names, build, measure, max_drop=0.012, max_evaluations=40, weights=weights)
+    chosen = set(names) - set(res.chosen.excluded_nodes)
+    assert "op3" in chosen and len(chosen) == 2 and res.chosen.meets_budget
+    # the ranking is per weight: the heavy op first although its damage alone is the largest
+    first_buildup = next(v for v in res.variants if v.phase == "build-up" or v.phase == "extend")
+    assert "op3" not in first_buildup.excluded_nodes
+    # an op without a weight counts 0: never preferred over one that gains
+    names, build, measure, _ = _toy([0.0, 0.5])
+    res = build_up_quantized(names, build, measure, max_drop=0.004, weights={"op1": 1.0})
+    assert set(names) - set(res.chosen.excluded_nodes) == {"op0"}  # op1 alone misses (0.5 line > 0.4)
