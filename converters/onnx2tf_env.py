@@ -25,6 +25,7 @@ ENV_VAR = "EDGEKIT_ONNX2TF_ENV"
 REPORTED = ("onnx2tf", "tensorflow", "tf-keras", "numpy", "onnx", "onnxruntime", "protobuf", "ai-edge-litert", "onnxsim")
 READY = "ready.json"
 APPROX = "~2.6 GB and ~4 minutes"
+CREATING = "creating the onnx2tf tool env"  # said even by a quiet variant build: minutes and GBs the user must see
 
 
 class ToolEnvError(EdgekitError):
@@ -203,7 +204,7 @@ def _write_marker(root: Path, versions: Dict[str, str]) -> None:
 
 def _create(root: Path, progress: Optional[Callable[[str], None]], timeout_s: float) -> None:
     if progress:
-        progress(f"creating the onnx2tf tool env at {root} (one time, {APPROX})")
+        progress(f"{CREATING} at {root} (one time, {APPROX})")
     root.mkdir(parents=True, exist_ok=True)
     log = root / "install.log"
     steps = [

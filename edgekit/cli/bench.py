@@ -154,3 +154,5 @@ def _print_rounds(summary):
     c = console()
     c.print(t)
     c.print(p)
+    for note in dict.fromkeys(r["note"] for r in summary["pairs"] if r.get("note")):
+        c.print(escape(note))

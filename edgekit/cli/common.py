@@ -21,9 +21,13 @@ def console(stderr: bool = False):
 
 
 def profile_option(required: bool = True, default: Optional[str] = None):
+    # Click >= 8.3 treats an explicit default=None as a value, so a required option given default=None is never
+    # "missing" (the command then ran with profile None: "unknown device profile 'None'"); pass a default only when
+    # there is one.
+    extra = {} if default is None else {"default": default}
     return click.option(
-        "--profile", "-p", "profile", required=required and default is None, default=default,
-        help="Device profile: a bundled name (edgekit profiles list) or a path to your own YAML.",
+        "--profile", "-p", "profile", required=required and default is None,
+        help="Device profile: a bundled name (edgekit profiles list) or a path to your own YAML.", **extra,
     )
 
 
@@ -168,6 +172,10 @@ def parse_percent(value: Optional[str], option: str, upper: float = 1.0) -> Opti
         v = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
     except ValueError:
         raise UsageError(f"{option} '{value}': expected a fraction (0.005) or a percentage (0.5%)") from None
+    if not text.endswith("%") and v >= 1.0:
+        # '5' meant as 5 % would be read as 500 %: a CI gate that never fails, or a budget refused as over 100 %
+        raise UsageError(f"{option} '{value}': a number without % is a fraction ({value} = {v:.0%}); "
+                         f"for {value} percent write {text}%")
     if not 0.0 <= v < upper:
         raise UsageError(f"{option} '{value}' must be between 0 and {upper:.0%}")
     return v

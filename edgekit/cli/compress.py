@@ -36,7 +36,7 @@ def compress(model: str, method: str, ratio: Optional[float], rank: Optional[int
       edgekit compress zoo:minilm --method prune --ratio 0.3 --profile x86-cpu --out out/prune
       edgekit compress zoo:minilm --method prune-unstructured --ratio 0.5 --profile x86-cpu --out out/sparse
       edgekit compress zoo:ppocr-rec --method lowrank --energy 0.95 --profile x86-cpu --out out/lr
-      edgekit compress zoo:ppocr-rec --method lowrank --energy 0.9 --finetune --train-budget 5m --out out/lr-ft
+      edgekit compress zoo:ppocr-rec --method lowrank --energy 0.9 --finetune --train-budget 5m --profile x86-cpu --out out/lr-ft
       edgekit compress zoo:ppocr-det --method weight-share --clusters 16 --profile x86-cpu --out out/ws
     """
     from edgekit.cli.common import parse_duration

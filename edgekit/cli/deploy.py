@@ -13,7 +13,7 @@ from edgekit.cli.history import history_option
 @profile_option()
 @ssh_options
 @click.option("--runtime", type=click.Choice(["onnxruntime", "openvino", "tflite", "tensorrt"]), default=None, help="Override the profile's runtime preference.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "auto"]), default=None, help="fp32, fp16, int8, or auto: build every feasible runtime x precision, measure each on the target, keep the fastest within --max-drop (default 1%%).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "auto"]), default=None, help="fp32, fp16, int8, or auto: build every feasible runtime x precision, measure each on the target, keep the fastest within --max-drop (default 1%).")
 @click.option("--max-drop", default=None, metavar="0.5%", help="Accuracy budget for compression: max drop of the task metric (or output cosine).")
 @click.option("--train-budget", default=None, metavar="5m", help="Training time (300, 90s, 5m, 1h, or off) for --precision int8/auto: quantization-aware training (mixed precision where needed) where post-training INT8 misses --max-drop, low-rank -> INT8 compound variants, and (PyTorch sources) structured prune -> distill -> INT8; every variant's latency/score/size goes to the report's Pareto front. Default: 10m, spent only when post-training INT8 missed the budget.")
 @click.option("--calib", type=click.Path(exists=True), default=None, help="Calibration data: image folder, .npy or .npz keyed by input name.")

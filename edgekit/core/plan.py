@@ -231,4 +231,4 @@ def _tflite_from_torch(fmt: str, precision: str, options: PlanOptions, notes: Li
         config["max_drop"] = options.max_drop
     if options.shapes:
         config["input_shapes"] = options.shapes
-    return [PlannedStep(step="litert-torch", config=config, reason=f"convert PyTorch to TFLite directly with litert-torch ({tp}); no ONNX step, inputs become int32 serving_default_args_N (mapped back for fidelity and the harness)")]
+    return [PlannedStep(step="litert-torch", config=config, reason=f"convert PyTorch to TFLite directly with litert-torch ({tp}); no ONNX step; inputs are renamed serving_default_args_N and int64 ones become int32 (mapped back for fidelity and the harness)")]

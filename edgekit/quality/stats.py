@@ -164,8 +164,11 @@ def paired_round_ratios(
     p = _sign_test_p(slower, n)
     # fewer than MIN_ROUNDS paired rounds cannot tell a difference from the swing between rounds
     v = verdict(float(lo), float(hi), ratio, None, min_effect=min_effect) if n >= MIN_ROUNDS else SAME
-    return {"ratio": ratio, "lo": float(lo), "hi": float(hi), "confidence": confidence, "rounds": n,
-            "rounds_slower": slower, "p_value": p, "verdict": v, "per_round": [float(x) for x in ratios]}
+    out = {"ratio": ratio, "lo": float(lo), "hi": float(hi), "confidence": confidence, "rounds": n,
+           "rounds_slower": slower, "p_value": p, "verdict": v, "per_round": [float(x) for x in ratios]}
+    if n < MIN_ROUNDS:  # say why, or an interval that excludes 1 next to "no detectable difference" reads as a bug
+        out["note"] = f"no verdict from {n} round(s): a verdict needs --rounds {MIN_ROUNDS} or more"
+    return out
 
 
 def _sign_test_p(k: int, n: int) -> float:

@@ -103,6 +103,14 @@ def _budget(max_drop: float, has_task: bool) -> FidelityBudget:
     return drop_budget(max_drop, has_task=False)
 
 
+def _one_time_setup_only(progress: Callable[[str], None]) -> Callable[[str], None]:
+    """A plain variant's steps build quietly, but creating a tool environment once (onnx2tf: ~2.6 GB, minutes) is
+    still said: without it a fresh machine sat on "building (simplify, tflite)" for minutes with no word why."""
+    from edgekit.converters.onnx2tf_env import CREATING
+
+    return lambda m: progress(m) if m.startswith(CREATING) else None
+
+
 def search_variants(
     resolved: Any,
     profile: DeviceProfile,
@@ -153,7 +161,7 @@ def search_variants(
         label = f"{runtime}/{precision}" + (f" {method}" if method else "")
         progress(f"variant {label}: building ({', '.join(s.step for s in plan.steps) or 'as is'})")
         t0 = time.perf_counter()
-        pipe = _MemoPipeline(plan, profile, data, cache_dir=cache_dir, runner=runner, fidelity_samples=fidelity_samples, progress=progress if method and method not in ("ptq", "reference") else (lambda m: None), use_cache=use_cache, memo=memo)
+        pipe = _MemoPipeline(plan, profile, data, cache_dir=cache_dir, runner=runner, fidelity_samples=fidelity_samples, progress=progress if method and method not in ("ptq", "reference") else _one_time_setup_only(progress), use_cache=use_cache, memo=memo)
         base = dict(runtime=runtime, precision=precision, method=method, steps=[s.step for s in plan.steps])
         try:
             result = pipe.run(resolved.artifact)

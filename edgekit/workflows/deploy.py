@@ -571,7 +571,7 @@ def fidelity_check(resolved, result, bench_result, runner, data, feeds, max_drop
     out: Dict[str, Any] = {"metric": metric, "max_drop": md, "budget": budget_score, "data": kind, "samples": len(feeds),
                            "decided_by": decided, "rows": rows, "device_result": dev_res}
     if decided == "host":
-        out["note"] = ("the host check on the held-out set decided (each step was refused on it); the device score is "
+        out["note"] = ("the host check on the held-out set decided (a step that missed the budget there was refused); the device score is "
                        "measured on the target's own runtime build beside it")
         if dev_res is not None and not rows[1]["meets_budget"]:
             out["warning"] = (f"the device scores {rows[1]['score']:.4f} < budget {budget_score:.4f} although the host "

@@ -96,3 +96,40 @@ def test_bad_shape_option(cli, ppocr_det_path):
 
 def test_symbolic_dims_need_a_shape(cli, ppocr_det_path):
     _assert_clean_error(cli("bench", str(ppocr_det_path), "--profile", "x86-cpu"), "symbolic", "--shape x=")
+
+
+@pytest.mark.parametrize("argv", [
+    ("plan", "zoo:ppocr-det"),
+    ("deploy", "zoo:ppocr-det", "--no-bench"),
+    ("bench", "model.onnx"),
+    ("compress", "zoo:ppocr-rec", "--method", "lowrank", "--energy", "0.9", "--out", "lr"),
+    ("setup", "--host", "pi@board"),
+])
+def test_forgotten_profile_is_named_by_click(cli, tmp_path, argv):
+    """--profile is required: forgetting it says so before any work (it used to run with profile None and fail with
+    "unknown device profile 'None'" under Click >= 8.3, where an explicit default=None counts as a value)."""
+    p = cli(*argv, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert "Missing option '--profile'" in p.stderr, p.stderr
+    assert "None" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_percent_option_without_percent_sign_is_refused_with_the_fix(cli, tmp_path, ppocr_det_path):
+    """'--fail-if-slower 5' was read as 500 %: a CI gate that can never fail, exit 0. '--max-drop 1' was refused as
+    'must be between 0 and 100%'. Both now say what the number meant and what to write."""
+    gate = cli("compare", "1", "2", "--history", str(tmp_path / "h.sqlite"), "--fail-if-slower", "5")
+    _assert_clean_error(gate, "--fail-if-slower '5'", "500%", "write 5%")
+    drop = cli("deploy", str(ppocr_det_path), "--profile", "x86-cpu", "--max-drop", "1", "--no-bench", "--out", str(tmp_path / "o"))
+    _assert_clean_error(drop, "--max-drop '1'", "write 1%")
+    assert not (tmp_path / "o").exists()
+    ok = cli("plan", str(ppocr_det_path), "--profile", "x86-cpu", "--precision", "int8", "--max-drop", "0.01", "--json")
+    assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize("command", ["deploy", "plan", "bench", "compare", "compress", "distill", "history", "sweep"])
+def test_help_shows_no_escaped_percent(cli, command):
+    """Click does not %-format help text: a '%%' written for it is shown literally ("(default 1%%)")."""
+    p = cli(command, "--help")
+    assert p.returncode == 0, p.stderr
+    assert "%%" not in p.stdout, [line for line in p.stdout.splitlines() if "%%" in line]

@@ -92,6 +92,8 @@ def test_bench_rounds_interleaves_and_reports_pairs(cli, tmp_path):
     order = re.findall(r"round (\d)/2: (\S+)", r.stderr)
     assert order == [("1", a.name), ("1", b.name), ("2", a.name), ("2", b.name)]
     assert r.stderr.count("cooldown 0.1 s") == 1  # between rounds, not after the last
+    # 2 rounds give an interval but never a verdict: the output says why instead of a bare "no detectable difference"
+    assert "no verdict from 2 round(s): a verdict needs --rounds 3 or more" in " ".join(r.stdout.split()), r.stdout
     doc = json.loads((tmp_path / "r.json").read_text())
     assert [len(x["round_medians_ms"]) for x in doc["artifacts"]] == [2, 2]
     (pair,) = doc["pairs"]
