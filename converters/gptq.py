@@ -91,11 +91,14 @@ def gptq_offsets(
     feeds: Sequence[Dict[str, np.ndarray]],
     input_names: Sequence[str],
     damp: float = 0.01,
-    batch: int = 16,
+    batch: int = 4,
     progress: Optional[Callable[[str], None]] = None,
+    max_columns: int = 16384,
 ) -> Dict[str, Tuple[np.ndarray, np.ndarray, float, float]]:
     """GPTQ for every covered op of `quantized` on the FP32 model's own layer inputs over `feeds`.
 
+    At most `max_columns` input positions per layer and batch enter H (a random, seeded subset: a 3x3 conv with 64
+    input channels at 320x320 would otherwise give 576 x 1.6 M values per batch of 16).
     Returns {node name: (offset, scale, output error RTN, output error GPTQ)}; a layer where GPTQ's output error on H is
     not below round-to-nearest's is left out (it keeps plain rounding): `offset` = GPTQ's INT8 weight − the
     FP32 weight (in the weight's layout), `scale` the per-output-channel scale. The QAT step keeps the FP32 weight as
@@ -112,12 +115,16 @@ def gptq_offsets(
         return {}
     stats: Dict[str, List[Any]] = {q["node"]: [None, 0] for q, *_ in todo}
 
+    gen = torch.Generator().manual_seed(0)
+
     def capture(q, node, attrs, n_in, kernel):
         def hook(x):
             cols = _columns(torch, node, attrs, x.detach(), n_in, kernel)
             if cols is None:
                 stats[q["node"]][1] = -1
                 return x
+            if cols.shape[1] > max_columns:  # a high-resolution conv: a random subset of positions estimates H as well
+                cols = cols[:, torch.randperm(cols.shape[1], generator=gen)[:max_columns]]
             cols = cols.double()
             s = stats[q["node"]]
             if s[1] >= 0:

@@ -107,16 +107,24 @@ def test_qat_weight_round_nearest_exports_plain_rounding(small_onnx, tmp_path): 
         assert np.array_equal(k, np.clip(np.round(fp32[w] / scale.reshape(shape)), -127, 127))
 
 
-def test_op_macs_of_each_quantized_op_from_its_input_shape(small_onnx):  # noqa: F811
-    from edgekit.converters.onnx_torch import OnnxModule, weight_axis
-    from edgekit.converters.qat import op_macs
+def _weighted_ops(student):
+    """The QAT step's record of each Conv/Gemm/MatMul with a constant weight (node, weight, output-channel axis)."""
+    from edgekit.converters.onnx_torch import weight_axis
 
-    student = OnnxModule(onnx.load(str(small_onnx)), "small").eval()
-    quantized = []
+    out = []
     for node, attrs in zip(student.nodes, student.node_attrs):
         if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in student.param_names:
             w = student.value_of(node.input[1])
-            quantized.append({"node": node.name, "weight": node.input[1], "axis": weight_axis(node, attrs, w.dim()), "op": node.op_type})
+            out.append({"node": node.name, "weight": node.input[1], "axis": weight_axis(node, attrs, w.dim()), "op": node.op_type})
+    return out
+
+
+def test_op_macs_of_each_quantized_op_from_its_input_shape(small_onnx):  # noqa: F811
+    from edgekit.converters.onnx_torch import OnnxModule
+    from edgekit.converters.qat import op_macs
+
+    student = OnnxModule(onnx.load(str(small_onnx)), "small").eval()
+    quantized = _weighted_ops(student)
     macs = op_macs(torch, student, quantized, _feeds(1, 0)[0])
     got = sorted(macs.values())
     # c1 3->16 3x3 pad 1 on 16x16; dw 16 groups 3x3; c2 16->24 3x3 stride 2 -> 8x8; fc 24->32; head 32->10
@@ -138,3 +146,17 @@ def test_a_layer_where_gptq_does_worse_than_rounding_keeps_rounding(small_onnx, 
     monkeypatch.setattr(g, "gptq_matrix", off_by_one)
     out, rec, seen = _run(small_onnx, tmp_path, "w", weight_round="gptq")
     assert rec["gptq"]["ops"] == 0 and not any("w_scale" in q for q in seen["quantized"])
+
+
+def test_gptq_on_a_random_subset_of_positions_still_beats_rounding(small_onnx):  # noqa: F811
+    """High-resolution convs enter H through at most max_columns positions per batch; with only 64 here, every covered
+    layer still gets a lower output error (on its own subsampled H) and the same ops are covered."""
+    from edgekit.converters.gptq import gptq_offsets
+    from edgekit.converters.onnx_torch import OnnxModule
+
+    student = OnnxModule(onnx.load(str(small_onnx)), "small").eval()
+    quantized = _weighted_ops(student)
+    full = gptq_offsets(torch, student, quantized, _feeds(16, 0), ["x"])
+    sub = gptq_offsets(torch, student, quantized, _feeds(16, 0), ["x"], max_columns=64)
+    assert set(sub) == set(full) and len(sub) >= 3
+    assert all(g < r for _, _, r, g in sub.values())
