@@ -133,14 +133,8 @@ def gptq_offsets(
             return x
         return hook
 
-    saved = student.hooks
-    student.hooks = {(q["node"], 0): capture(q, node, attrs, n_in, kernel) for q, node, attrs, n_in, kernel in todo}
-    try:
-        with torch.no_grad():
-            for chunk in _same_shape_batches(feeds, input_names, batch):
-                student(*[torch.from_numpy(np.ascontiguousarray(np.concatenate([f[n] for f in chunk]))) for n in input_names])
-    finally:
-        student.hooks = saved
+    student.observe({(q["node"], 0): capture(q, node, attrs, n_in, kernel) for q, node, attrs, n_in, kernel in todo},
+                    _same_shape_batches(feeds, input_names, batch))
     out: Dict[str, Tuple[np.ndarray, np.ndarray, float, float]] = {}
     for q, node, attrs, n_in, _kernel in todo:
         H, count = stats[q["node"]]

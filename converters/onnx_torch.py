@@ -10,7 +10,7 @@ torch is imported by the caller (converters/qat.py imports this module inside `r
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -137,6 +137,18 @@ class OnnxModule(torch.nn.Module):
 
     def trained_weights(self) -> Dict[str, np.ndarray]:
         return {onnx_name: self.params[key].detach().cpu().numpy() for onnx_name, key in self.param_names.items()}
+
+    def observe(self, hooks: Dict[Tuple[str, int], Any], batches: Iterable[Sequence[Dict[str, np.ndarray]]]) -> None:
+        """Forward (no grad) over `batches` (each a list of feeds, concatenated per input) with `hooks` in place of
+        the module's own, which are restored afterwards: for hooks that only look at node inputs (statistics, shapes)."""
+        saved = self.hooks
+        self.hooks = hooks
+        try:
+            with torch.no_grad():
+                for chunk in batches:
+                    self(*[torch.from_numpy(np.ascontiguousarray(np.concatenate([f[n] for f in chunk]))) for n in self.input_names])
+        finally:
+            self.hooks = saved
 
     def forward(self, *args, **kwargs) -> List[torch.Tensor]:
         start = dict(zip(self.input_names, args), **kwargs)

@@ -402,7 +402,7 @@ def _openvino_outputs(path: Path, feeds: List[Dict[str, np.ndarray]], threads: i
     return out
 
 
-def op_macs(torch, student, quantized: Sequence[Dict[str, Any]], feed: Dict[str, np.ndarray]) -> Dict[str, float]:
+def op_macs(student, quantized: Sequence[Dict[str, Any]], feed: Dict[str, np.ndarray]) -> Dict[str, float]:
     """Multiply-accumulates per inference of each quantized op, from its input shape on one sample (one forward)."""
     attrs = {n.name: (n, a) for n, a in zip(student.nodes, student.node_attrs)}
     out: Dict[str, float] = {}
@@ -431,13 +431,7 @@ def op_macs(torch, student, quantized: Sequence[Dict[str, Any]], feed: Dict[str,
             return x
         return hook
 
-    saved = student.hooks
-    student.hooks = {(q["node"], 0): shape_of(q) for q in quantized}
-    try:
-        with torch.no_grad():
-            student(*[torch.from_numpy(np.ascontiguousarray(feed[n])) for n in student.input_names])
-    finally:
-        student.hooks = saved
+    student.observe({(q["node"], 0): shape_of(q) for q in quantized}, [[feed]])
     return out
 
 
@@ -565,9 +559,7 @@ class _Validator:
             self.say(f"qat: mixed-precision build-up over {len(names)} weighted ops on {len(self.feeds)} validation samples "
                      f"(≤ {evals} evaluations, ≤ {self.cfg.search_budget_s:.0f} s; ops ranked by the damage each does alone, accepted at "
                      f"{self.metric} ≥ {1 - drop:.4f} in {self.runtime})")
-            import torch
-
-            weights = op_macs(torch, self.student, self.quantized, self.feeds[0]) if self.cfg.search_weight == "macs" else None
+            weights = op_macs(self.student, self.quantized, self.feeds[0]) if self.cfg.search_weight == "macs" else None
             if weights:
                 total = sum(weights.values()) or 1.0
                 top = sorted(weights, key=lambda n: -weights[n])[:3]

@@ -125,7 +125,7 @@ def test_op_macs_of_each_quantized_op_from_its_input_shape(small_onnx):  # noqa:
 
     student = OnnxModule(onnx.load(str(small_onnx)), "small").eval()
     quantized = _weighted_ops(student)
-    macs = op_macs(torch, student, quantized, _feeds(1, 0)[0])
+    macs = op_macs(student, quantized, _feeds(1, 0)[0])
     got = sorted(macs.values())
     # c1 3->16 3x3 pad 1 on 16x16; dw 16 groups 3x3; c2 16->24 3x3 stride 2 -> 8x8; fc 24->32; head 32->10
     want = sorted([16 * 16 * 16 * 27, 16 * 16 * 16 * 9, 24 * 8 * 8 * 16 * 9, 24 * 32, 32 * 10])
