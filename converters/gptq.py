@@ -43,14 +43,21 @@ def gptq_matrix(torch, W, H, damp: float = 0.01):
 
 
 def _columns(torch, node, attrs: Dict[str, Any], x, in_features: int, kernel: Tuple[int, ...]):
-    """The layer input as columns [in_features, N] matching the 2-D weight layout, or None if not covered (e.g.
-    asymmetric padding or auto_pad)."""
+    """The layer input as columns [in_features, N] matching the 2-D weight layout, or None if not covered (asymmetric
+    padding, auto_pad SAME_*)."""
     if node.op_type == "Conv":
+        from edgekit.converters.onnx_torch import _pads  # the interpreter's own reading of pads / auto_pad
+
         k = tuple(int(v) for v in kernel)
-        pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        if x.dim() != 4 or len(k) != 2 or len(pads) != 4 or pads[0] != pads[2] or pads[1] != pads[3] or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        if x.dim() != 4 or len(k) != 2:
             return None
-        cols = torch.nn.functional.unfold(x, k, dilation=tuple(attrs.get("dilations", [1, 1])), padding=(pads[0], pads[1]),
+        try:
+            pads, symmetric = _pads(attrs, 2)
+        except ValueError:  # auto_pad SAME_*
+            return None
+        if not symmetric:
+            return None
+        cols = torch.nn.functional.unfold(x, k, dilation=tuple(attrs.get("dilations", [1, 1])), padding=tuple(pads),
                                           stride=tuple(attrs.get("strides", [1, 1])))  # [B, Cin*kh*kw, L]
         return cols.permute(1, 0, 2).reshape(cols.shape[1], -1) if cols.shape[1] == in_features else None
     x2 = x.reshape(-1, x.shape[-1])
