@@ -330,9 +330,11 @@ def build_up_quantized(
             progress(f"variant {name}: score {v.score:.5f} (budget {1 - max_drop:.5f}), damage {dmg:.3g}, {len(q)} of {len(candidates)} quantized")
         return v
 
+    gain = {c: max(0.0, float(weights.get(c, 0.0))) for c in candidates} if weights is not None else None
+
     def gained(v: Variant) -> float:
         out = set(v.excluded_nodes)
-        return sum(float(weights.get(c, 0.0)) for c in candidates if c not in out) if weights is not None else 0.0
+        return sum(gain[c] for c in candidates if c not in out) if gain is not None else 0.0
 
     def result(reason: str, sens: Dict[str, float]) -> SearchResult:
         meeting = [v for v in variants if v.meets_budget and len(v.excluded_nodes) < len(candidates)]
@@ -354,10 +356,9 @@ def build_up_quantized(
             alone_ok[c] = v.meets_budget
     except _Budget:
         reason = f"search budget (evaluations or seconds) spent while ranking ({len(damage)} of {len(candidates)} ranked; the rest stay in float); "
-    if weights is not None:
-        total = sum(max(0.0, float(weights.get(c, 0.0))) for c in candidates) or 1.0
-        share = {c: max(0.0, float(weights.get(c, 0.0))) / total for c in candidates}
-        ranked = sorted((c for c in damage if alone_ok[c]), key=lambda c: (damage[c] / max(share[c], 1e-9), order[c]))
+    if gain is not None:
+        total = sum(gain.values()) or 1.0
+        ranked = sorted((c for c in damage if alone_ok[c]), key=lambda c: (damage[c] / max(gain[c] / total, 1e-9), order[c]))
     else:
         ranked = sorted((c for c in damage if alone_ok[c]), key=lambda c: (damage[c], order[c]))
     sens = {c: round(damage[c], 8) for c in sorted(damage, key=lambda c: (damage[c], order[c]))}
