@@ -150,7 +150,10 @@ def gptq_offsets(
         H = H / count
         w = student.value_of(q["weight"]).detach()
         W, back = _as_rows(w.double(), q["axis"])
-        K, scale = gptq_matrix(torch, W, H, damp)
+        try:
+            K, scale = gptq_matrix(torch, W, H, damp)
+        except RuntimeError:  # torch.linalg.LinAlgError: H not positive definite even after damping: keep rounding
+            continue
         Wg = K * scale[:, None]
         rtn = torch.clamp(torch.round(W / scale[:, None]), -127, 127) * scale[:, None]
         err = lambda Wq: float(torch.einsum("oi,ij,oj->", Wq - W, H, Wq - W))  # noqa: E731

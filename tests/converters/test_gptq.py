@@ -148,6 +148,24 @@ def test_a_layer_where_gptq_does_worse_than_rounding_keeps_rounding(small_onnx, 
     assert rec["gptq"]["ops"] == 0 and not any("w_scale" in q for q in seen["quantized"])
 
 
+def test_a_layer_whose_statistics_gptq_cannot_factor_keeps_rounding(small_onnx, tmp_path, monkeypatch):  # noqa: F811
+    """A Cholesky failure (H not positive definite) in one layer is no traceback: that layer keeps plain rounding."""
+    import edgekit.converters.gptq as g
+
+    real, calls = g.gptq_matrix, []
+
+    def first_fails(torch_, W, H, damp=0.01):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.linalg.LinAlgError("linalg.cholesky: The factorization could not be completed")
+        return real(torch_, W, H, damp)
+
+    monkeypatch.setattr(g, "gptq_matrix", first_fails)
+    out, rec, seen = _run(small_onnx, tmp_path, "c", weight_round="gptq")
+    assert rec["gptq"]["ops"] == len(calls) - 1 >= 2
+    _assert_export_matches_fake_quant(seen["student"], out.path)
+
+
 def test_gptq_on_a_random_subset_of_positions_still_beats_rounding(small_onnx):  # noqa: F811
     """High-resolution convs enter H through at most max_columns positions per batch; with only 64 here, every covered
     layer still gets a lower output error (on its own subsampled H) and the same ops are covered."""
