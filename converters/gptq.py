@@ -11,13 +11,45 @@ E‖(W_q − W) x‖² 5–45x lower than round-to-nearest; those 10 convs INT8 
 256 held-out lines against 0.926.
 
 Covered: Conv with group 1 (2-D, any kernel: the input is unfolded into columns) and MatMul/Gemm with a 2-D constant
-weight. Depthwise/grouped convs and ConvTranspose keep round-to-nearest."""
+weight. Depthwise/grouped convs and ConvTranspose keep round-to-nearest.
+
+The same pass over the calibration inputs also chooses each layer's activation smoothing when asked
+(converters/smooth.py): GPTQ then rounds the smoothed weight on the correspondingly scaled statistics."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
+
+
+class Rounded(NamedTuple):
+    """One layer's INT8 weight: `offset` = INT8 weight − (FP32 weight × smooth) in the weight's layout, `scale` per output
+    channel, the layer output errors of round-to-nearest and GPTQ on H, and the activation smoothing (converters/smooth.py:
+    s per input channel, its α) when one was chosen."""
+
+    offset: np.ndarray
+    scale: np.ndarray
+    e_rtn: float
+    e_gptq: float
+    smooth: Optional[np.ndarray] = None
+    alpha: Optional[float] = None
+    plain: Optional[Tuple[np.ndarray, np.ndarray]] = None  # a smoothed layer's (offset, scale) without smoothing; None: rounding
+
+
+def input_channel_dim(axis: int, ndim: int) -> int:
+    """The weight dimension that reads the layer's input channels: the first one that is not the output-channel axis
+    (Conv [O, C, kh, kw] -> 1; MatMul [K, N] -> 0; Gemm transB [N, K] -> 1)."""
+    return next(d for d in range(ndim) if d != axis)
+
+
+def smooth_views(node, s: np.ndarray, axis: int, w_ndim: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(multiplier of the weight, multiplier of the layer input) for smoothing `s`: W × s along its input channels,
+    x × 1/s along the channel dim (1 for Conv's NCHW input, the last for MatMul/Gemm)."""
+    wshape = [1] * w_ndim
+    wshape[input_channel_dim(axis, w_ndim)] = -1
+    xshape = [1, -1, 1, 1] if node.op_type == "Conv" else [-1]
+    return s.reshape(wshape).astype(np.float32), (1.0 / s).reshape(xshape).astype(np.float32)
 
 
 def gptq_matrix(torch, W, H, damp: float = 0.01):
@@ -101,16 +133,25 @@ def gptq_offsets(
     batch: int = 4,
     progress: Optional[Callable[[str], None]] = None,
     max_columns: int = 16384,
-) -> Dict[str, Tuple[np.ndarray, np.ndarray, float, float]]:
+    smooth_alphas: Sequence[float] = (),
+    smoothable: Optional[Set[str]] = None,
+    act_qrange: Tuple[int, int] = (0, 255),
+    sample_columns: int = 2048,
+) -> Dict[str, Rounded]:
     """GPTQ for every covered op of `quantized` on the FP32 model's own layer inputs over `feeds`.
 
     At most `max_columns` input positions per layer and batch enter H (a random, seeded subset: a 3x3 conv with 64
     input channels at 320x320 would otherwise give 576 x 1.6 M values per batch of 16).
-    Returns {node name: (offset, scale, output error RTN, output error GPTQ)}; a layer where GPTQ's output error on H is
-    not below round-to-nearest's is left out (it keeps plain rounding): `offset` = GPTQ's INT8 weight − the
-    FP32 weight (in the weight's layout), `scale` the per-output-channel scale. The QAT step keeps the FP32 weight as
-    the trainable parameter and quantizes weight + offset on the fixed scale, so at the FP32 weight the export is
-    exactly GPTQ's integers, and ops later kept in FP32 keep their original weights."""
+    Returns {node name: Rounded}; a layer where GPTQ's output error on H is not below round-to-nearest's is left out (it
+    keeps plain rounding). The QAT step keeps the FP32 weight as the trainable parameter and quantizes
+    weight × smooth + offset on the fixed scale, so at the FP32 weight the export is exactly GPTQ's integers, and ops
+    later kept in FP32 keep their original weights.
+
+    With `smooth_alphas`, each op in `smoothable` (its input read by no other quantized op) also gets the activation
+    smoothing (converters/smooth.py) with the lowest quantized output error on a sample of `sample_columns` inputs,
+    `act_qrange` being the activation quantizer's integer range; GPTQ then runs on the scaled weight and statistics."""
+    from edgekit.converters import smooth as smoothing
+
     nodes = {n.name: (n, a) for n, a in zip(student.nodes, student.node_attrs)}
     todo = []
     for q in quantized:
@@ -120,49 +161,89 @@ def gptq_offsets(
             todo.append((q, node, attrs, _as_rows(w.detach(), q["axis"])[0].shape[1], tuple(w.shape[2:])))
     if not todo:
         return {}
-    stats: Dict[str, List[Any]] = {q["node"]: [None, 0] for q, *_ in todo}
+    smooth_on = {q["node"] for q, *_ in todo if smooth_alphas and (smoothable is None or q["node"] in smoothable)}
+    # per op: [H sum, positions, sampled columns, per-channel min, per-channel max]
+    stats: Dict[str, List[Any]] = {q["node"]: [None, 0, [], None, None] for q, *_ in todo}
+    n_batches = max(1, -(-len(feeds) // batch))
 
     gen = torch.Generator().manual_seed(0)
 
     def capture(q, node, attrs, n_in, kernel):
         def hook(x):
             cols = _columns(torch, node, attrs, x.detach(), n_in, kernel)
+            st = stats[q["node"]]
             if cols is None:
-                stats[q["node"]][1] = -1
+                st[1] = -1
+                return x
+            if st[1] < 0:
                 return x
             if cols.shape[1] > max_columns:  # a high-resolution conv: a random subset of positions estimates H as well
                 cols = cols[:, torch.randperm(cols.shape[1], generator=gen)[:max_columns]]
             cols = cols.double()
-            s = stats[q["node"]]
-            if s[1] >= 0:
-                s[0] = cols @ cols.T if s[0] is None else s[0] + cols @ cols.T
-                s[1] += cols.shape[1]
+            st[0] = cols @ cols.T if st[0] is None else st[0] + cols @ cols.T
+            st[1] += cols.shape[1]
+            if q["node"] in smooth_on and x[0, 0].numel() == 1:
+                smooth_on.discard(q["node"])  # one position per channel (a squeeze-excitation conv): see qat.py
+            if q["node"] in smooth_on:
+                xd = x.detach()
+                xc = xd.movedim(1, 0) if node.op_type == "Conv" else xd.movedim(-1, 0)
+                xc = xc.reshape(xc.shape[0], -1)
+                lo, hi = xc.amin(dim=1).double(), xc.amax(dim=1).double()
+                st[3] = lo if st[3] is None else torch.minimum(st[3], lo)
+                st[4] = hi if st[4] is None else torch.maximum(st[4], hi)
+                take = max(1, sample_columns // n_batches)
+                st[2].append(cols[:, torch.randperm(cols.shape[1], generator=gen)[:take]])
             return x
         return hook
 
     student.observe({(q["node"], 0): capture(q, node, attrs, n_in, kernel) for q, node, attrs, n_in, kernel in todo},
                     _same_shape_batches(feeds, input_names, batch))
-    out: Dict[str, Tuple[np.ndarray, np.ndarray, float, float]] = {}
-    for q, node, attrs, n_in, _kernel in todo:
-        H, count = stats[q["node"]]
+
+    def round_weights(W, H):
+        """GPTQ's weight on H, or round-to-nearest where GPTQ is not better (or H cannot be factored), and the scale."""
+        scale = torch.clamp(W.abs().amax(dim=1) / 127.0, min=1e-12)
+        rtn = torch.clamp(torch.round(W / scale[:, None]), -127, 127) * scale[:, None]
+        try:
+            K, scale = gptq_matrix(torch, W, H, damp)
+        except RuntimeError:  # torch.linalg.LinAlgError: H not positive definite even after damping
+            return rtn, scale, None
+        Wg = K * scale[:, None]
+        err = lambda Wq: float(torch.einsum("oi,ij,oj->", Wq - W, H, Wq - W))  # noqa: E731
+        e_rtn, e_gptq = err(rtn), err(Wg)
+        if not e_gptq <= e_rtn:  # an ill-conditioned H (or NaN) can make GPTQ worse: that layer keeps plain rounding
+            return rtn, scale, None
+        return Wg, scale, (e_rtn, e_gptq)
+
+    out: Dict[str, Rounded] = {}
+    n_smoothed = 0
+    for q, node, attrs, n_in, kernel in todo:
+        H, count, sample, ch_min, ch_max = stats[q["node"]]
         if H is None or count <= 0:
             continue
         H = H / count
         w = student.value_of(q["weight"]).detach()
         W, back = _as_rows(w.double(), q["axis"])
-        try:
-            K, scale = gptq_matrix(torch, W, H, damp)
-        except RuntimeError:  # torch.linalg.LinAlgError: H not positive definite even after damping: keep rounding
+        s = alpha = plain = None
+        if q["node"] in smooth_on and sample and ch_min is not None and n_in % ch_min.numel() == 0:
+            s, alpha, _base, _best = smoothing.choose(
+                torch, W, H, torch.cat(sample, dim=1), ch_min, ch_max, n_in // ch_min.numel(),
+                lambda Wm, Hm: round_weights(Wm, Hm)[:2], act_qrange, smooth_alphas)
+        if s is not None:
+            Wp, scale_p, errs_p = round_weights(W, H)
+            if errs_p is not None:
+                plain = ((back(Wp) - w.double()).float().numpy(), scale_p.float().numpy())
+            sc = torch.from_numpy(s).double().repeat_interleave(n_in // s.size)
+            W, H = W * sc[None, :], H / (sc[:, None] * sc[None, :])
+            n_smoothed += 1
+        Wq, scale, errs = round_weights(W, H)
+        if errs is None and s is None:
             continue
-        Wg = K * scale[:, None]
-        rtn = torch.clamp(torch.round(W / scale[:, None]), -127, 127) * scale[:, None]
-        err = lambda Wq: float(torch.einsum("oi,ij,oj->", Wq - W, H, Wq - W))  # noqa: E731
-        e_rtn, e_gptq = err(rtn), err(Wg)
-        if not e_gptq <= e_rtn:  # an ill-conditioned H (or NaN) can make GPTQ worse: that layer keeps plain rounding
-            continue
-        out[q["node"]] = ((back(Wg) - w.double()).float().numpy(), scale.float().numpy(), e_rtn, e_gptq)
+        e_rtn, e_gptq = errs if errs is not None else (float("nan"), float("nan"))
+        base = back(W)  # the (scaled) FP32 weight in its own layout
+        out[q["node"]] = Rounded((back(Wq) - base).float().numpy(), scale.float().numpy(), e_rtn, e_gptq, s, alpha, plain)
     if progress:
-        gains = [r / g for _, _, r, g in out.values() if g > 0]
+        gains = [r.e_rtn / r.e_gptq for r in out.values() if r.e_gptq > 0]
         progress(f"qat: GPTQ weight rounding of {len(out)} of {len(quantized)} weighted ops on {len(feeds)} samples: layer output "
-                 f"error {np.median(gains) if gains else float('nan'):.1f}x lower than round-to-nearest (median)")
+                 f"error {np.median(gains) if gains else float('nan'):.1f}x lower than round-to-nearest (median)"
+                 + (f"; activation smoothing on {n_smoothed} of {len(smooth_on)} candidates" if smooth_on else ""))
     return out

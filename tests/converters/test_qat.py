@@ -450,7 +450,8 @@ def test_qat_validation_scores_with_the_plans_runtime(small_onnx, tmp_path, monk
     rec = ctx.report["qat"]
     assert rec["validated_with"] == runtime, rec
     n_val = rec["val_samples"]
-    assert (len(calls) == len(rec["validation"]) and set(calls) == {n_val}) if runtime == "openvino" else calls == []
+    compared = 2 if (rec["gptq"]["smoothed"] or {}).get("validation_with") else 0  # activation smoothing: with and without
+    assert (len(calls) == len(rec["validation"]) + compared and set(calls) == {n_val}) if runtime == "openvino" else calls == []
     if runtime == "openvino":  # the final validation is OpenVINO's score of the exported model
         import openvino as ov
 
@@ -546,7 +547,7 @@ def test_qat_build_up_search_ranks_every_op_quantizes_the_chosen_set_and_skips_t
     ctx.calib_data = lambda n: pool[:n]
     ctx.task_metric = _agreement
     cfg = QatConfig(max_steps=1, max_drop=0.0, search_margin=0.0, train_samples=16, val_samples=24, init_samples=8, batch_size=4,
-                    float_precision="f32", tail="off")
+                    float_precision="f32", tail="off", weight_round="nearest")  # rounded weights: INT8 reorders some classes
     out = QatStep().run(load_artifact(small_onnx), cfg, ctx)
     rec = ctx.report["qat"]
     mixed = rec["mixed_precision"]
