@@ -162,6 +162,7 @@ def gptq_offsets(
     if not todo:
         return {}
     smooth_on = {q["node"] for q, *_ in todo if smooth_alphas and (smoothable is None or q["node"] in smoothable)}
+    n_candidates = len(smooth_on)
     # per op: [H sum, positions, sampled columns, per-channel min, per-channel max]
     stats: Dict[str, List[Any]] = {q["node"]: [None, 0, [], None, None] for q, *_ in todo}
     n_batches = max(1, -(-len(feeds) // batch))
@@ -245,5 +246,6 @@ def gptq_offsets(
         gains = [r.e_rtn / r.e_gptq for r in out.values() if r.e_gptq > 0]
         progress(f"qat: GPTQ weight rounding of {len(out)} of {len(quantized)} weighted ops on {len(feeds)} samples: layer output "
                  f"error {np.median(gains) if gains else float('nan'):.1f}x lower than round-to-nearest (median)"
-                 + (f"; activation smoothing on {n_smoothed} of {len(smooth_on)} candidates" if smooth_on else ""))
+                 + (f"; activation smoothing on {n_smoothed} of {n_candidates} candidate ops ({n_candidates - len(smooth_on)} left out: "
+                    f"one position per channel)" if n_candidates else ""))
     return out

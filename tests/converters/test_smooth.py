@@ -160,3 +160,27 @@ def test_why_matmul_inputs_are_not_smoothed_openvino_one_thread_differs_from_onn
                                                                                       "INFERENCE_PRECISION_HINT": "f32"})(x)[0])
     assert np.abs(run(2) - ref).max() < 1e-3  # two threads: as ONNX Runtime
     assert np.abs(run(1) - ref).max() > 0.05 * np.abs(ref).max()  # one thread: not
+
+
+@pytest.mark.parametrize("range_init", ["fp32", "int8"])
+def test_activation_ranges_are_observed_on_the_fp32_network_unless_asked_otherwise(outlier_onnx, tmp_path, range_init):
+    """range_init fp32 (the default): the pointwise conv's input range is the FP32 network's min/max over the init
+    samples, untouched by the INT8 rounding of the conv before it; int8: that rounding shows in the range."""
+    from edgekit.converters.onnx_torch import OnnxModule
+
+    out, rec, seen = _qat(outlier_onnx, tmp_path, range_init, smooth="off", range_init=range_init, weight_round="nearest")
+    q = next(q for q in seen["quantized"] if q["op"] == "Conv" and q["act"] != "x")
+    lo, hi = [np.inf], [-np.inf]
+
+    def watch(x):
+        lo[0], hi[0] = min(lo[0], float(x.min())), max(hi[0], float(x.max()))
+        return x
+
+    OnnxModule(onnx.load(str(outlier_onnx)), "fp32").observe({(q["node"], 0): watch}, [[f] for f in _feeds(16, 0)])
+    fp32_scale = (max(hi[0], 0.0) - min(lo[0], 0.0)) / 255.0
+    scale = float(onnx.numpy_helper.to_array(next(i for i in onnx.load(str(out.path)).graph.initializer
+                                                   if i.name == q["act"].replace("/", "_") + "_act_scale")))
+    if range_init == "fp32":
+        assert scale == pytest.approx(fp32_scale, rel=1e-5)
+    else:
+        assert abs(scale - fp32_scale) > 1e-4 * fp32_scale
