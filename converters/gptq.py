@@ -224,19 +224,19 @@ def gptq_offsets(
         H = H / count
         w = student.value_of(q["weight"]).detach()
         W, back = _as_rows(w.double(), q["axis"])
-        s = alpha = plain = None
+        s = alpha = plain = rounded = None
         if q["node"] in smooth_on and sample and ch_min is not None and n_in % ch_min.numel() == 0:
-            s, alpha, _base, _best = smoothing.choose(
-                torch, W, H, torch.cat(sample, dim=1), ch_min, ch_max, n_in // ch_min.numel(),
-                lambda Wm, Hm: round_weights(Wm, Hm)[:2], act_qrange, smooth_alphas)
-        if s is not None:
-            Wp, scale_p, errs_p = round_weights(W, H)
-            if errs_p is not None:
-                plain = ((back(Wp) - w.double()).float().numpy(), scale_p.float().numpy())
-            sc = torch.from_numpy(s).double().repeat_interleave(n_in // s.size)
-            W, H = W * sc[None, :], H / (sc[:, None] * sc[None, :])
-            n_smoothed += 1
-        Wq, scale, errs = round_weights(W, H)
+            choice = smoothing.choose(torch, W, H, torch.cat(sample, dim=1), ch_min, ch_max, n_in // ch_min.numel(),
+                                      round_weights, act_qrange, smooth_alphas)
+            s, alpha, rounded = choice.s, choice.alpha, choice.rounded  # the chosen candidate's rounding (unscaled if none)
+            if s is not None:
+                Wp, scale_p, errs_p = choice.rounded_none
+                if errs_p is not None:
+                    plain = ((back(Wp) - w.double()).float().numpy(), scale_p.float().numpy())
+                sc = torch.from_numpy(s).double().repeat_interleave(n_in // s.size)
+                W = W * sc[None, :]
+                n_smoothed += 1
+        Wq, scale, errs = rounded if rounded is not None else round_weights(W, H)
         if errs is None and s is None:
             continue
         e_rtn, e_gptq = errs if errs is not None else (float("nan"), float("nan"))

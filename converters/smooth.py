@@ -17,7 +17,7 @@ exported already scaled. Only an activation read by exactly one quantized op can
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,6 +41,18 @@ def fake_quant_tensor(torch, x, lo: float, hi: float, qmin: int, qmax: int):
     return (torch.clamp(torch.round(x / scale) + zp, qmin, qmax) - zp) * scale
 
 
+class Choice(NamedTuple):
+    """What `choose` found: s per channel (None = no smoothing) and its α, the layer errors without and with it, and
+    what `round_weights` returned for the unscaled weight and for the chosen scaled one (the same when s is None)."""
+
+    s: Optional[np.ndarray]
+    alpha: Optional[float]
+    error_none: float
+    error: float
+    rounded_none: Any
+    rounded: Any
+
+
 def choose(
     torch,
     W,
@@ -49,34 +61,34 @@ def choose(
     ch_min,
     ch_max,
     per_channel: int,
-    round_weights: Callable[[object, object], Tuple[object, object]],
+    round_weights: Callable[[object, object], Any],
     qrange: Tuple[int, int],
     alphas: Sequence[float],
-) -> Tuple[Optional[np.ndarray], Optional[float], float, float]:
+) -> Choice:
     """The smoothing of one layer with the lowest quantized output error.
 
     W [rows, in_features] (float64), H [in_features, in_features] = E[x xᵀ] of the FP32 inputs, cols [in_features, N] a
     sample of those inputs, ch_min/ch_max [channels] the per-channel min/max of the layer input over all calibration
     positions, `per_channel` the columns per channel (kernel size of a conv: column j*k..j*k+k−1 reads channel j).
-    `round_weights(W, H)` gives (quantized W, per-row scale). Returns (s per channel or None, α or None, error without,
-    error with the choice)."""
+    `round_weights(W, H)` gives a tuple whose first item is the quantized W; the caller gets the chosen candidate's back
+    (and the unscaled one's), so nothing is rounded twice."""
     ref = W @ cols
     w_absmax = W.abs().reshape(W.shape[0], -1, per_channel).amax(dim=(0, 2))
     a_absmax = torch.maximum(ch_min.abs(), ch_max.abs())
 
     def error(s):
         sc = s.repeat_interleave(per_channel)
-        Wq, _ = round_weights(W * sc[None, :], H / (sc[:, None] * sc[None, :]))
+        rounded = round_weights(W * sc[None, :], H / (sc[:, None] * sc[None, :]))
         lo, hi = float((ch_min / s).min()), float((ch_max / s).max())
         Xq = fake_quant_tensor(torch, cols / sc[:, None], lo, hi, *qrange)
-        return float(((Wq @ Xq - ref) ** 2).mean())
+        return float(((rounded[0] @ Xq - ref) ** 2).mean()), rounded
 
-    base = error(torch.ones_like(a_absmax))
-    best = (None, None, base)
+    base, base_rounded = error(torch.ones_like(a_absmax))
+    best = (None, None, base, base_rounded)
     for a in alphas:
-        s = migration_scale(torch, a_absmax, w_absmax, float(a))
-        e = error(s)
+        s = migration_scale(torch, a_absmax, w_absmax, float(a)).float().double()  # the float32 s the export stores
+        e, rounded = error(s)
         if e < best[2]:
-            best = (s, float(a), e)
-    s, a, e = best
-    return (s.float().numpy() if s is not None else None), a, base, e
+            best = (s, float(a), e, rounded)
+    s, a, e, rounded = best
+    return Choice(s.float().numpy() if s is not None else None, a, base, e, base_rounded, rounded)

@@ -27,8 +27,9 @@ def test_choose_smooths_a_layer_whose_input_has_outlier_channels_and_not_one_wit
     Xo = X.clone()
     Xo[:2] *= 60.0  # two channels span 60x the others: one per-tensor range leaves the rest a few levels
     for cols, want in ((Xo, True), (X, False)):
-        s, alpha, base, best = choose(torch, W, cols @ cols.T / cols.shape[1], cols, cols.amin(1), cols.amax(1), 1, _rtn,
-                                      (0, 255), (0.5, 0.75, 0.95))
+        c = choose(torch, W, cols @ cols.T / cols.shape[1], cols, cols.amin(1), cols.amax(1), 1, _rtn,
+                   (0, 255), (0.5, 0.75, 0.95))
+        s, best, base = c.s, c.error, c.error_none
         assert best <= base  # "none" is a candidate: never worse on the layer's own criterion
         if want:
             assert s is not None and best < 0.5 * base
