@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Annotated, Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -112,7 +112,8 @@ class QatConfig(StepConfig):
         "fp32", description="network the activation ranges are observed on: fp32 = the float weights (with smoothing), as "
         "the mixed-precision search's variants mostly run them (PP-OCRv4 rec, Conv.28 alone: 13 flipped positions of 256 "
         "held-out lines against 21); int8 = every weight fake-quantized, so upstream INT8 weight errors widen the ranges")
-    smooth_alphas: List[float] = Field(default_factory=lambda: [0.5, 0.75, 0.85, 0.95], description="migration strengths tried per layer")
+    smooth_alphas: List[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=lambda: [0.5, 0.75, 0.85, 0.95], description="migration strengths tried per layer, each in [0, 1]")
     seed: int = 0
     threads: Optional[int] = Field(None, gt=0, description="torch threads for training (default: all cores)")
 

@@ -185,3 +185,12 @@ def test_activation_ranges_are_observed_on_the_fp32_network_unless_asked_otherwi
         assert scale == pytest.approx(fp32_scale, rel=1e-5)
     else:
         assert abs(scale - fp32_scale) > 1e-4 * fp32_scale
+
+
+def test_a_migration_strength_outside_0_1_is_refused_by_name():
+    import pydantic
+
+    from edgekit.converters.qat import QatConfig
+
+    with pytest.raises(pydantic.ValidationError, match="smooth_alphas"):
+        QatConfig(smooth_alphas=[0.5, 1.5])
