@@ -36,13 +36,14 @@ from benchmarks.machine import describe  # noqa: E402
 
 
 F32_ALL = False  # --f32: every OpenVINO model with the f32 hint (the float parts of an INT8 model then run f32, not bf16)
+OV_ONNX = False  # --ov: .onnx files run by OpenVINO (read_model on the ONNX file, as edgekit's openvino target converts it)
 
 
 def _session(label: str, path: str, threads: int = 1):
     from edgekit.core.registry import harness_module
 
     p = Path(path)
-    runtime = "openvino" if p.suffix == ".xml" else "onnxruntime"
+    runtime = "openvino" if (p.suffix == ".xml" or OV_ONNX) else "onnxruntime"
     opts = {"inference_precision_hint": "f32"} if (runtime == "openvino" and (label.endswith("fp32") or label.endswith("@f32") or F32_ALL)) else {}
     return harness_module("adapters").open_session(runtime, str(p), threads, opts), runtime
 
@@ -148,6 +149,7 @@ def timing(args) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--f32", action="store_true", help="compile every OpenVINO model with the f32 hint (float parts of INT8 models in f32)")
+    ap.add_argument("--ov", action="store_true", help="run .onnx artifacts with OpenVINO instead of ONNX Runtime")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("score")
     s.add_argument("artifacts", nargs="+")
@@ -161,8 +163,8 @@ def main(argv=None) -> int:
     t.add_argument("--rounds", type=int, default=7)
     t.add_argument("--runs", type=int, default=30)
     args = ap.parse_args(argv)
-    global F32_ALL
-    F32_ALL = args.f32
+    global F32_ALL, OV_ONNX
+    F32_ALL, OV_ONNX = args.f32, args.ov
     if args.cmd == "score":
         score(args)
     else:
