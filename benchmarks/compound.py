@@ -2,7 +2,8 @@
 
 Two subcommands, so that scoring and building stay outside the benchcore queue and only timing runs inside it:
 
-  score  LABEL=PATH ...   text agreement (PP-OCRv4 rec lines identical to the FP32 ONNX model) on N held-out
+  score  LABEL=PATH ...   text agreement (PP-OCRv4 rec lines identical to the FP32 ONNX model, spaces at the ends
+                          of a line ignored as the zoo's metric does; also without that) on N held-out
                           zoo lines (the "eval" split, never used for calibration or training), every artifact run
                           through edgekit's own harness adapter with the options the device gets
   time   LABEL=PATH ...   interleaved rounds: each round runs every artifact `--runs` times in turn (order rotated per
@@ -76,8 +77,9 @@ def score(args) -> Dict[str, float]:
         sess, rt = _session(label, path)
         outs = [sess.run(f)[0] for f in feeds]
         got = [decode_rec([o])[0] for o in outs]
-        res[label] = round(float(np.mean([a == b for a, b in zip(ref, got)])), 4)
-        rec = {"label": label, "runtime": rt, "lines": len(feeds), "identical": res[label]}
+        res[label] = round(float(np.mean([a.strip() == b.strip() for a, b in zip(ref, got)])), 4)
+        rec = {"label": label, "runtime": rt, "lines": len(feeds), "identical": res[label],
+               "identical_with_edge_spaces": round(float(np.mean([a == b for a, b in zip(ref, got)])), 4)}
         if args.truth:
             rec.update(_vs_truth(got, truth))
         if args.margins:
@@ -90,13 +92,13 @@ def score(args) -> Dict[str, float]:
             flips = r.argmax(-1) != g.argmax(-1)
             # "fragile" lines: FP32's own top-1/top-2 margin falls below 0.01 at some timestep (any perturbation may flip them)
             line_min = [float(np.min(np.diff(np.sort(o.reshape(-1, o.shape[-1]), -1)[:, -2:], axis=-1))) for o in ref_out]
-            differ = [i for i, (a, b) in enumerate(zip(ref, got)) if a != b]
+            differ = [i for i, (a, b) in enumerate(zip(ref, got)) if a.strip() != b.strip()]
             rec.update(timesteps=int(len(r)), flipped_timesteps=int(flips.sum()),
                        fp32_fragile_lines=int(sum(m < 0.01 for m in line_min)),
                        differing_lines_fp32_min_margin=[round(line_min[i], 3) for i in differ],
                        fp32_margin_at_flips_q10_q50_q90=[round(float(q), 3) for q in np.quantile(margin[flips], [0.1, 0.5, 0.9])] if flips.any() else None,
                        fp32_margin_median_all=round(float(np.median(margin)), 3),
-                       lines_differing=[{"fp32": a, "int8": b} for a, b in zip(ref, got) if a != b][: args.margins])
+                       lines_differing=[{"fp32": a, "int8": b} for a, b in zip(ref, got) if a.strip() != b.strip()][: args.margins])
         print(json.dumps(rec), flush=True)
     return res
 

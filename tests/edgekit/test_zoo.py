@@ -182,6 +182,29 @@ def test_rec_task_metric_identity_and_exact_degradation(ort_run):
     assert rec.task_metric(ref, noisy) < 0.5
 
 
+
+def test_rec_task_metric_ignores_spaces_at_line_ends_only():
+    """A space the model emits at either end of a line (where FP32 itself sits at a space/blank tie) is not text; a
+    space inside a line, or any other character, is."""
+    rec = zoo.resolve("zoo:ppocr-rec")
+    index = {c: i for i, c in enumerate(rec.charset())}
+
+    def line(text):  # greedy CTC reads one character per timestep, blanks between them
+        probs = np.zeros((1, 40, len(index)), dtype=np.float32)
+        probs[0, :, 0] = 1.0
+        for k, ch in enumerate(text):
+            probs[0, 2 * k + 1, 0], probs[0, 2 * k + 1, index[ch]] = 0.0, 1.0
+        assert rec.decode([probs])[0] == text
+        return [probs]
+
+    ref = [line(t) for t in ("It also", " operating on", "OR USING", "CFILE")]
+    edges = [line(t) for t in ("It also ", "operating on", "OR USING", " CFILE ")]
+    inner = [line(t) for t in ("It also", " operating on", "ORUSING", "CFILE")]
+    other = [line(t) for t in ("It alsa", " operating on", "OR USING", "CFILE")]
+    assert rec.task_metric(ref, edges) == 1.0
+    assert rec.task_metric(ref, inner) == pytest.approx(0.75)
+    assert rec.task_metric(ref, other) == pytest.approx(0.75)
+
 # ----------------------------------------------------------------------------------------------- PP-OCR det
 def test_det_artifact_and_threshold_from_rapidocr_config():
     det = zoo.resolve("ppocr-det")
