@@ -204,9 +204,9 @@ class PPOCRRec(ZooModel):
 
     def task_metric(self, ref_outputs, new_outputs):
         """Text agreement: the share of lines whose text is identical to the reference's, spaces at the ends of a line
-        ignored. A cropped line's edge spaces carry no text, and the FP32 model itself is undecided there: on 1056
-        held-out lines it puts space against blank at 0.50/0.49 on the first or last timesteps of ~1 % of lines, where
-        OpenVINO's own bf16 run of the FP32 model flips them, and 11 of the 13 lines a 1.7x INT8 variant changed differed
+        ignored. A cropped line's edge spaces carry no text, and the FP32 model is often undecided there (space against
+        blank near 0.50/0.49 on a line's first or last timesteps): on 1056 held-out lines, OpenVINO's own bf16 run of the
+        FP32 model adds or drops such a space on 26 lines, and 10 of the 13 lines a 1.7x INT8 variant changed differed
         only so (benchmarks/COMPOUND.md). PaddleOCR's own RecMetric (ignore_space=True, its default) drops every space;
         this keeps the spaces inside a line."""
         _check_pairs(self.name, ref_outputs, new_outputs)
