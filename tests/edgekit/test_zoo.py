@@ -182,7 +182,6 @@ def test_rec_task_metric_identity_and_exact_degradation(ort_run):
     assert rec.task_metric(ref, noisy) < 0.5
 
 
-
 def test_rec_task_metric_ignores_spaces_at_line_ends_only():
     """A space the model emits at either end of a line (where FP32 itself sits at a space/blank tie) is not text; a
     space inside a line, or any other character, is."""
@@ -204,6 +203,7 @@ def test_rec_task_metric_ignores_spaces_at_line_ends_only():
     assert rec.task_metric(ref, edges) == 1.0
     assert rec.task_metric(ref, inner) == pytest.approx(0.75)
     assert rec.task_metric(ref, other) == pytest.approx(0.75)
+
 
 # ----------------------------------------------------------------------------------------------- PP-OCR det
 def test_det_artifact_and_threshold_from_rapidocr_config():
