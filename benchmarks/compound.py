@@ -62,6 +62,7 @@ def _pairs(items: List[str]) -> List[Tuple[str, str]]:
 
 
 def score(args) -> Dict[str, float]:
+    from edgekit.quality.metrics import same_line, text_agreement
     from edgekit.zoo.datasets import decode_rec, rapidocr_model, rec_samples
 
     samples = rec_samples("eval", args.n, 0)
@@ -77,7 +78,7 @@ def score(args) -> Dict[str, float]:
         sess, rt = _session(label, path)
         outs = [sess.run(f)[0] for f in feeds]
         got = [decode_rec([o])[0] for o in outs]
-        res[label] = round(float(np.mean([a.strip() == b.strip() for a, b in zip(ref, got)])), 4)
+        res[label] = round(text_agreement(ref, got), 4)
         rec = {"label": label, "runtime": rt, "lines": len(feeds), "identical": res[label],
                "identical_with_edge_spaces": round(float(np.mean([a == b for a, b in zip(ref, got)])), 4)}
         if args.truth:
@@ -92,13 +93,13 @@ def score(args) -> Dict[str, float]:
             flips = r.argmax(-1) != g.argmax(-1)
             # "fragile" lines: FP32's own top-1/top-2 margin falls below 0.01 at some timestep (any perturbation may flip them)
             line_min = [float(np.min(np.diff(np.sort(o.reshape(-1, o.shape[-1]), -1)[:, -2:], axis=-1))) for o in ref_out]
-            differ = [i for i, (a, b) in enumerate(zip(ref, got)) if a.strip() != b.strip()]
+            differ = [i for i, (a, b) in enumerate(zip(ref, got)) if not same_line(a, b)]
             rec.update(timesteps=int(len(r)), flipped_timesteps=int(flips.sum()),
                        fp32_fragile_lines=int(sum(m < 0.01 for m in line_min)),
                        differing_lines_fp32_min_margin=[round(line_min[i], 3) for i in differ],
                        fp32_margin_at_flips_q10_q50_q90=[round(float(q), 3) for q in np.quantile(margin[flips], [0.1, 0.5, 0.9])] if flips.any() else None,
                        fp32_margin_median_all=round(float(np.median(margin)), 3),
-                       lines_differing=[{"fp32": a, "int8": b} for a, b in zip(ref, got) if a.strip() != b.strip()][: args.margins])
+                       lines_differing=[{"fp32": ref[i], "int8": got[i]} for i in differ][: args.margins])
         print(json.dumps(rec), flush=True)
     return res
 
@@ -106,9 +107,9 @@ def score(args) -> Dict[str, float]:
 def _vs_truth(got: List[str], truth: List[str]) -> Dict[str, float]:
     """Accuracy against the rendered text itself (what a user reads), beside agreement with FP32: exact lines (spaces
     at the ends ignored) and the character error rate (edit distance / characters of the truth, pooled)."""
-    from edgekit.quality.metrics import edit_distance
+    from edgekit.quality.metrics import edit_distance, text_agreement
 
-    exact = float(np.mean([g.strip() == t.strip() for g, t in zip(got, truth)]))
+    exact = text_agreement(truth, got)
     cer = sum(edit_distance(g.strip(), t.strip()) for g, t in zip(got, truth)) / max(1, sum(len(t.strip()) for t in truth))
     return {"truth_exact_lines": round(exact, 4), "truth_cer": round(cer, 5)}
 

@@ -203,12 +203,9 @@ class PPOCRRec(ZooModel):
         return list(zoo_data.rec_samples(split, int(n), int(seed), h, w))
 
     def task_metric(self, ref_outputs, new_outputs):
-        """Text agreement: the share of lines whose text is identical to the reference's, spaces at the ends of a line
-        ignored. A cropped line's edge spaces carry no text, and the FP32 model is often undecided there (space against
-        blank near 0.50/0.49 on a line's first or last timesteps): on 1056 held-out lines, OpenVINO's own bf16 run of the
-        FP32 model adds or drops such a space on 26 lines, and 10 of the 13 lines a 1.7x INT8 variant changed differed
-        only so (benchmarks/COMPOUND.md). PaddleOCR's own RecMetric (ignore_space=True, its default) drops every space;
-        this keeps the spaces inside a line."""
+        """Text agreement (quality.metrics.text_agreement): the share of lines that read the same as the reference's,
+        spaces at the ends of a line ignored (10 of the 13 lines a 1.7x INT8 variant changed on 1056 held-out lines
+        differed only so: benchmarks/COMPOUND.md)."""
         _check_pairs(self.name, ref_outputs, new_outputs)
         ref_texts: List[str] = []
         new_texts: List[str] = []
@@ -217,7 +214,7 @@ class PPOCRRec(ZooModel):
             _check_pairs(self.name + f" sample {i} lines", r, n)
             ref_texts += r
             new_texts += n
-        return metrics.text_agreement([t.strip() for t in ref_texts], [t.strip() for t in new_texts])
+        return metrics.text_agreement(ref_texts, new_texts)
 
     def describe(self, outputs):
         return self.decode(outputs)

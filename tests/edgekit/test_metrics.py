@@ -31,6 +31,7 @@ def test_ctc_decode_rejects_wrong_class_count():
 def test_text_agreement_counts_identical_lines():
     assert metrics.text_agreement(["ab", "c", "d"], ["ab", "c", "x"]) == pytest.approx(2 / 3)
     assert metrics.text_agreement([], []) == 1.0
+    assert metrics.text_agreement([" ab", "a b"], ["ab ", "ab"]) == pytest.approx(0.5)  # ends ignored, inner space counts
     with pytest.raises(ValueError):
         metrics.text_agreement(["a"], [])
 
