@@ -18,5 +18,5 @@ def describe() -> str:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    feats = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16") if f in flags]
+    feats = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8") if f in flags]
     return f"{model}, {os.cpu_count()} cpus, flags: {' '.join(feats) or 'n/a'}"

@@ -324,7 +324,8 @@ def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_mat
             best = _best(variants)
             sib = next((v for v in variants if v.runtime == runtime and v.precision == "fp32" and v.median_ms is not None), None)
             if precision == "fp16" and not fp16_math and best is not None and sib is not None and sib.median_ms > best.median_ms * (1.0 + near_tie):
-                why = (f"cannot win: this CPU has no FP16 arithmetic, so {runtime}/fp16 computes like {runtime}/fp32, which ran "
+                why = (f"cannot win: the device profile declares no FP16 arithmetic (its cpu.features name none of fp16, asimdhp, avx512_fp16, "
+                       f"amx, amx_fp16), so {runtime}/fp16 computes like {runtime}/fp32, which ran "
                        f"{sib.median_ms:.2f} ms (quick benchmark), more than {near_tie:.0%} slower than {best.runtime}/{best.precision} "
                        f"meeting the budget at {best.median_ms:.2f} ms; not built")
                 variants.append(Variant(runtime=runtime, precision=precision, status="skipped", reason=why, steps=[st.step for st in plans[(runtime, precision)].steps]))
