@@ -278,10 +278,14 @@ def _probe_plan(plan: Plan) -> Plan:
     return plan.model_copy(update={"steps": steps})
 
 
+# cpu.features (canonical names, core/profiles.CPU_FEATURES; asimdhp/fphp load as fp16) that mean FP16 arithmetic
+FP16_FEATURES = ("fp16", "avx512_fp16", "amx")
+
+
 def _fp16_math(profile: DeviceProfile) -> bool:
     """Whether the profile's CPU computes in FP16 (ARM fp16/asimdhp, AVX512-FP16, AMX); without it an FP16 variant
     stores FP16 weights and computes in FP32 (or slower, emulated), so it runs no faster than its FP32 sibling."""
-    return any(profile.has_feature(f) for f in ("fp16", "asimdhp", "avx512_fp16", "amx", "amx_fp16")) or profile.cpu.isa != "x86_64"
+    return any(profile.has_feature(f) for f in FP16_FEATURES) or profile.cpu.isa != "x86_64"
 
 
 def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_math: bool = True, near_tie: float = NEAR_TIE,
@@ -324,8 +328,8 @@ def _speed_first(order, plans, variants, built, evaluate, md, progress, fp16_mat
             best = _best(variants)
             sib = next((v for v in variants if v.runtime == runtime and v.precision == "fp32" and v.median_ms is not None), None)
             if precision == "fp16" and not fp16_math and best is not None and sib is not None and sib.median_ms > best.median_ms * (1.0 + near_tie):
-                why = (f"cannot win: the device profile declares no FP16 arithmetic (its cpu.features name none of fp16, asimdhp, avx512_fp16, "
-                       f"amx, amx_fp16), so {runtime}/fp16 computes like {runtime}/fp32, which ran "
+                why = (f"cannot win: the device profile declares no FP16 arithmetic (its cpu.features name none of "
+                       f"{', '.join(FP16_FEATURES)}), so {runtime}/fp16 computes like {runtime}/fp32, which ran "
                        f"{sib.median_ms:.2f} ms (quick benchmark), more than {near_tie:.0%} slower than {best.runtime}/{best.precision} "
                        f"meeting the budget at {best.median_ms:.2f} ms; not built")
                 variants.append(Variant(runtime=runtime, precision=precision, status="skipped", reason=why, steps=[st.step for st in plans[(runtime, precision)].steps]))
