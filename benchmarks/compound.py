@@ -65,7 +65,7 @@ def score(args) -> Dict[str, float]:
     from edgekit.quality.metrics import same_line, text_agreement
     from edgekit.zoo.datasets import decode_rec, rapidocr_model, rec_samples
 
-    samples = rec_samples("eval", args.n, 0)
+    samples = rec_samples("eval", args.n, args.seed)
     feeds = [s.feeds for s in samples]
     truth = [str(s.label) for s in samples]
     ref_sess, _ = _session("ref-fp32", str(rapidocr_model("rec")))
@@ -157,6 +157,8 @@ def main(argv=None) -> int:
     s = sub.add_parser("score")
     s.add_argument("artifacts", nargs="+")
     s.add_argument("--n", type=int, default=200)
+    s.add_argument("--seed", type=int, default=0, help="the eval draw: 0 = s0 (COMPOUND.md's default); 1 = s1, the zoo's own "
+                   "eval draw (its first 128 lines are the deploy's held-out check)")
     s.add_argument("--margins", type=int, default=0, metavar="K", help="also print flipped timesteps, FP32's top-1/top-2 margin at "
                    "them, and the first K differing lines")
     s.add_argument("--truth", action="store_true", help="also score every artifact (and the FP32 reference) against the "

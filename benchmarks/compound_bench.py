@@ -4,6 +4,8 @@ benchcore; only `time` runs inside it.
 
   build-det-qat --work W [--budget 600] [--max-drop 0.03] [--max-steps N]   edgekit's qat step on det (its defaults: mixed-precision search, early
                                                  stopping on 64 calibration samples held out of training) -> QDQ ONNX -> IR
+  build-det-qat --model rec --max-drop 0.01 [--val-samples N] [--search-budget S]   the same step on PP-OCRv4 rec (its
+                                                 build-up search on N validation lines; default: the step's own)
   build-minilm-prune --work W --ratio R [--budget S]   structured prune (FFN neurons + heads, ratio R) of the zoo's PyTorch
                                                  MiniLM, distilled from the source on zoo sentences (calib split) for S
                                                  seconds, exported to ONNX, then FP32 IR and NNCF INT8 (TRANSFORMER)
@@ -40,6 +42,7 @@ CALIB_N = 100
 HELD_OUT_OFFSET = 64
 HELD_OUT_N = {"ppocr-det": 100, "minilm": 200}
 ZOO = {"det": "ppocr-det", "ppocr-det": "ppocr-det", "minilm": "minilm"}
+BUILD_QAT = {"det": "ppocr-det", "rec": "ppocr-rec"}  # rec is scored and timed by benchmarks/compound.py
 
 
 def _zoo(name: str):
@@ -89,9 +92,10 @@ def build_det_qat(args) -> None:
 
     from edgekit.converters.qat import QatConfig, QatStep
     from edgekit.core.artifact import load_artifact
+    from edgekit.zoo import models as zoo
 
     torch.set_num_threads(1)
-    z = _zoo("det")
+    z = zoo.resolve("zoo:" + BUILD_QAT[args.model])
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     src = Path(z.artifact().path)
@@ -100,13 +104,17 @@ def build_det_qat(args) -> None:
         extra = {"float_nodes": args.float_nodes.split(","), "mixed": "off"}
     if args.max_steps:
         extra["max_steps"] = args.max_steps
+    if args.val_samples is not None:
+        extra["val_samples"] = args.val_samples
+    if args.search_budget is not None:
+        extra["search_budget_s"] = args.search_budget
     cfg = QatConfig(target="openvino", train_budget_s=args.budget, max_drop=args.max_drop, threads=1, **extra)
     t0 = time.perf_counter()
     art = QatStep().run(load_artifact(src), cfg, _ctx(z, work, _say))
     wall = time.perf_counter() - t0
-    xml = _ir(Path(art.path), work / "det_qat.xml")
+    xml = _ir(Path(art.path), work / f"{args.model}_qat.xml")
     rec = {"qdq": str(art.path), "xml": str(xml), "wall_s": round(wall, 1), "load_at_end": os.getloadavg(), "qat": art.metadata.get("qat")}
-    (work / "det_qat.json").write_text(json.dumps(rec, indent=1, default=str))
+    (work / f"{args.model}_qat.json").write_text(json.dumps(rec, indent=1, default=str))
     print(json.dumps({k: v for k, v in rec.items() if k != "qat"}), flush=True)
 
 
@@ -213,6 +221,9 @@ def main(argv=None) -> int:
     b.add_argument("--max-drop", type=float, default=0.03, help="the qat step's budget (mixed-precision search target)")
     b.add_argument("--max-steps", type=int, default=None, help="stop training after this many steps")
     b.add_argument("--float-nodes", default="", help="comma-separated ops kept FP32 (mixed search off): a previous run's pick")
+    b.add_argument("--model", choices=sorted(BUILD_QAT), default="det")
+    b.add_argument("--val-samples", type=int, default=None, help="calibration samples held out for the mixed-precision search")
+    b.add_argument("--search-budget", type=float, default=None, help="seconds after which no search evaluation starts")
     m = sub.add_parser("build-minilm-prune")
     m.add_argument("--work", required=True)
     m.add_argument("--ratio", type=float, required=True)

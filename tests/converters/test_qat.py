@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edgekit.converters.onnx_torch import OnnxModule  # noqa: E402
-from edgekit.converters.qat import QatConfig, QatStep, has_qdq  # noqa: E402
+from edgekit.converters.qat import QatConfig, QatStep, default_val_samples, has_qdq  # noqa: E402
 from edgekit.core.errors import CalibrationError, StepError  # noqa: E402
 from edgekit.core.artifact import load_artifact  # noqa: E402
 from tests.converters.stepctx import minimal_context  # noqa: E402
@@ -615,3 +615,20 @@ def test_qat_float_precision_auto_runs_float_parts_f32_only_when_the_default_pre
     assert mixed["float_precision"] == "auto" and mixed["fp32_default_hint_score"] == (0.0 if bf16_breaks else 1.0)
     assert mixed["hint"] == ("f32" if bf16_breaks else None)
     assert out.metadata.get("inference_precision_hint") == ("f32" if bf16_breaks else None)
+
+
+def test_default_validation_size_lets_the_build_up_lose_at_least_three_lines_where_256_would_allow_fewer():
+    import math
+
+    def allowed(n, max_drop, margin=0.5):  # samples the build-up may lose: score >= 1 - max_drop * (1 - margin)
+        return math.floor(n * max_drop * (1 - margin) + 1e-9)
+
+    assert default_val_samples(False, 0.01, 0.5) == 64  # continuous scores (det IoU, cosine) keep the small set
+    assert default_val_samples(True, None, 0.5) == 256  # no budget: validation is only early stopping
+    for max_drop in (0.005, 0.01, 0.02, 0.03, 0.05, 0.1):
+        n = default_val_samples(True, max_drop, 0.5)
+        assert n in (256, 768)
+        # the larger set only where 256 allows fewer than 3 lost lines; at 1 % (the rec done-when) it allows 3, not 1
+        assert (n == 768) == (allowed(256, max_drop) < 3), (max_drop, n)
+    assert allowed(default_val_samples(True, 0.01, 0.5), 0.01) == 3 and allowed(256, 0.01) == 1
+    assert default_val_samples(True, 0.01, 0.0) == 768 and default_val_samples(True, 0.02, 0.0) == 256  # no reserve: 5 of 256 at 2 %
