@@ -108,6 +108,8 @@ def build_det_qat(args) -> None:
         extra["val_samples"] = args.val_samples
     if args.search_budget is not None:
         extra["search_budget_s"] = args.search_budget
+    if args.search_evals is not None:
+        extra["max_search_evals"] = args.search_evals
     cfg = QatConfig(target="openvino", train_budget_s=args.budget, max_drop=args.max_drop, threads=1, **extra)
     t0 = time.perf_counter()
     art = QatStep().run(load_artifact(src), cfg, _ctx(z, work, _say))
@@ -224,6 +226,7 @@ def main(argv=None) -> int:
     b.add_argument("--model", choices=sorted(BUILD_QAT), default="det")
     b.add_argument("--val-samples", type=int, default=None, help="calibration samples held out for the mixed-precision search")
     b.add_argument("--search-budget", type=float, default=None, help="seconds after which no search evaluation starts")
+    b.add_argument("--search-evals", type=int, default=None, help="build+score evaluations of the search (default: the step's)")
     m = sub.add_parser("build-minilm-prune")
     m.add_argument("--work", required=True)
     m.add_argument("--ratio", type=float, required=True)
