@@ -48,7 +48,7 @@ BUILD_QAT = {"det": "ppocr-det", "rec": "ppocr-rec"}  # rec is scored and timed 
 def _zoo(name: str):
     from edgekit.zoo import models as zoo
 
-    return zoo.resolve("zoo:" + ZOO[name])
+    return zoo.resolve("zoo:" + {**ZOO, **BUILD_QAT}[name])
 
 
 def _ctx(z, work: Path, progress=print):
@@ -92,10 +92,9 @@ def build_det_qat(args) -> None:
 
     from edgekit.converters.qat import QatConfig, QatStep
     from edgekit.core.artifact import load_artifact
-    from edgekit.zoo import models as zoo
 
     torch.set_num_threads(1)
-    z = zoo.resolve("zoo:" + BUILD_QAT[args.model])
+    z = _zoo(args.model)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     src = Path(z.artifact().path)

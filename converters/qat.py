@@ -123,26 +123,31 @@ class QatConfig(StepConfig):
     def _lossy(cls, data: Any) -> Any:
         return lossy_budget_default(data, True)
 
+    @property
+    def search_drop(self) -> Optional[float]:
+        """The drop the build-up accepts on validation: max_drop less its reserve (search_margin); None without a budget."""
+        return None if self.max_drop is None else float(self.max_drop) * (1.0 - self.search_margin)
+
     def act_scheme(self) -> str:
         if self.activations != "auto":
             return self.activations
         return "symmetric" if self.target == "tensorrt" else "asymmetric"
 
 
-def default_val_samples(class_outputs: bool, max_drop: Optional[float], margin: float) -> int:
+def default_val_samples(class_outputs: bool, search_drop: Optional[float]) -> int:
     """Validation samples held out of QAT's training data when the config gives none.
 
     Models without class-distribution outputs: 64 (a continuous score). With them the task score moves by whole samples
-    (lines, labels), and the build-up accepts a set at >= 1 - max_drop * (1 - margin): at 256 samples and max_drop 1 %
+    (lines, labels), and the build-up accepts a set at >= 1 - search_drop (QatConfig.search_drop): at 256 samples and max_drop 1 %
     that allows 1 lost line, so the one or two lines FP32 itself barely decides ruled out most ops (PP-OCRv4 rec: the
     search kept 12 ops, 42 % of the MACs, INT8). When 256 allows fewer than 3 lost samples, 768 are held out (3 lost
     at 1 %): the same search then kept 52 % of the MACs INT8, 1.62x OpenVINO FP32 against 1.38x, at 400/400 held-out
     lines (benchmarks/COMPOUND.md). Each search evaluation then scores 3x the samples."""
     if not class_outputs:
         return 64
-    if max_drop is None:
+    if search_drop is None:
         return 256
-    return 256 if math.floor(256 * max_drop * (1.0 - margin) + 1e-9) >= 3 else 768
+    return 256 if math.floor(256 * search_drop + 1e-9) >= 3 else 768
 
 
 def runtime_of(cfg: "QatConfig") -> str:
@@ -603,7 +608,7 @@ class _Validator:
         max_drop = float(self.cfg.max_drop)
         weights: Optional[Dict[str, float]] = None
         if mode == "build-up":
-            drop = max_drop * (1.0 - self.cfg.search_margin)
+            drop = float(self.cfg.search_drop)
             hint_rec = self.choose_hint(1.0 - drop)
             evals = self.cfg.max_search_evals or len(names) + 16
             self.say(f"qat: mixed-precision build-up over {len(names)} weighted ops on {len(self.feeds)} validation samples "
@@ -727,7 +732,7 @@ class QatStep(Step):
                             hint="QAT needs weighted layers; deploy this model in FP32")
 
         names = student.input_names
-        n_val_want = cfg.val_samples if cfg.val_samples is not None else default_val_samples(any(logits), cfg.max_drop, cfg.search_margin)
+        n_val_want = cfg.val_samples if cfg.val_samples is not None else default_val_samples(any(logits), cfg.search_drop)
         pool = [{k: np.asarray(v) for k, v in f.items()} for f in ctx.calib_data(cfg.train_samples + n_val_want)]
         if not pool:
             raise CalibrationError(f"step 'qat': the calibration data of {label} is empty", hint="pass --calib DIR with at least one sample")

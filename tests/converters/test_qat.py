@@ -623,12 +623,15 @@ def test_default_validation_size_lets_the_build_up_lose_at_least_three_lines_whe
     def allowed(n, max_drop, margin=0.5):  # samples the build-up may lose: score >= 1 - max_drop * (1 - margin)
         return math.floor(n * max_drop * (1 - margin) + 1e-9)
 
-    assert default_val_samples(False, 0.01, 0.5) == 64  # continuous scores (det IoU, cosine) keep the small set
-    assert default_val_samples(True, None, 0.5) == 256  # no budget: validation is only early stopping
+    def default(class_outputs, max_drop, margin):
+        return default_val_samples(class_outputs, QatConfig(max_drop=max_drop, search_margin=margin).search_drop)
+
+    assert default(False, 0.01, 0.5) == 64  # continuous scores (det IoU, cosine) keep the small set
+    assert default(True, None, 0.5) == 256  # no budget: validation is only early stopping
     for max_drop in (0.005, 0.01, 0.02, 0.03, 0.05, 0.1):
-        n = default_val_samples(True, max_drop, 0.5)
+        n = default(True, max_drop, 0.5)
         assert n in (256, 768)
         # the larger set only where 256 allows fewer than 3 lost lines; at 1 % (the rec done-when) it allows 3, not 1
         assert (n == 768) == (allowed(256, max_drop) < 3), (max_drop, n)
-    assert allowed(default_val_samples(True, 0.01, 0.5), 0.01) == 3 and allowed(256, 0.01) == 1
-    assert default_val_samples(True, 0.01, 0.0) == 768 and default_val_samples(True, 0.02, 0.0) == 256  # no reserve: 5 of 256 at 2 %
+    assert allowed(default(True, 0.01, 0.5), 0.01) == 3 and allowed(256, 0.01) == 1
+    assert default(True, 0.01, 0.0) == 768 and default(True, 0.02, 0.0) == 256  # no reserve: 5 of 256 at 2 %
